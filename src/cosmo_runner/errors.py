@@ -1,0 +1,122 @@
+"""One error root, mapped to exit codes in exactly one place (:func:`cosmo_runner.cli.main`).
+
+Exit codes (documented in the README, tested in tests/test_cli.py):
+
+====  ===============================================================
+0     success
+1     a crash (a bug): never returned on purpose
+2     usage error, invalid spec or input, unusable output directory
+3     the environment gate (smoke test) failed
+4     validators found error-level problems
+5     an analysis or another internal step failed
+130   interrupted by SIGINT
+143   interrupted by SIGTERM
+====  ===============================================================
+
+Every subclass builds a one-line ``message`` naming the file, field or package, and
+carries its data as attributes so the run log can record it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+EXIT_VALIDATION = 4
+EXIT_STEP = 5
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class CosmoError(Exception):
+    """Root of every error cosmo-runner raises on purpose."""
+
+    exit_code: ClassVar[int] = EXIT_STEP
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(CosmoError):
+    """Bad command-line usage, or an argument naming something unusable."""
+
+    exit_code = EXIT_USAGE
+
+
+class SpecError(UsageError):
+    """The run spec is missing, not JSON, or invalid against its schema.
+
+    ``problems`` lists every problem as ``"<json pointer>: <message>"``.
+    """
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        first = self.problems[0] if self.problems else "invalid"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__(f"{path}: {first}{more}")
+
+
+class InputError(UsageError):
+    """An input file is missing, unreadable, or its sha256 differs from its pin."""
+
+
+class OutputDirError(UsageError):
+    """The output directory exists and is not empty, or cannot be written."""
+
+
+class EnvironmentGateError(CosmoError):
+    """The smoke test failed: the environment is not the one the manifest expects.
+
+    ``failures`` are the one-line messages of the failing error-level checks.
+    """
+
+    exit_code = EXIT_ENVIRONMENT
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = list(failures)
+        first = self.failures[0] if self.failures else "environment check failed"
+        more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        super().__init__(f"environment gate failed: {first}{more}")
+
+
+class ManifestError(EnvironmentGateError):
+    """The environment manifest (or its lock) is missing, corrupt or schema-invalid."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+        self.message = message
+
+
+class ValidationFailed(CosmoError):
+    """Validators reported error-level findings; no analysis ran."""
+
+    exit_code = EXIT_VALIDATION
+
+
+class StepError(CosmoError):
+    """An analysis or another pipeline step failed."""
+
+    exit_code = EXIT_STEP
+
+
+class AnalysisError(StepError):
+    """A meta-analysis cannot be computed (k < 2, bad variances, no convergence ...)."""
+
+
+class Interrupted(CosmoError):
+    """The run was stopped by a signal (SIGINT -> 130, SIGTERM -> 143)."""
+
+    exit_code = EXIT_SIGINT
+
+    def __init__(self, signum: int, exit_code: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+        self.instance_exit_code = exit_code
