@@ -5,8 +5,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 PIP_INSTALL := $(VPY) -m pip install --disable-pip-version-check --no-input --require-hashes --no-deps
 UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --generate-hashes --allow-unsafe \
-	--no-emit-index-url --no-emit-find-links --python-version 3.11 --python-platform linux \
-	--custom-compile-command "make lock"
+	--no-emit-index-url --no-emit-find-links --python-version 3.11 --python-platform linux
 
 .PHONY: help venv dev run smoke test lint typecheck lock lock-check bench clean \
 	docker-up docker-down base-image image
@@ -56,7 +55,7 @@ test: dev lock-check lint typecheck
 lock: dev
 	$(UV_COMPILE) pyproject.toml requirements/build.in -o requirements.lock.txt
 	$(UV_COMPILE) requirements/dev.in -c requirements.lock.txt -o requirements-dev.lock.txt
-	$(UV_COMPILE) pyproject.toml requirements/bench.in -o requirements-bench.lock.txt
+	$(UV_COMPILE) pyproject.toml requirements/build.in requirements/bench.in -o requirements-bench.lock.txt
 	$(VPY) scripts/sync_package_data.py
 
 clean:

@@ -1,0 +1,5 @@
+"""Placeholder CLI, replaced by the environment core."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    return 0
