@@ -7,7 +7,7 @@ PIP_INSTALL := $(VPY) -m pip install --disable-pip-version-check --no-input --re
 UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --generate-hashes --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links --python-version 3.11 --python-platform linux
 
-.PHONY: help venv dev run smoke test lint typecheck lock lock-check bench clean \
+.PHONY: help venv dev run smoke test lint typecheck lock lock-check bench .venv-bench clean \
 	docker-up docker-down base-image image
 
 help:
@@ -58,5 +58,42 @@ lock: dev
 	$(UV_COMPILE) pyproject.toml requirements/build.in requirements/bench.in -o requirements-bench.lock.txt
 	$(VPY) scripts/sync_package_data.py
 
+# Benchmarks: peers (statsmodels, PyMARE) live in their own environment from their own hashed lock.
+BENCH_VENV ?= .venv-bench
+BENCH_PIP_INSTALL := $(BENCH_VENV)/bin/python -m pip install --disable-pip-version-check --no-input --require-hashes --no-deps
+
+$(BENCH_VENV)/.bench-stamp: requirements-bench.lock.txt pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PIP_INSTALL) -r requirements-bench.lock.txt
+	$(BENCH_VENV)/bin/python -m pip install --disable-pip-version-check --no-input --no-deps --no-build-isolation -e .
+	touch $@
+
+.venv-bench: $(BENCH_VENV)/.bench-stamp
+
+bench: venv .venv-bench
+	$(BENCH_VENV)/bin/python bench/run_all.py
+
 clean:
 	rm -rf $(VENV) .venv-bench build dist .pytest_cache .mypy_cache .ruff_cache
+
+# Docker (docs/docker.md). A private engine (no bridge network, no iptables changes) under
+# $(DOCKER_ROOT), a base image from Debian's packages for places with no registry, and the
+# hermetic image: locked wheels downloaded on the host, then `docker build --network none`.
+# BASE_IMAGE empty: python:3.11-slim-bookworm if present locally, else cosmo-base:bookworm.
+# DOCKER=/usr/bin/docker DOCKER_BUILDKIT=1 selects BuildKit; the default client builds legacy.
+DOCKER_ROOT ?= /tmp/cosmo-docker
+BASE_IMAGE ?=
+DOCKER ?= docker
+DOCKER_ENV := COSMO_DOCKER_ROOT=$(DOCKER_ROOT) DOCKER=$(DOCKER)
+
+docker-up:
+	$(DOCKER_ENV) scripts/docker/up.sh
+
+docker-down:
+	$(DOCKER_ENV) scripts/docker/down.sh
+
+base-image:
+	$(DOCKER_ENV) scripts/docker/base_image.sh
+
+image:
+	$(DOCKER_ENV) BASE_IMAGE=$(BASE_IMAGE) $(PYTHON) scripts/docker/image.py

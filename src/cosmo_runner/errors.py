@@ -112,11 +112,21 @@ class AnalysisError(StepError):
 
 
 class Interrupted(CosmoError):
-    """The run was stopped by a signal (SIGINT -> 130, SIGTERM -> 143)."""
+    """The run was stopped by a signal: SIGINT -> 130, SIGTERM -> 143 (128 + signal number)."""
 
     exit_code = EXIT_SIGINT
 
-    def __init__(self, signum: int, exit_code: int) -> None:
-        super().__init__(f"interrupted by signal {signum}")
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
-        self.instance_exit_code = exit_code
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code of an error; anything not ours is a crash (1)."""
+    if isinstance(error, Interrupted):
+        return 128 + error.signum
+    if isinstance(error, CosmoError):
+        return error.exit_code
+    return EXIT_CRASH

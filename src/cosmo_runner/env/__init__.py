@@ -1,0 +1,1 @@
+"""Everything about the environment: manifest, lock, probes, snapshot, smoke checks, diff."""

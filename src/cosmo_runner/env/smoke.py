@@ -1,0 +1,348 @@
+"""The smoke test: a few seconds that confirm the environment before any step runs.
+
+Pure checks over an :class:`~cosmo_runner.env.snapshot.EnvironmentState`: each returns
+:class:`Check` records naming expected and observed values. Only the optional
+``pip_check`` starts a subprocess (the real ``pip check``); everything else is in-process
+(importlib.metadata + packaging).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from typing import Any
+
+from packaging.markers import UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from cosmo_runner.env.probes import TOOLING
+from cosmo_runner.env.snapshot import EnvironmentState
+
+
+@dataclass(frozen=True)
+class Check:
+    """One smoke check. ``status`` is ``ok``, ``warn`` or ``error``."""
+
+    name: str
+    status: str
+    message: str
+    expected: Any = None
+    observed: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SmokeReport:
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.status != "error" for c in self.checks)
+
+    @property
+    def failures(self) -> list[str]:
+        return [c.message for c in self.checks if c.status == "error"]
+
+    def as_dict(self) -> dict[str, Any]:
+        counts = {s: sum(c.status == s for c in self.checks) for s in ("ok", "warn", "error")}
+        return {
+            "passed": self.passed,
+            "counts": counts,
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+
+def _status(ok: bool, severity: str) -> str:
+    return "ok" if ok else ("error" if severity == "error" else "warn")
+
+
+def run_checks(
+    state: EnvironmentState, *, strict: bool = False, pip_check: bool = False
+) -> SmokeReport:
+    """All checks, in a fixed order. ``strict`` makes extra distributions errors."""
+    checks: list[Check] = []
+    manifest = state.manifest
+    if manifest is None:
+        checks.append(
+            Check(
+                "manifest",
+                "error",
+                f"{state.manifest_error}; pass --manifest PATH or set $COSMO_MANIFEST",
+                expected=str(state.manifest_path),
+            )
+        )
+        return SmokeReport(checks)
+    checks.append(
+        Check(
+            "manifest",
+            "ok",
+            f"manifest {manifest.path} ({manifest.source})",
+            observed=str(manifest.path),
+        )
+    )
+    checks.append(_check_lock(state))
+    imports = _ImportProbes(manifest.data["imports"]["modules"], manifest.severity("imports"))
+    checks.extend(_check_platform(state))
+    checks.extend(_check_tools(state))
+    checks.extend(_check_packages(state, strict=strict))
+    checks.extend(_check_requirements(state.distributions))
+    checks.extend(imports.collect())
+    if pip_check:
+        checks.append(_real_pip_check())
+    return SmokeReport(checks)
+
+
+def _check_lock(state: EnvironmentState) -> Check:
+    assert state.manifest is not None
+    expected = state.manifest.data["lock"]["sha256"]
+    severity = state.manifest.severity("lock")
+    if state.lock is None:
+        return Check(
+            "lock",
+            "error",
+            f"{state.lock_error}; run 'make lock' or fix manifest /lock/path",
+            expected=expected,
+        )
+    ok = state.lock.sha256 == expected
+    message = (
+        f"lock {state.lock.path} sha256 matches the manifest"
+        if ok
+        else f"lock {state.lock.path}: sha256 {state.lock.sha256[:12]}... differs from the "
+        f"manifest's {expected[:12]}...; run 'make lock' to re-sync"
+    )
+    return Check(
+        "lock", _status(ok, severity), message, expected=expected, observed=state.lock.sha256
+    )
+
+
+def _check_platform(state: EnvironmentState) -> list[Check]:
+    assert state.manifest is not None
+    data, obs = state.manifest.data, state.observed
+    version = obs["python"]["version_short"]
+    spec = SpecifierSet(data["python"]["specifier"])
+    ok = spec.contains(version, prereleases=True)
+    checks = [
+        Check(
+            "python",
+            _status(ok, state.manifest.severity("python")),
+            f"python {version} {'within' if ok else 'outside'} {spec}",
+            expected=str(spec),
+            observed=version,
+        )
+    ]
+    impl = data["python"].get("implementation")
+    if impl:
+        ok = impl == obs["python"]["implementation"]
+        checks.append(
+            Check(
+                "python-implementation",
+                _status(ok, state.manifest.severity("python")),
+                f"python implementation: manifest {impl}, running {obs['python']['implementation']}",
+                expected=impl,
+                observed=obs["python"]["implementation"],
+            )
+        )
+    for name, key in (("os_family", "os_family"), ("machine", "machines")):
+        allowed = data[key]["allowed"]
+        value = obs[name]
+        ok = value in allowed
+        checks.append(
+            Check(
+                name,
+                _status(ok, state.manifest.severity(key)),
+                f"{name.replace('_', ' ')} {value} {'in' if ok else 'not in'} {allowed}",
+                expected=allowed,
+                observed=value,
+            )
+        )
+    return checks
+
+
+# Runs in a fresh interpreter: imports each module named on the command line and prints
+# {"module": null | "ExceptionType: message"} as JSON.
+_IMPORT_PROBE = """
+import importlib, json, sys
+out = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+        out[name] = None
+    except BaseException as exc:
+        out[name] = (type(exc).__name__ + ": " + str(exc)).splitlines()[0]
+print(json.dumps(out))
+"""
+
+
+class _ImportProbes:
+    """Required imports, checked in fresh interpreters, one per top-level package, in parallel.
+
+    A fresh interpreter sees exactly what a pipeline run would import, unaffected by what
+    this process already loaded; running the packages side by side keeps the gate fast.
+    """
+
+    def __init__(self, modules: list[str], severity: str) -> None:
+        self.modules = modules
+        self.severity = severity
+        groups: dict[str, list[str]] = {}
+        for module in modules:
+            groups.setdefault(module.split(".")[0], []).append(module)
+        self.procs = [
+            (
+                group,
+                subprocess.Popen(
+                    [sys.executable, "-c", _IMPORT_PROBE, *group],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+            for group in groups.values()
+        ]
+
+    def collect(self) -> list[Check]:
+        outcome: dict[str, str | None] = {}
+        for group, proc in self.procs:
+            out, err = proc.communicate()
+            try:
+                outcome.update(json.loads(out.strip().splitlines()[-1]))
+            except (IndexError, json.JSONDecodeError):
+                last = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+                outcome.update(dict.fromkeys(group, f"interpreter failed: {last}"))
+        checks = []
+        for module in self.modules:
+            text = outcome.get(module)
+            if text is None:
+                checks.append(Check(f"import:{module}", "ok", f"import {module}"))
+            else:
+                checks.append(
+                    Check(
+                        f"import:{module}",
+                        _status(False, self.severity),
+                        f"import {module} failed: {text}",
+                        observed=text,
+                    )
+                )
+        return checks
+
+
+def _check_tools(state: EnvironmentState) -> list[Check]:
+    assert state.manifest is not None
+    checks = []
+    for tool in state.manifest.data["tools"]:
+        name = canonicalize_name(tool["name"])
+        spec = SpecifierSet(tool["specifier"])
+        dist = state.distributions.get(name)
+        found = dist.version if dist else None
+        ok = found is not None and spec.contains(found, prereleases=True)
+        shown = found or "not installed"
+        checks.append(
+            Check(
+                f"tool:{name}",
+                _status(ok, tool.get("severity", "error")),
+                f"{name}: manifest {spec or 'any'}, installed {shown}",
+                expected=str(spec),
+                observed=found,
+            )
+        )
+    return checks
+
+
+def _check_packages(state: EnvironmentState, *, strict: bool) -> list[Check]:
+    assert state.manifest is not None
+    if state.lock is None:
+        return []
+    severity = state.manifest.severity("lock")
+    checks = []
+    for name, locked in sorted(state.lock.pins.items()):
+        dist = state.distributions.get(name)
+        if dist is None:
+            checks.append(
+                Check(
+                    f"package:{name}",
+                    _status(False, severity),
+                    f"{name}: lock {locked}, not installed",
+                    expected=locked,
+                )
+            )
+        elif dist.version != locked:
+            checks.append(
+                Check(
+                    f"package:{name}",
+                    _status(False, severity),
+                    f"{name}: lock {locked}, installed {dist.version}",
+                    expected=locked,
+                    observed=dist.version,
+                )
+            )
+    matched = len(state.lock.pins) - len(checks)
+    checks.insert(
+        0,
+        Check(
+            "packages",
+            "ok",
+            f"{matched} of {len(state.lock.pins)} locked packages installed at their pins",
+        ),
+    )
+    extras = sorted(
+        f"{n}=={d.version}"
+        for n, d in state.distributions.items()
+        if n not in state.lock.pins and n not in TOOLING
+    )
+    if extras:
+        extras_severity = (
+            "error" if strict else state.manifest.data["lock"].get("extras_severity", "warn")
+        )
+        checks.append(
+            Check(
+                "extras",
+                _status(False, extras_severity),
+                f"{len(extras)} installed distributions not in the lock: {', '.join(extras)}",
+                observed=extras,
+            )
+        )
+    return checks
+
+
+def _check_requirements(dists: dict[str, metadata.Distribution]) -> list[Check]:
+    """What ``pip check`` reports, in-process: unmet or conflicting requirements."""
+    problems = []
+    for name, dist in sorted(dists.items()):
+        for text in dist.requires or []:
+            try:
+                req = Requirement(text)
+                if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                    continue
+            except (InvalidRequirement, UndefinedEnvironmentName):
+                continue
+            dep = dists.get(canonicalize_name(req.name))
+            if dep is None:
+                problems.append(f"{name} {dist.version} requires {req}, which is not installed")
+                continue
+            try:
+                if not req.specifier.contains(Version(dep.version), prereleases=True):
+                    problems.append(
+                        f"{name} {dist.version} requires {req}, installed {dep.version}"
+                    )
+            except InvalidVersion:
+                problems.append(f"{name}: installed {req.name} has invalid version {dep.version!r}")
+    if not problems:
+        return [Check("requirements", "ok", "installed requirements are consistent")]
+    return [Check("requirements", "error", p) for p in problems]
+
+
+def _real_pip_check() -> Check:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, check=False
+    )
+    out = (proc.stdout + proc.stderr).strip()
+    if proc.returncode == 0:
+        return Check("pip-check", "ok", "pip check: " + (out.splitlines()[0] if out else "ok"))
+    return Check("pip-check", "error", "pip check: " + "; ".join(out.splitlines()), observed=out)

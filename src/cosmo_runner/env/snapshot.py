@@ -1,0 +1,158 @@
+"""The environment snapshot: what the manifest expects and what this interpreter observes.
+
+The document written into every run log (``environment``) and printed by
+``cosmo-runner env snapshot``. Field names are a contract (see run_log.schema.json):
+``environment.observed.python.version``, ``.python.executable``, ``.platform``,
+``.machine``, ``.packages``, ``environment.expected`` and ``environment.env_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cosmo_runner import __version__
+from cosmo_runner.env import probes
+from cosmo_runner.env.lock import Lock, read_lock
+from cosmo_runner.env.manifest import Manifest, load, locate
+from cosmo_runner.errors import ManifestError
+
+ENV_ID_LENGTH = 16
+
+
+@dataclass
+class EnvironmentState:
+    """Everything observed once per command; the smoke checks and the snapshot share it."""
+
+    manifest: Manifest | None
+    manifest_error: str | None
+    manifest_path: Path
+    manifest_source: str
+    lock: Lock | None
+    lock_error: str | None
+    distributions: dict[str, metadata.Distribution]
+    observed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def env_id(self) -> str:
+        return env_id(self.observed, self.lock, self.manifest)
+
+    def lock_verdict(self) -> dict[str, Any]:
+        """Lock path, sha256 and a drift verdict of the installed packages against it."""
+        if self.lock is None:
+            return {
+                "path": None,
+                "sha256": None,
+                "expected_sha256": None,
+                "verdict": "missing",
+                "drift": [],
+                "error": self.lock_error,
+            }
+        expected = self.manifest.data["lock"]["sha256"] if self.manifest else None
+        drift = lock_drift(self.lock, self.distributions)
+        verdict = "drifted" if drift else "in-sync"
+        if expected is not None and expected != self.lock.sha256:
+            verdict = "lock-changed"
+        return {
+            "path": str(self.lock.path),
+            "sha256": self.lock.sha256,
+            "expected_sha256": expected,
+            "verdict": verdict,
+            "drift": drift,
+            "error": None,
+        }
+
+    def document(self) -> dict[str, Any]:
+        """The ``environment`` section of a run log (JSON-ready)."""
+        return {
+            "env_id": self.env_id,
+            "expected": self.manifest.data if self.manifest else None,
+            "observed": self.observed,
+            "manifest": {
+                "path": str(self.manifest_path),
+                "source": self.manifest_source,
+                "sha256": self.manifest.sha256 if self.manifest else None,
+                "error": self.manifest_error,
+            },
+            "lock": self.lock_verdict(),
+        }
+
+
+def lock_drift(lock: Lock, dists: dict[str, metadata.Distribution]) -> list[dict[str, Any]]:
+    """Pins whose installed version differs (or that are missing): name, locked, installed."""
+    drift = []
+    for name, locked in sorted(lock.pins.items()):
+        dist = dists.get(name)
+        installed = dist.version if dist is not None else None
+        if installed != locked:
+            drift.append({"name": name, "locked": locked, "installed": installed})
+    return drift
+
+
+def env_id(observed: dict[str, Any], lock: Lock | None, manifest: Manifest | None) -> str:
+    """Short content hash of what decides results (not the kernel, not the host name).
+
+    Lock and manifest sha256, Python implementation and version, OS family and libc,
+    machine, and numpy's BLAS/LAPACK identity.
+    """
+    blas = observed.get("blas") or {}
+    decisive = {
+        "lock_sha256": lock.sha256 if lock else None,
+        "manifest_sha256": manifest.sha256 if manifest else None,
+        "python_implementation": observed["python"]["implementation"],
+        "python_version": observed["python"]["version_short"],
+        "os_family": observed["os_family"],
+        "libc": observed["libc"],
+        "machine": observed["machine"],
+        "blas": {k: blas.get(k) for k in ("blas", "lapack")},
+    }
+    canonical = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:ENV_ID_LENGTH]
+
+
+def observe(dists: dict[str, metadata.Distribution], *, with_blas: bool = True) -> dict[str, Any]:
+    """The ``observed`` part: facts about this interpreter and machine, from the probes."""
+    return {
+        "python": probes.python(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "os_family": probes.os_family(),
+        "libc": probes.libc(),
+        "cpu_count": os.cpu_count(),
+        "packages": probes.packages(dists),
+        "pip_version": dists["pip"].version if "pip" in dists else None,
+        "blas": probes.blas() if with_blas else None,
+        "container": probes.container(),
+        "env_vars": probes.env_vars(),
+        "runner": {"version": __version__, "git_commit": probes.git_commit()},
+    }
+
+
+def capture(manifest_arg: str | None = None, cwd: Path | None = None) -> EnvironmentState:
+    """Observe the environment once. Never raises for a bad manifest or lock: it records them."""
+    manifest_path, source = locate(manifest_arg, cwd)
+    manifest: Manifest | None = None
+    manifest_error = lock_error = None
+    lock: Lock | None = None
+    try:
+        manifest = load(manifest_arg, cwd)
+        manifest_path = manifest.path
+    except ManifestError as exc:
+        manifest_error = exc.message
+    if manifest is not None:
+        try:
+            lock = read_lock(manifest.lock_path)
+        except ManifestError as exc:
+            lock_error = exc.message
+    dists = probes.installed_distributions()
+    state = EnvironmentState(
+        manifest, manifest_error, manifest_path, source, lock, lock_error, dists
+    )
+    state.observed = observe(dists)
+    return state

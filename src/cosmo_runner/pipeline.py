@@ -1,0 +1,376 @@
+"""The run: out dir -> snapshot + first log -> smoke gate -> spec + inputs -> validators
+-> analyses -> final log.
+
+:func:`execute` never raises for a run that has a log: it completes the log and returns a
+:class:`RunResult` carrying the error. Only an unusable output directory (no log can
+exist) raises :class:`~cosmo_runner.errors.OutputDirError` before anything is written.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cosmo_runner import spec as spec_mod
+from cosmo_runner.env.smoke import SmokeReport, run_checks
+from cosmo_runner.env.snapshot import capture
+from cosmo_runner.errors import (
+    CosmoError,
+    EnvironmentGateError,
+    Interrupted,
+    OutputDirError,
+    StepError,
+    ValidationFailed,
+    exit_code_for,
+)
+from cosmo_runner.runlog import LOG_NAME, RunLog, dumps, file_record, write_atomic
+from cosmo_runner.tables import Table, read_csv
+
+
+@dataclass
+class RunOptions:
+    spec_path: Path
+    out_dir: Path | None = None  # None: ./runs/<run_id>/ (run) or nothing written (validate)
+    manifest: str | None = None
+    strict: bool = False
+    analyses: bool = True  # False: `validate`, the dry run
+    write: bool = True  # False: `validate` without --out
+    input_overrides: dict[str, Path] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    cwd: Path | None = None
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    log: dict[str, Any]
+    run_dir: Path | None
+    error: BaseException | None
+    smoke: SmokeReport | None = None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.run_dir / LOG_NAME if self.run_dir else None
+
+
+def new_run_id() -> str:
+    """UTC time ``YYYYMMDDTHHMMSSZ`` plus a random suffix (unique across parallel processes)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
+
+
+def prepare_out_dir(out_dir: Path | None, cwd: Path) -> tuple[Path, str]:
+    """Create the run directory; refuse an existing non-empty one (left untouched)."""
+    if out_dir is None:
+        runs = cwd / "runs"
+        for _ in range(20):
+            run_id = new_run_id()
+            candidate = runs / run_id
+            try:
+                candidate.mkdir(parents=True, exist_ok=False)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise OutputDirError(
+                    f"cannot create the run directory {candidate}: {exc.strerror}"
+                ) from exc
+            return candidate.resolve(), run_id
+        raise OutputDirError(f"could not find a free run directory under {runs}")
+    run_id = new_run_id()
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise OutputDirError(f"output path exists and is not a directory: {out_dir}")
+        if any(out_dir.iterdir()):
+            raise OutputDirError(f"output directory is not empty, refusing to overwrite: {out_dir}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-probe-{run_id}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputDirError(
+            f"output directory cannot be written: {out_dir}: {exc.strerror}"
+        ) from exc
+    return out_dir.resolve(), run_id
+
+
+@contextmanager
+def _signals_as_errors() -> Iterator[None]:
+    """SIGTERM and SIGINT raise :class:`Interrupted` inside the run, so the log completes."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _error_record(error: BaseException) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "type": type(error).__name__,
+        "message": str(error),
+        "exit_code": exit_code_for(error),
+        "traceback": "".join(traceback.format_exception(error)),
+    }
+    for attr in ("problems", "failures"):
+        if hasattr(error, attr):
+            record[attr] = getattr(error, attr)
+    return record
+
+
+def execute(options: RunOptions) -> RunResult:
+    """Run (or dry-run) a spec. See the module docstring for the order of steps."""
+    cwd = options.cwd or Path.cwd()
+    if options.write:
+        run_dir: Path | None
+        run_dir, run_id = prepare_out_dir(options.out_dir, cwd)
+    else:
+        run_dir, run_id = None, new_run_id()
+    log = RunLog((run_dir or cwd) / LOG_NAME, run_id, options.command)
+    if not options.write:
+        log.save = lambda: None  # type: ignore[method-assign]  # dry run writes nothing
+    runner = _Runner(options, log, run_dir)
+    error: BaseException | None = None
+    with _signals_as_errors():
+        try:
+            runner.run()
+        except (CosmoError, KeyboardInterrupt) as exc:
+            error = Interrupted(signal.SIGINT) if isinstance(exc, KeyboardInterrupt) else exc
+        except Exception as exc:
+            error = StepError(
+                f"internal error in step {runner.step!r}: {type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+        try:
+            runner.finish(error)
+        except Interrupted as exc:  # a second signal while finishing: finish again, quietly
+            error = error or exc
+            runner.finish(error)
+    code = exit_code_for(error) if error else 0
+    return RunResult(code, log.doc, run_dir, error, runner.smoke)
+
+
+class _Runner:
+    def __init__(self, options: RunOptions, log: RunLog, run_dir: Path | None) -> None:
+        self.options = options
+        self.log = log
+        self.run_dir = run_dir
+        self.step = "environment"
+        self.smoke: SmokeReport | None = None
+        self.drop_rows: dict[str, set[int]] = {}
+
+    def _begin(self, step: str) -> None:
+        self.step = step
+        self.log.start_step(step)
+
+    def run(self) -> None:
+        options, doc = self.options, self.log.doc
+        doc["spec"] = {
+            "path": str(options.spec_path),
+            "resolved": str(options.spec_path.resolve()),
+            "sha256": None,
+            "name": None,
+        }
+        self._begin("environment")
+        state = capture(options.manifest, options.cwd)
+        doc["environment"] = state.document()
+        self.log.end_step("environment")
+        self.log.save()  # the snapshot is on disk before anything else runs
+
+        self._begin("smoke")
+        self.smoke = run_checks(state, strict=options.strict)
+        doc["smoke"] = self.smoke.as_dict()
+        self.log.end_step("smoke")
+        self.log.save()
+        if not self.smoke.passed:
+            raise EnvironmentGateError(self.smoke.failures)
+
+        self._begin("spec")
+        self._copy_spec()
+        spec = spec_mod.load(options.spec_path)
+        doc["spec"].update(name=spec.data["name"])
+        self._begin("inputs")
+        spec = self._apply_overrides(spec)
+        doc["inputs"] = spec_mod.check_inputs(spec)
+        self.log.end_step("spec")
+        self.log.end_step("inputs")
+        self.log.save()
+
+        self._begin("validators")
+        tables = _TableCache()
+        self._run_validators(spec, tables)
+        self.log.end_step("validators")
+        self.log.save()
+        if options.analyses:
+            self._begin("analyses")
+            self._run_analyses(spec, tables)
+            self.log.end_step("analyses")
+
+    def _copy_spec(self) -> None:
+        try:
+            raw = self.options.spec_path.read_bytes()
+        except OSError:
+            return  # spec.load reports it
+        import hashlib
+
+        self.log.doc["spec"]["sha256"] = hashlib.sha256(raw).hexdigest()
+        if self.run_dir is not None:
+            write_atomic(self.run_dir / "spec.json", raw)
+
+    def _apply_overrides(self, spec: spec_mod.Spec) -> spec_mod.Spec:
+        if not self.options.input_overrides:
+            return spec
+        data = dict(spec.data)
+        data["inputs"] = {key: dict(value) for key, value in spec.data["inputs"].items()}
+        for key, path in self.options.input_overrides.items():
+            if key not in data["inputs"]:
+                from cosmo_runner.errors import UsageError
+
+                raise UsageError(
+                    f"--input {key}=...: the spec has no input {key!r} "
+                    f"(inputs: {', '.join(sorted(data['inputs']))})"
+                )
+            data["inputs"][key]["path"] = str(path.resolve())
+        return spec_mod.Spec(spec.path, spec.raw, data)
+
+    def _run_validators(self, spec: spec_mod.Spec, tables: _TableCache) -> None:
+        from cosmo_runner import validators as registry
+
+        inputs = spec.inputs()
+        records = self.log.doc["validators"]
+        for entry in spec.validators:
+            validator = registry.resolve(entry["kind"])
+            record: dict[str, Any] = {
+                "id": entry["id"],
+                "kind": entry["kind"],
+                "input": entry["input"],
+                "status": "passed",
+                "findings": [],
+            }
+            records.append(record)
+            if validator is None:
+                record["status"] = "failed"
+                record["findings"].append(
+                    {
+                        "level": "error",
+                        "location": None,
+                        "message": f"unknown validator kind {entry['kind']!r} (known: {', '.join(registry.known_kinds())})",
+                    }
+                )
+                continue
+            context = registry.ValidatorContext(
+                entry, inputs[entry["input"]].resolved, spec.base, dict(entry.get("options", {}))
+            )
+            outcome = registry.run_validator(validator, context)
+            record["findings"] = [f.as_dict() for f in outcome.findings]
+            record["dropped_rows"] = sorted(outcome.drop_rows)
+            if outcome.drop_rows:
+                self.drop_rows.setdefault(entry["input"], set()).update(outcome.drop_rows)
+            if outcome.errors:
+                record["status"] = "failed"
+            elif outcome.findings:
+                record["status"] = "passed with warnings"
+        failed = [r for r in records if r["status"] == "failed"]
+        if failed:
+            errors = sum(f["level"] == "error" for r in failed for f in r["findings"])
+            first = next(
+                f["message"] for r in failed for f in r["findings"] if f["level"] == "error"
+            )
+            raise ValidationFailed(
+                f"{errors} validator error(s) in {', '.join(r['id'] for r in failed)}; first: {first}"
+            )
+
+    def _run_analyses(self, spec: spec_mod.Spec, tables: _TableCache) -> None:
+        inputs = spec.inputs()
+        records = self.log.doc["analyses"]
+        failures: list[str] = []
+        assert self.run_dir is not None or not self.options.write
+        for entry in spec.analyses:
+            record: dict[str, Any] = {
+                "id": entry["id"],
+                "status": "running",
+                "result": None,
+                "plots": [],
+                "summary": None,
+                "error": None,
+            }
+            records.append(record)
+            try:
+                table = tables.get(inputs[entry["input"]].resolved)
+                table = table.without(self.drop_rows.get(entry["input"], set()))
+                self._run_analysis(entry, table, record)
+                record["status"] = "succeeded"
+            except Interrupted:
+                record["status"] = "interrupted"
+                raise
+            except CosmoError as exc:
+                record.update(
+                    status="failed", error={"type": type(exc).__name__, "message": str(exc)}
+                )
+                failures.append(f"analysis {entry['id']!r}: {exc}")
+            except Exception as exc:
+                record.update(status="failed", error=_error_record(exc))
+                failures.append(f"analysis {entry['id']!r}: {type(exc).__name__}: {exc}")
+            self.log.save()
+        if failures:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise StepError(failures[0] + more)
+
+    def _run_analysis(self, entry: dict[str, Any], table: Table, record: dict[str, Any]) -> None:
+        from cosmo_runner.meta.analysis import analyse
+
+        result = analyse(entry, table.as_columns())
+        record["summary"] = {
+            k: result.get(k) for k in ("k", "estimate", "ci_lb", "ci_ub", "tau2", "I2", "pval")
+        }
+        if result.get("transformed"):
+            record["summary"]["transformed"] = result["transformed"]
+        if self.run_dir is None:
+            return
+        path = self.run_dir / "results" / f"{entry['id']}.json"
+        write_atomic(path, dumps(result))
+        record["result"] = file_record(path, self.run_dir)
+        if entry.get("plots"):
+            from cosmo_runner.meta.plots import render
+
+            written = render(result, entry["plots"], self.run_dir / "plots", entry["id"])
+            record["plots"] = [file_record(p, self.run_dir) for p in written]
+
+    def finish(self, error: BaseException | None) -> None:
+        if self.run_dir is not None:
+            for sub in ("results", "plots"):
+                (self.run_dir / sub).mkdir(exist_ok=True)
+            self.log.doc["outputs"] = [
+                file_record(p, self.run_dir)
+                for p in sorted((self.run_dir / "results").rglob("*"))
+                + sorted((self.run_dir / "plots").rglob("*"))
+                if p.is_file() and not p.name.startswith(".")
+            ]
+        if error is None:
+            self.log.finish("succeeded", 0)
+        else:
+            status = "interrupted" if isinstance(error, Interrupted) else "failed"
+            self.log.finish(status, exit_code_for(error), _error_record(error))
+
+
+class _TableCache:
+    """Each CSV input is read once per run, shared by validators' callers and analyses."""
+
+    def __init__(self) -> None:
+        self._tables: dict[Path, Table] = {}
+
+    def get(self, path: Path) -> Table:
+        if path not in self._tables:
+            self._tables[path] = read_csv(path)
+        return self._tables[path]

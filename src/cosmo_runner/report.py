@@ -1,0 +1,63 @@
+"""Human-readable summaries for the terminal: pure functions from documents to text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cosmo_runner.env.smoke import SmokeReport
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "NA"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def smoke_summary(environment: dict[str, Any], report: SmokeReport) -> str:
+    observed = environment["observed"]
+    lock = environment["lock"]
+    counts = report.as_dict()["counts"]
+    verdict = "PASSED" if report.passed else "FAILED"
+    lines = [
+        f"cosmo-runner smoke: {verdict}  env_id {environment['env_id']}",
+        f"  python    {observed['python']['version_short']} {observed['python']['implementation']}  {observed['python']['executable']}",
+        f"  platform  {observed['platform']} ({observed['machine']})",
+        f"  manifest  {environment['manifest']['path']} ({environment['manifest']['source']})",
+        f"  lock      {lock['path']}  {lock['verdict']}",
+        f"  checks    {counts['ok']} ok, {counts['warn']} warning(s), {counts['error']} error(s)",
+    ]
+    lines += [f"  {c.status.upper():<5} {c.message}" for c in report.checks if c.status != "ok"]
+    return "\n".join(lines)
+
+
+def run_summary(log: dict[str, Any], log_path: Any) -> str:
+    lines = [f"run {log['run_id']}: {log['status']} (exit {log['exit_code']})"]
+    for validator in log.get("validators", []):
+        findings = validator.get("findings", [])
+        errors = sum(f["level"] == "error" for f in findings)
+        lines.append(
+            f"  validator {validator['id']}: {validator['status']}"
+            f" ({errors} error(s), {len(findings) - errors} other finding(s))"
+        )
+    for analysis in log.get("analyses", []):
+        summary = analysis.get("summary")
+        if analysis["status"] != "succeeded" or not summary:
+            lines.append(f"  analysis {analysis['id']}: {analysis['status']}")
+            continue
+        line = (
+            f"  analysis {analysis['id']}: k={summary['k']} estimate {_fmt(summary['estimate'])} "
+            f"[{_fmt(summary['ci_lb'])}, {_fmt(summary['ci_ub'])}] tau2 {_fmt(summary['tau2'])} "
+            f"I2 {_fmt(summary['I2'], 1)}%"
+        )
+        transformed = summary.get("transformed")
+        if transformed:
+            line += (
+                f"  (back-transformed {_fmt(transformed['estimate'])} "
+                f"[{_fmt(transformed['ci_lb'])}, {_fmt(transformed['ci_ub'])}])"
+            )
+        lines.append(line)
+    if log_path is not None:
+        lines.append(f"  log: {log_path}")
+    return "\n".join(lines)

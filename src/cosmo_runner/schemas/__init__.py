@@ -1,0 +1,44 @@
+"""The published JSON Schemas (run spec, run log, environment manifest) and one validator."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+SCHEMA_FILES = {
+    "environment_manifest": "environment_manifest.schema.json",
+    "run_spec": "run_spec.schema.json",
+    "run_log": "run_log.schema.json",
+}
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The parsed schema ``name`` (a key of :data:`SCHEMA_FILES`)."""
+    text = resources.files(__name__).joinpath(SCHEMA_FILES[name]).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def pointer(path: Any) -> str:
+    """JSON pointer (RFC 6901) for a jsonschema error path; '' (the root) shown as '/'."""
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
+    return "/" + "/".join(parts) if parts else "/"
+
+
+def validate_against(name: str, instance: Any) -> list[str]:
+    """Every problem of ``instance`` against schema ``name``, as ``'<pointer>: <message>'``.
+
+    Sorted by location so the output is stable; all problems at once, not just the first.
+    """
+    import jsonschema
+
+    schema = load_schema(name)
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
+    errors = sorted(
+        validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message)
+    )
+    return [f"{pointer(e.absolute_path)}: {e.message}" for e in errors]

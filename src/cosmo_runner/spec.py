@@ -1,0 +1,140 @@
+"""Load and validate a run spec (JSON Schema Draft 2020-12), then resolve its paths.
+
+Every problem is reported with its JSON pointer, all of them at once, for example
+``/analyses/0/method: 'REMLL' is not one of [...]``. Paths are relative to the spec file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cosmo_runner.errors import InputError, SpecError
+from cosmo_runner.schemas import validate_against
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input as written in the spec and as found on disk."""
+
+    id: str
+    path: str  # as written in the spec
+    resolved: Path
+    pinned_sha256: str | None
+
+    def record(self) -> dict[str, Any]:
+        """Path as written, resolved absolute path, bytes and sha256 (for the run log)."""
+        data = self.resolved.read_bytes()
+        return {
+            "id": self.id,
+            "path": self.path,
+            "resolved": str(self.resolved),
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "pinned_sha256": self.pinned_sha256,
+        }
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    raw: bytes
+    data: dict[str, Any]
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent
+
+    @property
+    def validators(self) -> list[dict[str, Any]]:
+        return list(self.data.get("validators", []))
+
+    @property
+    def analyses(self) -> list[dict[str, Any]]:
+        return list(self.data.get("analyses", []))
+
+    def resolve(self, relative: str) -> Path:
+        return (self.base / relative).resolve()
+
+    def inputs(self) -> dict[str, InputFile]:
+        return {
+            key: InputFile(
+                key,
+                entry["path"],
+                self.resolve(entry["path"]),
+                entry.get("sha256", "").lower() or None,
+            )
+            for key, entry in self.data["inputs"].items()
+        }
+
+
+def read(path: Path) -> tuple[bytes, Any]:
+    """The spec's bytes and parsed JSON; unreadable or invalid JSON raises :class:`SpecError`."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise SpecError(str(path), ["spec file not found"]) from exc
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read spec: {exc.strerror}"]) from exc
+    try:
+        return raw, json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), [f"not UTF-8 text: {exc.reason}"]) from exc
+    except json.JSONDecodeError as exc:
+        raise SpecError(
+            str(path), [f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"]
+        ) from exc
+
+
+def problems(data: Any) -> list[str]:
+    """Schema problems, then cross-reference problems (unique ids, known inputs)."""
+    found = validate_against("run_spec", data)
+    if found or not isinstance(data, dict):
+        return found
+    inputs = set(data["inputs"])
+    seen: dict[str, str] = {}
+    for section in ("validators", "analyses"):
+        for index, item in enumerate(data.get(section, [])):
+            where = f"/{section}/{index}"
+            if item["id"] in seen:
+                found.append(
+                    f"{where}/id: duplicate id {item['id']!r} (first at {seen[item['id']]})"
+                )
+            else:
+                seen[item["id"]] = where
+            if item["input"] not in inputs:
+                found.append(
+                    f"{where}/input: {item['input']!r} is not an input (inputs: {', '.join(sorted(inputs))})"
+                )
+    return found
+
+
+def load(path: Path) -> Spec:
+    """Read and validate a spec; every problem at once in one :class:`SpecError`."""
+    raw, data = read(path)
+    found = problems(data)
+    if found:
+        raise SpecError(str(path), found)
+    return Spec(path=path.resolve(), raw=raw, data=data)
+
+
+def check_inputs(spec: Spec) -> list[dict[str, Any]]:
+    """Every input exists and matches its pin; returns their run-log records.
+
+    Raises :class:`InputError` naming the file (and both hashes for a pin mismatch).
+    """
+    records = []
+    for item in spec.inputs().values():
+        if not item.resolved.is_file():
+            raise InputError(f"input {item.id!r}: file not found: {item.resolved}")
+        record = item.record()
+        if item.pinned_sha256 and record["sha256"] != item.pinned_sha256:
+            raise InputError(
+                f"input {item.id!r}: {item.resolved}: sha256 {record['sha256']} differs from "
+                f"the pinned {item.pinned_sha256}"
+            )
+        records.append(record)
+    return records
