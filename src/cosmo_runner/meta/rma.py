@@ -1,0 +1,1037 @@
+"""Random- and equal-effects meta-analysis and meta-regression (metafor's ``rma.uni``).
+
+The model is ``y_i = x_i' beta + u_i + e_i`` with ``e_i ~ N(0, v_i)`` and ``u_i ~ N(0, tau2)``
+(Viechtbauer 2005, 2010). ``tau2`` is estimated by one of
+
+- ``EE`` (alias ``FE``): ``tau2 = 0``;
+- ``DL``: DerSimonian & Laird (1986) method of moments;
+- ``HE``: Hedges (1983) / Hedges & Olkin (1985) unweighted method of moments;
+- ``HS``: Hunter & Schmidt (2004);
+- ``SJ``: Sidik & Jonkman (2005), one step from ``var(y) (k-1)/k``;
+- ``ML``, ``REML``: (restricted) maximum likelihood by Fisher scoring (Viechtbauer 2005) from
+  the ``HE`` start, with metafor's step halving and stopping rule (``|step| <= threshold``);
+- ``EB``: empirical Bayes (Morris 1983; Berkey et al. 1995), metafor's iteration;
+- ``PM``: Paule & Mandel (1982), the root of the generalised ``Q(tau2) = k - p``.
+
+Where Fisher scoring does not converge (it can oscillate), the fit falls back to a bounded
+maximisation of the (restricted) log-likelihood, a grid bracket followed by a root of the
+score with :func:`scipy.optimize.elementwise.find_root` (Chandrupatla's bracketing method,
+vectorised over analyses); ``algorithm`` and ``warnings`` say so. ``EB`` falls back to the
+equivalent ``PM`` equation. A failure that remains raises
+:class:`~cosmo_runner.errors.AnalysisError`.
+
+Tests: ``"z"`` (normal) or ``"knha"`` (Knapp & Hartung 2003: the variance scaled by the
+weighted residual variance, t with ``k - p`` df; also computed for EE, with metafor's warning).
+Heterogeneity: ``Q`` (Cochran), and ``I2``/``H2`` (Higgins & Thompson 2002), tau2-based for
+random-effects models and Q-based for EE, exactly as metafor computes them.
+
+Batches: ``yi`` and ``vi`` may be 2-D (analyses x studies); every intercept-only method is
+then fitted for all analyses at once (iterations loop, analyses do not), and the result's
+attributes are arrays over analyses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import chdtrc, fdtrc, ndtr, ndtri, stdtr, stdtrit
+
+from cosmo_runner.errors import AnalysisError
+
+__all__ = ["METHODS", "TESTS", "Control", "RMAResult", "rma"]
+
+FloatArray = NDArray[np.float64]
+#: A float for one analysis, a float array over analyses for a batch.
+Num = Any
+
+METHODS = ("EE", "FE", "DL", "HE", "HS", "SJ", "ML", "REML", "EB", "PM")
+TESTS = ("z", "knha")
+
+FISHER = "fisher-scoring"
+FALLBACK = "bounded-optimisation fallback"
+CLOSED = "closed form"
+ROOT = "root finding"
+
+KNHA_EE_WARNING = "Knapp & Hartung method is not meant to be used in the context of {} models."
+LL0_WARNING = (
+    "Fisher scoring algorithm may have gotten stuck at a local maximum; setting tau^2 = 0 "
+    "(the likelihood at tau^2 = 0 is higher)."
+)
+_EPS = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class Control:
+    """Algorithm settings (metafor's ``control`` list; defaults are metafor 3.8's).
+
+    ``threshold`` and ``maxiter`` govern Fisher scoring (ML, REML, EB): stop when the step is
+    at most ``threshold``, give up after ``maxiter`` iterations. ``tol`` is the tolerance of
+    the likelihood check at tau2 = 0 (``ll0check``). ``stepadj`` scales every step.
+    ``tau2_init`` replaces the HE start. ``fallback`` enables the bounded maximisation when
+    Fisher scoring does not converge. Root finding (PM, the fallback, Q-profile intervals)
+    always converges to machine precision (relative ``xrtol``), which is where metafor's
+    ``uniroot`` (tol ~1.2e-4) is headed.
+    """
+
+    threshold: float = 1e-5
+    maxiter: int = 100
+    tol: float = _EPS**0.25
+    stepadj: float = 1.0
+    tau2_init: float | None = None
+    ll0check: bool = True
+    fallback: bool = True
+    xrtol: float = 4 * _EPS
+
+    @classmethod
+    def from_mapping(cls, control: Mapping[str, Any] | Control | None) -> Control:
+        """Build from a mapping with any of the field names (unknown keys are an error)."""
+        if control is None:
+            return cls()
+        if isinstance(control, Control):
+            return control
+        unknown = sorted(set(control) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise AnalysisError(f"rma: unknown control setting(s): {', '.join(unknown)}")
+        return cls(**dict(control))
+
+
+@dataclass(frozen=True)
+class RMAResult:
+    """The fitted model; attribute names follow metafor and the JSON result keys.
+
+    For one analysis the numbers are floats (``None`` where undefined, e.g. ``df`` for the
+    z-test or ``tau2_se`` for EE); for a batch they are arrays over analyses (``nan`` where
+    undefined for every analysis). With moderators, ``estimate``, ``se``, ``statistic``,
+    ``pval``, ``ci_lb`` and ``ci_ub`` are arrays over the model terms (``terms``, the
+    intercept first), ``Q`` is the residual heterogeneity statistic QE, ``QM`` the omnibus
+    test of the moderators (an F statistic with ``test="knha"``) and ``R2`` the pseudo-R2
+    (Raudenbush 2009) against the intercept-only model; ``pi_lb``/``pi_ub`` are ``None``.
+    ``weights`` are the model's weights in percent.
+    """
+
+    k: int
+    estimate: Num
+    se: Num
+    statistic: Num
+    df: Num
+    pval: Num
+    ci_lb: Num
+    ci_ub: Num
+    tau2: Num
+    tau2_se: Num
+    tau: Num
+    I2: Num
+    H2: Num
+    Q: Num
+    Q_df: int
+    Q_pval: Num
+    pi_lb: Num
+    pi_ub: Num
+    method: str
+    test: str
+    level: float
+    converged: Num
+    iterations: Num
+    algorithm: Any
+    warnings: tuple[str, ...]
+    weights: FloatArray
+    vt: Num = None
+    terms: tuple[str, ...] | None = None
+    vb: FloatArray | None = None
+    QM: Num = None
+    QM_df: tuple[int, ...] | None = None
+    QM_pval: Num = None
+    R2: Num = None
+
+    @property
+    def batch(self) -> bool:
+        """True when the fit covers several analyses (array attributes)."""
+        return isinstance(self.tau2, np.ndarray) and self.terms is None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _canonical_method(method: str) -> str:
+    m = str(method).upper()
+    if m not in METHODS:
+        raise AnalysisError(f"rma: unknown method {method!r} (one of {', '.join(METHODS)})")
+    return m
+
+
+def _alpha(level: float) -> float:
+    lev = float(level)
+    if lev > 1:
+        lev = lev / 100.0
+    if not 0 < lev < 1:
+        raise AnalysisError(f"rma: level must be in (0, 100), got {level!r}")
+    return 1.0 - lev
+
+
+def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2) -> None:
+    if y.shape != v.shape:
+        raise AnalysisError(f"rma: yi has shape {y.shape} but vi has shape {v.shape}")
+    if y.ndim not in (1, 2):
+        raise AnalysisError("rma: yi and vi must be 1-D (one analysis) or 2-D (analyses x studies)")
+    k = y.shape[-1]
+    if k < min_k:
+        raise AnalysisError(f"rma: need at least {min_k} studies, got k = {k}")
+    if not np.isfinite(y).all():
+        raise AnalysisError("rma: yi contains missing or non-finite values")
+    if not np.isfinite(v).all():
+        raise AnalysisError("rma: vi contains missing or non-finite values")
+    if not (v > 0).all():
+        raise AnalysisError("rma: vi must be strictly positive (found a zero or negative variance)")
+
+
+def _mad(y: FloatArray) -> FloatArray:
+    """R's ``mad`` (constant 1.4826) along the last axis."""
+    med = np.median(y, axis=-1, keepdims=True)
+    out: FloatArray = 1.4826 * np.median(np.abs(y - med), axis=-1)
+    return out
+
+
+def _gls(y: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Sum of weights, weighted mean and residuals, row-wise."""
+    sw = w.sum(axis=1)
+    mu = (w * y).sum(axis=1) / sw
+    return sw, mu, y - mu[:, None]
+
+
+def _qgen(t: FloatArray, y: FloatArray, v: FloatArray) -> FloatArray:
+    """Generalised Q statistic ``sum w (y - mu_w)^2`` with ``w = 1/(v + t)``, row-wise."""
+    w = 1.0 / (v + t[:, None])
+    _, _, r = _gls(y, w)
+    return np.asarray((w * r * r).sum(axis=1))
+
+
+def _roots(
+    func: Callable[[FloatArray, FloatArray], FloatArray],
+    lo: FloatArray,
+    hi: FloatArray,
+    xrtol: float,
+) -> tuple[FloatArray, NDArray[np.bool_], NDArray[np.int_]]:
+    """Vectorised bracketing root finder (Chandrupatla, via scipy) for ``func(x, row) = 0``.
+
+    ``func`` receives the abscissae and the (float) row indices they belong to.
+    """
+    from scipy.optimize.elementwise import find_root
+
+    rows = np.arange(lo.shape[0], dtype=np.float64)
+
+    def f(x: FloatArray, row: FloatArray) -> FloatArray:
+        return func(np.asarray(x, dtype=np.float64), np.asarray(row).astype(np.intp))
+
+    res = find_root(f, (lo, hi), args=(rows,), tolerances={"xrtol": xrtol}, maxiter=200)
+    return (
+        np.asarray(res.x, dtype=np.float64),
+        np.asarray(res.success, dtype=bool),
+        np.asarray(res.nit, dtype=np.int_),
+    )
+
+
+def _solve_q(
+    y: FloatArray, v: FloatArray, target: FloatArray, upper: FloatArray, xrtol: float
+) -> tuple[FloatArray, NDArray[np.bool_], NDArray[np.int_], NDArray[np.bool_]]:
+    """Solve ``Q(tau2) = target`` for tau2 in [0, upper], row-wise (Q is decreasing).
+
+    Returns tau2 (0 where ``Q(0) < target``), success, iterations and ``too_low`` (rows
+    where even ``Q(upper) > target``: the root lies above ``upper``).
+    """
+    n = y.shape[0]
+    tau2 = np.zeros(n)
+    ok = np.ones(n, dtype=bool)
+    nit = np.zeros(n, dtype=np.int_)
+    q0 = _qgen(np.zeros(n), y, v)
+    qu = _qgen(upper, y, v)
+    too_low = qu > target
+    solve = (q0 >= target) & ~too_low
+    if solve.any():
+        idx = np.flatnonzero(solve)
+        ys, vs, ts = y[idx], v[idx], target[idx]
+
+        def f(x: FloatArray, row: FloatArray) -> FloatArray:
+            out: FloatArray = _qgen(x, ys[row], vs[row]) - ts[row]
+            return out
+
+        root, success, its = _roots(f, np.zeros(idx.size), upper[idx], xrtol)
+        tau2[idx] = np.maximum(root, 0.0)
+        ok[idx] = success
+        nit[idx] = its
+    return tau2, ok, nit, too_low
+
+
+# ------------------------------------------------------------ intercept-only estimators
+
+
+def _loglik(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
+    """(Restricted) log-likelihood of the intercept-only model up to a constant, row-wise."""
+    s = v + t[:, None]
+    w = 1.0 / s
+    sw, _, r = _gls(y, w)
+    ll = -0.5 * (np.log(s).sum(axis=1) + (w * r * r).sum(axis=1))
+    if reml:
+        ll = ll - 0.5 * np.log(sw)
+    return np.asarray(ll)
+
+
+def _score(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
+    """Twice the derivative of the (restricted) log-likelihood in tau2, row-wise."""
+    w = 1.0 / (v + t[:, None])
+    sw, _, r = _gls(y, w)
+    wr = w * r
+    ypppy = (wr * wr).sum(axis=1)
+    if reml:
+        return np.asarray(ypppy - (sw - (w * w).sum(axis=1) / sw))
+    return np.asarray(ypppy - sw)
+
+
+def _fisher(
+    y: FloatArray, v: FloatArray, method: str, start: FloatArray, con: Control
+) -> tuple[FloatArray, NDArray[np.bool_], NDArray[np.int_]]:
+    """metafor's Fisher scoring for ML, REML and EB, masked over analyses.
+
+    Each iteration takes ``adj`` = (REML) ``(y'PPy - tr P) / tr(PP)``, (ML)
+    ``(y'PPy - sum w) / sum w^2`` or (EB) ``(y'Py k/(k-1) - k) / sum w``, halves it while
+    ``tau2 + adj < 0`` and stops when ``|adj| <= threshold``; more than ``maxiter``
+    iterations is a failure (as in metafor).
+    """
+    n, k = y.shape
+    tau2 = start.copy()
+    conv = np.zeros(n, dtype=bool)
+    iters = np.zeros(n, dtype=np.int_)
+    active = np.arange(n)
+    ya, va, t = y, v, start.copy()
+    for it in range(1, con.maxiter + 2):
+        w = 1.0 / (va + t[:, None])
+        sw, _, r = _gls(ya, w)
+        if method == "EB":
+            adj = ((w * r * r).sum(axis=1) * k / (k - 1) - k) / sw
+        else:
+            wr = w * r
+            ypppy = (wr * wr).sum(axis=1)
+            w2 = w * w
+            sw2 = w2.sum(axis=1)
+            if method == "ML":
+                adj = (ypppy - sw) / sw2
+            else:
+                sw3 = (w2 * w).sum(axis=1)
+                tr_p = sw - sw2 / sw
+                tr_pp = sw2 - 2.0 * sw3 / sw + (sw2 / sw) ** 2
+                adj = (ypppy - tr_p) / tr_pp
+        adj = adj * con.stepadj
+        adj[np.isnan(adj)] = 0.0
+        new = t + adj
+        neg = new < 0.0
+        if neg.any():
+            # step halving: the smallest number of halvings that keeps tau2 >= 0
+            pos = neg & (t > 0)
+            adj = np.where(neg & ~pos, 0.0, adj)
+            if pos.any():
+                halvings = np.ceil(np.log2(-adj[pos] / t[pos]))
+                adj[pos] = np.ldexp(adj[pos], -halvings.astype(np.int_))
+                still = pos & (t + adj < 0)
+                while still.any():
+                    adj[still] = adj[still] / 2.0
+                    still = still & (t + adj < 0)
+            new = t + adj
+        change = np.abs(t - new)
+        t = new
+        iters[active] = it
+        if it > con.maxiter:
+            tau2[active] = t
+            break
+        done = change <= con.threshold
+        if done.any():
+            tau2[active[done]] = t[done]
+            conv[active[done]] = True
+            keep = ~done
+            active, ya, va, t = active[keep], ya[keep], va[keep], t[keep]
+            if active.size == 0:
+                break
+    return tau2, conv, iters
+
+
+def _fallback_ml(
+    y: FloatArray, v: FloatArray, reml: bool, con: Control
+) -> tuple[FloatArray, NDArray[np.bool_]]:
+    """Bounded maximisation of the (restricted) likelihood over tau2 >= 0, row-wise.
+
+    A geometric grid (plus 0) up to ``max(100, 10 * range(y)^2)`` locates the global
+    maximum; the score is then solved inside the bracketing grid cell (or tau2 = 0 where
+    the maximum is at the boundary).
+    """
+    n = y.shape[0]
+    spread = np.ptp(y, axis=1)
+    upper = np.maximum(100.0, 10.0 * spread**2)
+    frac = np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 161)])
+    grid = upper[:, None] * frac[None, :]
+    ll = np.stack([_loglik(grid[:, j], y, v, reml) for j in range(frac.size)], axis=1)
+    best = np.argmax(ll, axis=1)
+    rows = np.arange(n)
+    tau2 = np.zeros(n)
+    ok = np.ones(n, dtype=bool)
+    at_zero = best == 0
+    if at_zero.any():
+        # maximum at the boundary: tau2 = 0 if the score there is not positive
+        s0 = _score(np.zeros(int(at_zero.sum())), y[at_zero], v[at_zero], reml)
+        best[at_zero] = np.where(s0 <= 0, 0, 1)
+    interior = best > 0
+    if interior.any():
+        idx = rows[interior]
+        lo = grid[idx, best[idx] - 1]
+        hi = grid[idx, np.minimum(best[idx] + 1, frac.size - 1)]
+        ys, vs = y[idx], v[idx]
+        s_lo = _score(lo, ys, vs, reml)
+        s_hi = _score(hi, ys, vs, reml)
+        valid = (s_lo > 0) & (s_hi < 0)
+        root = grid[idx, best[idx]].copy()
+        success = np.zeros(idx.size, dtype=bool)
+        if valid.any():
+            sub = np.flatnonzero(valid)
+            ysub, vsub = ys[sub], vs[sub]
+
+            def fsub(x: FloatArray, row: FloatArray) -> FloatArray:
+                return _score(x, ysub[row], vsub[row], reml)
+
+            r_sub, s_sub, _ = _roots(fsub, lo[sub], hi[sub], con.xrtol)
+            root[sub] = r_sub
+            success[sub] = s_sub
+        tau2[idx] = root
+        ok[idx] = success
+    return tau2, ok
+
+
+def _tau2_batch(
+    y: FloatArray, v: FloatArray, method: str, con: Control
+) -> tuple[FloatArray, FloatArray, NDArray[np.bool_], NDArray[np.int_], NDArray[Any], list[str]]:
+    """Estimate tau2 for every row; returns tau2, the SJ start, convergence, iterations,
+    the algorithm per row and warnings."""
+    n, k = y.shape
+    warnings: list[str] = []
+    conv = np.ones(n, dtype=bool)
+    iters = np.zeros(n, dtype=np.int_)
+    algorithm = np.full(n, CLOSED, dtype=object)
+    tau0 = np.zeros(n)
+    if method in ("EE", "FE"):
+        return np.zeros(n), tau0, conv, iters, algorithm, warnings
+    if method in ("DL", "HS"):
+        w = 1.0 / v
+        sw, _, r = _gls(y, w)
+        q = (w * r * r).sum(axis=1)
+        denom = sw - (w * w).sum(axis=1) / sw if method == "DL" else sw
+        tau2 = (q - (k - 1 if method == "DL" else k)) / denom
+        return np.maximum(tau2, 0.0), tau0, conv, iters, algorithm, warnings
+    if method == "SJ":
+        tau0 = np.asarray(y.var(axis=1))
+        if con.tau2_init is not None:
+            tau0 = np.full(n, float(con.tau2_init))
+        w = 1.0 / (v + tau0[:, None])
+        _, _, r = _gls(y, w)
+        tau2 = tau0 * (w * r * r).sum(axis=1) / (k - 1)
+        return np.maximum(tau2, 0.0), tau0, conv, iters, algorithm, warnings
+    if method == "PM":
+        upper = np.maximum(100.0, 10.0 * _mad(y) ** 2)
+        tau2, ok, nit, too_low = _solve_q(y, v, np.full(n, k - 1.0), upper, con.xrtol)
+        algorithm[:] = ROOT
+        if too_low.any():
+            raise AnalysisError(
+                "rma: PM root lies above tau2.max = max(100, 10 mad(yi)^2)" + _rows_note(too_low, n)
+            )
+        if not ok.all():
+            raise AnalysisError("rma: PM root finding failed" + _rows_note(~ok, n))
+        return tau2, tau0, conv, nit, algorithm, warnings
+    # HE, and the start for ML / REML / EB
+    ym = y - y.mean(axis=1, keepdims=True)
+    he = (ym * ym).sum(axis=1) / (k - 1) - v.mean(axis=1)
+    if method == "HE":
+        return np.maximum(he, 0.0), tau0, conv, iters, algorithm, warnings
+    start = np.maximum(he, 0.0) if con.tau2_init is None else np.full(n, float(con.tau2_init))
+    tau2, conv, iters = _fisher(y, v, method, start, con)
+    algorithm[:] = FISHER
+    failed = ~conv
+    if failed.any():
+        note = _rows_note(failed, n)
+        if not con.fallback:
+            raise AnalysisError(
+                "rma: Fisher scoring algorithm did not converge"
+                + note
+                + "; enable control fallback or increase maxiter"
+            )
+        idx = np.flatnonzero(failed)
+        if method == "EB":
+            upper = np.maximum(100.0, 10.0 * _mad(y[idx]) ** 2)
+            t_fb, ok, _, too_low = _solve_q(
+                y[idx], v[idx], np.full(idx.size, k - 1.0), upper, con.xrtol
+            )
+            ok &= ~too_low
+            algorithm[idx] = ROOT
+            what = "solved the equivalent PM equation by root finding"
+        else:
+            t_fb, ok = _fallback_ml(y[idx], v[idx], method == "REML", con)
+            algorithm[idx] = FALLBACK
+            what = "used bounded maximisation of the " + (
+                "restricted likelihood" if method == "REML" else "likelihood"
+            )
+        if not ok.all():
+            raise AnalysisError(
+                "rma: Fisher scoring did not converge and the fallback failed"
+                + _rows_note(failed, n)
+            )
+        tau2[idx] = t_fb
+        warnings.append(f"Fisher scoring algorithm did not converge{note}; {what}.")
+    if method in ("ML", "REML") and con.ll0check:
+        check = conv & (tau2 > con.threshold)
+        if check.any():
+            idx = np.flatnonzero(check)
+            reml = method == "REML"
+            ll_t = _loglik(tau2[idx], y[idx], v[idx], reml)
+            ll_0 = _loglik(np.zeros(idx.size), y[idx], v[idx], reml)
+            stuck = ll_0 - ll_t > con.tol
+            if stuck.any():
+                tau2[idx[stuck]] = 0.0
+                mask = np.zeros(n, dtype=bool)
+                mask[idx[stuck]] = True
+                warnings.append(LL0_WARNING + _rows_note(mask, n))
+    return np.maximum(tau2, 0.0), tau0, conv, iters, algorithm, warnings
+
+
+def _rows_note(mask: NDArray[np.bool_], n: int) -> str:
+    if n == 1:
+        return ""
+    rows = np.flatnonzero(mask)
+    shown = ", ".join(str(int(i)) for i in rows[:5])
+    more = ", ..." if rows.size > 5 else ""
+    return f" in {rows.size} of {n} analyses (rows {shown}{more})"
+
+
+def _ptraces(w: FloatArray, v: FloatArray | None = None) -> dict[str, FloatArray]:
+    """Traces for ``P = W - w w'/sum w`` (intercept-only), row-wise; with ``V = diag(v)``."""
+    sw = w.sum(axis=1)
+    w2 = w * w
+    sw2 = w2.sum(axis=1)
+    sw3 = (w2 * w).sum(axis=1)
+    out = {"trP": sw - sw2 / sw, "trPP": sw2 - 2.0 * sw3 / sw + (sw2 / sw) ** 2, "sw": sw}
+    if v is not None:
+        w2v = (w2 * v).sum(axis=1)
+        out["trPV"] = (w * v).sum(axis=1) - w2v / sw
+        out["trPVPV"] = (
+            (w2 * v * v).sum(axis=1) - 2.0 * (w2 * w * v * v).sum(axis=1) / sw + (w2v / sw) ** 2
+        )
+        out["trPVP"] = w2v - 2.0 * (w2 * w * v).sum(axis=1) / sw + sw2 * w2v / sw**2
+    return out
+
+
+def _tau2_se(
+    method: str,
+    k: int,
+    v: FloatArray,
+    *,
+    tau2: FloatArray,
+    tau0: FloatArray,
+    w: FloatArray,
+    sw: FloatArray,
+) -> FloatArray | None:
+    """metafor's standard error of tau2 for each estimator (``None`` for EE)."""
+    t = tau2
+    df = k - 1.0
+    if method in ("EE", "FE"):
+        return None
+    if method == "ML":
+        return np.asarray(np.sqrt(2.0 / (w * w).sum(axis=1)))
+    if method == "REML":
+        return np.asarray(np.sqrt(2.0 / _ptraces(w)["trPP"]))
+    if method in ("EB", "PM"):
+        return np.asarray(np.sqrt(2.0 * k * k / df / sw**2))
+    if method in ("DL", "HS"):
+        tr = _ptraces(1.0 / v)
+        var = 2.0 * df + 4.0 * t * tr["trP"] + 2.0 * t * t * tr["trPP"]
+        denom = tr["trP"] ** 2 if method == "DL" else tr["sw"] ** 2
+        return np.asarray(np.sqrt(var / denom))
+    if method == "HE":
+        tr = _ptraces(np.ones_like(v), v)
+        var = 2.0 * tr["trPVPV"] + 4.0 * t * tr["trPV"] + 2.0 * t * t * df
+        return np.asarray(np.sqrt(var) / df)
+    # SJ
+    tr = _ptraces(1.0 / (v + tau0[:, None]), v)
+    var = 2.0 * tr["trPVPV"] + 4.0 * t * tr["trPVP"] + 2.0 * t * t * tr["trPP"]
+    return np.asarray(tau0 / df * np.sqrt(var))
+
+
+def _crit(alpha: float, df: float | None) -> float:
+    if df is None:
+        return float(-ndtri(alpha / 2.0))
+    return float(-stdtrit(df, alpha / 2.0))
+
+
+def _fit_batch(
+    y: FloatArray, v: FloatArray, method: str, *, test: str, alpha: float, con: Control
+) -> dict[str, Any]:
+    """The intercept-only fit for every row of (analyses x studies) arrays."""
+    k = y.shape[1]
+    tau2, tau0, conv, iters, algorithm, warnings = _tau2_batch(y, v, method, con)
+    # heterogeneity under the equal-effects weights
+    w0 = 1.0 / v
+    sw0, _, r0 = _gls(y, w0)
+    q = np.maximum((w0 * r0 * r0).sum(axis=1), 0.0)
+    tr_p0 = sw0 - (w0 * w0).sum(axis=1) / sw0
+    vt = (k - 1) / tr_p0
+    is_ee = method in ("EE", "FE")
+    if is_ee:
+        w, sw = w0, sw0
+        mu = (w0 * y).sum(axis=1) / sw0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            i2 = np.where(q > 0, np.maximum(0.0, 100.0 * (q - (k - 1)) / q), 0.0)
+        h2 = q / (k - 1)
+    else:
+        w = 1.0 / (v + tau2[:, None])
+        sw = w.sum(axis=1)
+        mu = (w * y).sum(axis=1) / sw
+        i2 = 100.0 * tau2 / (vt + tau2)
+        h2 = tau2 / vt + 1.0
+    var_b = 1.0 / sw
+    df: float | None = None
+    if test == "knha":
+        if is_ee:
+            warnings.append(KNHA_EE_WARNING.format(method))
+        rss = q if is_ee else (w * (y - mu[:, None]) ** 2).sum(axis=1)
+        s2w = np.where(rss <= _EPS, 0.0, rss / (k - 1))
+        var_b = s2w * var_b
+        df = float(k - 1)
+    se = np.sqrt(var_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = mu / se
+    abs_stat = np.abs(stat)
+    pval = 2.0 * (ndtr(-abs_stat) if df is None else stdtr(df, -abs_stat))
+    crit = _crit(alpha, df)
+    half = crit * se
+    half_pi = crit * np.sqrt(var_b + tau2)
+    return {
+        "k": k,
+        "estimate": mu,
+        "se": se,
+        "statistic": stat,
+        "df": df,
+        "pval": pval,
+        "ci_lb": mu - half,
+        "ci_ub": mu + half,
+        "tau2": tau2,
+        "tau2_se": _tau2_se(method, k, v, tau2=tau2, tau0=tau0, w=w, sw=sw),
+        "tau": np.sqrt(tau2),
+        "I2": i2,
+        "H2": h2,
+        "Q": q,
+        "Q_df": k - 1,
+        "Q_pval": chdtrc(k - 1, q),
+        "pi_lb": mu - half_pi,
+        "pi_ub": mu + half_pi,
+        "converged": conv,
+        "iterations": iters,
+        "algorithm": algorithm,
+        "warnings": tuple(warnings),
+        "weights": 100.0 * w / sw[:, None],
+        "vt": vt,
+    }
+
+
+# --------------------------------------------------------------------- meta-regression
+
+
+class _WLS:
+    """Weighted least squares pieces for a model matrix X (k x p) and weights w."""
+
+    def __init__(self, x: FloatArray, y: FloatArray, w: FloatArray) -> None:
+        self.x, self.w = x, w
+        xtw = x.T * w
+        try:
+            self.a = np.linalg.inv(xtw @ x)
+        except np.linalg.LinAlgError as exc:
+            raise AnalysisError("rma: the model matrix is not of full rank") from exc
+        self.beta = self.a @ (xtw @ y)
+        self.r = y - x @ self.beta
+        self.rss = float((w * self.r * self.r).sum())
+        self.py = w * self.r
+
+    def gram(self, d: FloatArray) -> FloatArray:
+        return np.asarray((self.x.T * d) @ self.x)
+
+    def tr_p(self) -> float:
+        return float(self.w.sum() - np.trace(self.a @ self.gram(self.w**2)))
+
+    def tr_pp(self) -> float:
+        w = self.w
+        b2 = self.a @ self.gram(w**2)
+        return float((w * w).sum() - 2.0 * np.trace(self.a @ self.gram(w**3)) + np.trace(b2 @ b2))
+
+    def tr_pv(self, v: FloatArray) -> float:
+        return float((self.w * v).sum() - np.trace(self.a @ self.gram(self.w**2 * v)))
+
+    def tr_pvpv(self, v: FloatArray) -> float:
+        w = self.w
+        b = self.a @ self.gram(w**2 * v)
+        return float(
+            (w * w * v * v).sum()
+            - 2.0 * np.trace(self.a @ self.gram(w**3 * v * v))
+            + np.trace(b @ b)
+        )
+
+    def tr_pvp(self, v: FloatArray) -> float:
+        w = self.w
+        b2 = self.a @ self.gram(w**2)
+        b = self.a @ self.gram(w**2 * v)
+        return float(
+            (w * w * v).sum() - 2.0 * np.trace(self.a @ self.gram(w**3 * v)) + np.trace(b2 @ b)
+        )
+
+
+def _loglik_x(t: float, x: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> float:
+    s = v + t
+    fit = _WLS(x, y, 1.0 / s)
+    ll = -0.5 * (float(np.log(s).sum()) + fit.rss)
+    if reml:
+        ll -= 0.5 * float(np.linalg.slogdet(np.linalg.inv(fit.a))[1])
+    return ll
+
+
+def _score_x(t: float, x: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> float:
+    fit = _WLS(x, y, 1.0 / (v + t))
+    ypppy = float((fit.py * fit.py).sum())
+    return ypppy - (fit.tr_p() if reml else float(fit.w.sum()))
+
+
+def _qgen_x(t: float, x: FloatArray, y: FloatArray, v: FloatArray) -> float:
+    return _WLS(x, y, 1.0 / (v + t)).rss
+
+
+def _brentq(f: Callable[[float], float], lo: float, hi: float, xrtol: float) -> float:
+    from scipy.optimize import brentq
+
+    return float(brentq(f, lo, hi, xtol=1e-300, rtol=max(xrtol, 4 * _EPS), maxiter=500))
+
+
+def _tau2_x(
+    x: FloatArray, y: FloatArray, v: FloatArray, method: str, con: Control
+) -> tuple[float, float, bool, int, str, list[str]]:
+    """tau2 for a meta-regression (one analysis), metafor's estimators with general P."""
+    k, p = x.shape
+    warnings: list[str] = []
+    if method in ("EE", "FE"):
+        return 0.0, 0.0, True, 0, CLOSED, warnings
+    if method in ("DL", "HS"):
+        fit = _WLS(x, y, 1.0 / v)
+        if method == "DL":
+            t = (fit.rss - (k - p)) / fit.tr_p()
+        else:
+            t = (fit.rss - k) / float(fit.w.sum())
+        return max(t, 0.0), 0.0, True, 0, CLOSED, warnings
+    if method == "SJ":
+        tau0 = float(np.var(y)) if con.tau2_init is None else float(con.tau2_init)
+        fit = _WLS(x, y, 1.0 / (v + tau0))
+        return max(tau0 * fit.rss / (k - p), 0.0), tau0, True, 0, CLOSED, warnings
+
+    def q_root(upper: float) -> float:
+        target = float(k - p)
+        if _qgen_x(0.0, x, y, v) < target:
+            return 0.0
+        if _qgen_x(upper, x, y, v) > target:
+            raise AnalysisError("rma: PM root lies above tau2.max = max(100, 10 mad(yi)^2)")
+        return _brentq(lambda t: _qgen_x(t, x, y, v) - target, 0.0, upper, con.xrtol)
+
+    upper_pm = max(100.0, 10.0 * float(_mad(y)) ** 2)
+    if method == "PM":
+        return q_root(upper_pm), 0.0, True, 0, ROOT, warnings
+    ols = _WLS(x, y, np.ones(k))
+    he = (float((ols.r**2).sum()) - ols.tr_pv(v)) / (k - p)
+    if method == "HE":
+        return max(he, 0.0), 0.0, True, 0, CLOSED, warnings
+    t = max(he, 0.0) if con.tau2_init is None else float(con.tau2_init)
+    conv = False
+    it = 0
+    for it in range(1, con.maxiter + 2):
+        fit = _WLS(x, y, 1.0 / (v + t))
+        sw = float(fit.w.sum())
+        if method == "EB":
+            adj = (fit.rss * k / (k - p) - k) / sw
+        else:
+            ypppy = float((fit.py * fit.py).sum())
+            if method == "ML":
+                adj = (ypppy - sw) / float((fit.w**2).sum())
+            else:
+                adj = (ypppy - fit.tr_p()) / fit.tr_pp()
+        adj *= con.stepadj
+        if np.isnan(adj):
+            adj = 0.0
+        if t + adj < 0:
+            if t <= 0:
+                adj = 0.0
+            else:
+                while t + adj < 0:
+                    adj /= 2.0
+        change = abs(adj)
+        t = t + adj
+        if it > con.maxiter:
+            break
+        if change <= con.threshold:
+            conv = True
+            break
+    algorithm = FISHER
+    if not conv:
+        if not con.fallback:
+            raise AnalysisError("rma: Fisher scoring algorithm did not converge")
+        if method == "EB":
+            t = q_root(upper_pm)
+            algorithm = ROOT
+            what = "solved the equivalent PM equation by root finding"
+        else:
+            t = _fallback_x(x, y, v, method == "REML", con)
+            algorithm = FALLBACK
+            what = "used bounded maximisation of the likelihood"
+        warnings.append(f"Fisher scoring algorithm did not converge; {what}.")
+    elif method in ("ML", "REML") and con.ll0check and t > con.threshold:
+        reml = method == "REML"
+        if _loglik_x(0.0, x, y, v, reml) - _loglik_x(t, x, y, v, reml) > con.tol:
+            t = 0.0
+            warnings.append(LL0_WARNING)
+    return max(t, 0.0), 0.0, conv, it, algorithm, warnings
+
+
+def _fallback_x(x: FloatArray, y: FloatArray, v: FloatArray, reml: bool, con: Control) -> float:
+    upper = max(100.0, 10.0 * float(np.ptp(y)) ** 2)
+    grid = upper * np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 161)])
+    ll = np.array([_loglik_x(float(g), x, y, v, reml) for g in grid])
+    best = int(np.argmax(ll))
+    if best == 0 and _score_x(0.0, x, y, v, reml) <= 0:
+        return 0.0
+    best = max(best, 1)
+    lo, hi = float(grid[best - 1]), float(grid[min(best + 1, grid.size - 1)])
+
+    def f(t: float) -> float:
+        return _score_x(t, x, y, v, reml)
+
+    if f(lo) > 0 > f(hi):
+        return _brentq(f, lo, hi, con.xrtol)
+    raise AnalysisError("rma: bounded maximisation of the likelihood found no interior maximum")
+
+
+def _fit_mods(
+    y: FloatArray,
+    v: FloatArray,
+    x: FloatArray,
+    *,
+    terms: tuple[str, ...],
+    method: str,
+    test: str,
+    alpha: float,
+    con: Control,
+) -> RMAResult:
+    k, p = x.shape
+    if k <= p:
+        raise AnalysisError(f"rma: need more studies (k = {k}) than model coefficients (p = {p})")
+    tau2, tau0, conv, iters, algorithm, warnings = _tau2_x(x, y, v, method, con)
+    is_ee = method in ("EE", "FE")
+    fit = _WLS(x, y, 1.0 / (v + tau2))
+    vb = fit.a.copy()
+    df: float | None = None
+    if test == "knha":
+        if is_ee:
+            warnings.append(KNHA_EE_WARNING.format(method))
+        s2w = 0.0 if fit.rss <= _EPS else fit.rss / (k - p)
+        vb = s2w * vb
+        df = float(k - p)
+    se = np.sqrt(np.diag(vb))
+    beta = fit.beta
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = beta / se
+    crit = _crit(alpha, df)
+    m = p - 1
+    b1 = beta[1:]
+    try:
+        qm = float(b1 @ np.linalg.solve(vb[1:, 1:], b1))
+    except np.linalg.LinAlgError as exc:
+        raise AnalysisError("rma: the moderators' covariance matrix is singular") from exc
+    if df is None:
+        pval = 2.0 * ndtr(-np.abs(stat))
+        qm_df: tuple[int, ...] = (m,)
+        qm_p = float(chdtrc(m, qm))
+    else:
+        pval = 2.0 * stdtr(df, -np.abs(stat))
+        qm = qm / m
+        qm_df = (m, k - p)
+        qm_p = float(fdtrc(m, k - p, qm))
+    fe = _WLS(x, y, 1.0 / v)
+    qe = max(fe.rss, 0.0)
+    vt = (k - p) / fe.tr_p()
+    if is_ee:
+        i2 = max(0.0, 100.0 * (qe - (k - p)) / qe) if qe > 0 else 0.0
+        h2 = qe / (k - p)
+        r2: float | None = None
+    else:
+        i2 = 100.0 * tau2 / (vt + tau2)
+        h2 = tau2 / vt + 1.0
+        base = _fit_batch(y[None, :], v[None, :], method, test=test, alpha=alpha, con=con)
+        tau2_re = float(base["tau2"][0])
+        r2 = 0.0 if tau2_re == 0 else max(0.0, 100.0 * (tau2_re - tau2) / tau2_re)
+    tau2_se = _tau2_se_x(method, x, y, v, tau2=tau2, tau0=tau0, fit=fit)
+    return RMAResult(
+        k=k,
+        estimate=beta,
+        se=se,
+        statistic=stat,
+        df=df,
+        pval=np.asarray(pval),
+        ci_lb=beta - crit * se,
+        ci_ub=beta + crit * se,
+        tau2=tau2,
+        tau2_se=tau2_se,
+        tau=float(np.sqrt(tau2)),
+        I2=i2,
+        H2=h2,
+        Q=qe,
+        Q_df=k - p,
+        Q_pval=float(chdtrc(k - p, qe)),
+        pi_lb=None,
+        pi_ub=None,
+        method=method,
+        test=test,
+        level=100.0 * (1.0 - alpha),
+        converged=conv,
+        iterations=iters,
+        algorithm=algorithm,
+        warnings=tuple(warnings),
+        weights=100.0 * fit.w / fit.w.sum(),
+        vt=vt,
+        terms=terms,
+        vb=np.asarray(vb, dtype=np.float64),
+        QM=qm,
+        QM_df=qm_df,
+        QM_pval=qm_p,
+        R2=r2,
+    )
+
+
+def _tau2_se_x(
+    method: str,
+    x: FloatArray,
+    y: FloatArray,
+    v: FloatArray,
+    *,
+    tau2: float,
+    tau0: float,
+    fit: _WLS,
+) -> float | None:
+    k, p = x.shape
+    t = tau2
+    df = float(k - p)
+    if method in ("EE", "FE"):
+        return None
+    if method == "ML":
+        return float(np.sqrt(2.0 / (fit.w**2).sum()))
+    if method == "REML":
+        return float(np.sqrt(2.0 / fit.tr_pp()))
+    if method in ("EB", "PM"):
+        return float(np.sqrt(2.0 * k * k / df / float(fit.w.sum()) ** 2))
+    if method in ("DL", "HS"):
+        fe = _WLS(x, y, 1.0 / v)
+        var = 2.0 * df + 4.0 * t * fe.tr_p() + 2.0 * t * t * fe.tr_pp()
+        denom = fe.tr_p() ** 2 if method == "DL" else float(fe.w.sum()) ** 2
+        return float(np.sqrt(var / denom))
+    if method == "HE":
+        ols = _WLS(x, y, np.ones(k))
+        var = 2.0 * ols.tr_pvpv(v) + 4.0 * t * ols.tr_pv(v) + 2.0 * t * t * df
+        return float(np.sqrt(var) / df)
+    sj = _WLS(x, y, 1.0 / (v + tau0))
+    var = 2.0 * sj.tr_pvpv(v) + 4.0 * t * sj.tr_pvp(v) + 2.0 * t * t * sj.tr_pp()
+    return float(tau0 / df * np.sqrt(var))
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _scalar(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        item = value[0]
+        return item.item() if isinstance(item, np.generic) else item
+    return value
+
+
+def rma(
+    yi: ArrayLike,
+    vi: ArrayLike,
+    *,
+    method: str = "REML",
+    test: str = "z",
+    level: float = 95,
+    mods: ArrayLike | None = None,
+    mod_names: Sequence[str] | None = None,
+    control: Mapping[str, Any] | Control | None = None,
+) -> RMAResult:
+    """Fit the equal-, random- or mixed-effects model (metafor ``rma.uni``).
+
+    ``yi``, ``vi``: effect sizes and sampling variances, 1-D (one analysis) or 2-D
+    (analyses x studies, intercept-only models only). ``mods``: an n x p moderator matrix
+    (1-D for one moderator); an intercept is added. ``mod_names`` name its columns.
+    ``control``: see :class:`Control`. Raises :class:`~cosmo_runner.errors.AnalysisError`
+    on invalid input or a numerical failure.
+    """
+    m = _canonical_method(method)
+    if test not in TESTS:
+        raise AnalysisError(f"rma: unknown test {test!r} (one of {', '.join(TESTS)})")
+    alpha = _alpha(level)
+    con = Control.from_mapping(control)
+    try:
+        y = np.asarray(yi, dtype=np.float64)
+        v = np.asarray(vi, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise AnalysisError("rma: yi and vi must be numeric") from exc
+    _check_data(y, v)
+    if mods is not None:
+        if y.ndim != 1:
+            raise AnalysisError("rma: moderators are supported for one analysis (1-D yi) only")
+        try:
+            xm = np.asarray(mods, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise AnalysisError("rma: moderators must be numeric") from exc
+        if xm.ndim == 1:
+            xm = xm[:, None]
+        if xm.ndim != 2 or xm.shape[0] != y.shape[0]:
+            raise AnalysisError(
+                f"rma: moderator matrix has {xm.shape[0]} rows for {y.shape[0]} studies "
+                "(mismatched lengths)"
+            )
+        if not np.isfinite(xm).all():
+            raise AnalysisError("rma: moderators contain missing or non-finite values")
+        names = (
+            tuple(mod_names)
+            if mod_names is not None
+            else tuple(f"mod{j + 1}" for j in range(xm.shape[1]))
+        )
+        if len(names) != xm.shape[1]:
+            raise AnalysisError("rma: mod_names does not match the moderator columns")
+        x = np.column_stack([np.ones(y.shape[0]), xm])
+        return _fit_mods(
+            y, v, x, terms=("intrcpt", *names), method=m, test=test, alpha=alpha, con=con
+        )
+    single = y.ndim == 1
+    y2 = y[None, :] if single else np.ascontiguousarray(y)
+    v2 = v[None, :] if single else np.ascontiguousarray(v)
+    out = _fit_batch(y2, v2, m, test=test, alpha=alpha, con=con)
+    level_pct = 100.0 * (1.0 - alpha)
+    if single:
+        vals = {key: _scalar(val) for key, val in out.items() if key not in ("weights", "warnings")}
+        return RMAResult(
+            method=m,
+            test=test,
+            level=level_pct,
+            warnings=out["warnings"],
+            weights=out["weights"][0],
+            **vals,
+        )
+    if out["tau2_se"] is None:
+        out["tau2_se"] = np.full(y2.shape[0], np.nan)
+    return RMAResult(method=m, test=test, level=level_pct, **out)
