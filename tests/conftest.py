@@ -1,0 +1,79 @@
+"""Shared helpers: run the CLI in a subprocess, fake installed distributions, check logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "bcg"
+
+
+def run_cli(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m cosmo_runner ARGS`` in a subprocess (the way users run it)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "cosmo_runner", *map(str, args)],
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def fake_dist(
+    site: Path,
+    name: str,
+    version: str,
+    *,
+    requires: list[str] | None = None,
+    entry_points: str | None = None,
+) -> Path:
+    """A ``.dist-info`` folder in ``site`` (put it first on PYTHONPATH to fake an install)."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    lines += [f"Requires-Dist: {r}" for r in requires or []]
+    (info / "METADATA").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if entry_points:
+        (info / "entry_points.txt").write_text(entry_points, encoding="utf-8")
+    return info
+
+
+def load_log(run_dir: Path) -> dict[str, Any]:
+    """A run log, checked against the published schema."""
+    from cosmo_runner.schemas import validate_against
+
+    log: dict[str, Any] = json.loads((run_dir / "run_log.json").read_text(encoding="utf-8"))
+    problems = validate_against("run_log", log)
+    assert problems == [], problems
+    return log
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """A private copy of the BCG example; returns its spec path."""
+    target = tmp_path / "bcg"
+    shutil.copytree(EXAMPLE, target)
+    return target / "spec.json"
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_cli
