@@ -29,7 +29,7 @@ def test_unpinned_or_garbage_line_is_an_error_naming_the_file(line: str) -> None
 
 
 def test_missing_lock_names_the_path(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="lock file not found: .*nope.txt"):
+    with pytest.raises(ManifestError, match=r"lock file not found: .*nope\.txt"):
         read_lock(tmp_path / "nope.txt")
 
 

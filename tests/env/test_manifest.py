@@ -80,9 +80,9 @@ def test_schema_invalid_manifest_names_file_and_pointer(
 def test_corrupt_and_missing_manifest(tmp_path: Path) -> None:
     corrupt = tmp_path / "m.json"
     corrupt.write_text("{not json")
-    with pytest.raises(ManifestError, match="manifest is not valid JSON: .*m.json"):
+    with pytest.raises(ManifestError, match=r"manifest is not valid JSON: .*m\.json"):
         manifest_mod.load(str(corrupt))
     with pytest.raises(
-        ManifestError, match="manifest not found: .*absent.json \\(from --manifest\\)"
+        ManifestError, match=r"manifest not found: .*absent\.json \(from --manifest\)"
     ):
         manifest_mod.load(str(tmp_path / "absent.json"))
