@@ -1,0 +1,867 @@
+"""Forest and funnel plots of a meta-analysis result, as metafor's ``forest()`` and ``funnel()``.
+
+:func:`render` takes the result dictionary that :func:`cosmo_runner.meta.analysis.analyse`
+returns (the JSON written to ``results/<id>.json``) and writes ``<stem>.<kind>.png`` and
+``<stem>.<kind>.svg`` for each requested kind (``"forest"``, ``"funnel"``).
+
+- **Forest plot** (Lewis & Clarke 2001; metafor ``forest.rma``): one row per study with its
+  label, its estimate and confidence interval (a square whose area is proportional to the
+  study's weight), its weight in percent and ``estimate [CI]`` as text; the summary diamond
+  with the prediction interval drawn as whiskers on its own row beneath it; a reference line
+  at the null; a footer with the model, the heterogeneity statistics (tau², I², Q, p) and the
+  test of the overall effect. Ratio measures (RR, OR) are drawn on the log scale with the
+  axis labelled in ratio units (metafor's ``atransf=exp``), ZCOR with the axis labelled in
+  correlations (``atransf=transf.ztor``). Meta-regressions have no single summary: the
+  studies are shown and the footer says "meta-regression: see coefficients". Subgroup
+  results get a block per group with its own diamond and the test of subgroup differences.
+- **Funnel plot** (Sterne & Egger 2001; metafor ``funnel.rma``): estimates against their
+  standard errors (inverted axis, 0 at the top), a vertical line at the pooled estimate and
+  the pseudo-confidence region ``estimate ± z · SE`` (white triangle on grey, as metafor),
+  with Egger's regression test in a corner when the result has it.
+
+The output is byte-identical when the same result is rendered again: the figure is built on
+a :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot state machine), with
+fonts shipped with matplotlib (DejaVu Sans), all style settings fixed in a local
+``rc_context``, PNG metadata without software version, SVG metadata without date or creator
+and a fixed SVG hash salt. Files are written atomically (temporary file in the same
+directory, fsync, ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Polygon
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+
+from cosmo_runner.errors import AnalysisError
+
+__all__ = ["FORMATS", "KINDS", "MAX_FOREST_ROWS", "render"]
+
+#: The plot kinds an analysis may request.
+KINDS = ("forest", "funnel")
+#: Each plot is written in these formats.
+FORMATS = ("png", "svg")
+#: Above this many rows a forest plot is no longer legible; ask for a funnel plot instead.
+MAX_FOREST_ROWS = 2000
+
+_DPI = 200
+_FONT_SIZE = 9.0
+_ROW_IN = 0.24  # height of one forest-plot row in inches
+_CHAR_IN = 0.62 * _FONT_SIZE / 72.0  # generous width of one character of DejaVu Sans
+_INK = "#000000"
+_GREY = "#555555"
+
+
+_SAVE_METADATA: dict[str, dict[str, Any]] = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+}
+
+_MEASURE_NAMES = {
+    "RR": "Risk Ratio",
+    "OR": "Odds Ratio",
+    "RD": "Risk Difference",
+    "MD": "Mean Difference",
+    "SMD": "Standardized Mean Difference",
+    "ZCOR": "Correlation",
+    "GEN": "Observed Outcome",
+}
+_RATIO = frozenset({"RR", "OR"})
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def render(
+    result: Mapping[str, Any], kinds: Sequence[str], plots_dir: Path, stem: str
+) -> list[Path]:
+    """Write the requested plots of ``result`` as PNG and SVG; return the paths written.
+
+    ``kinds`` holds ``"forest"`` and/or ``"funnel"`` (repeats are drawn once); the files
+    are ``plots_dir/<stem>.<kind>.png`` and ``.svg``, in the order of ``kinds``.
+    ``plots_dir`` is created when missing. Raises :class:`AnalysisError` for an unknown
+    kind or a result that cannot be drawn (no studies, non-finite study values).
+    """
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown:
+        raise AnalysisError(
+            f"unknown plot kind {unknown[0]!r} for {stem!r}; known kinds: {', '.join(KINDS)}"
+        )
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with _style():
+        for kind in dict.fromkeys(kinds):
+            fig = _forest(result, stem) if kind == "forest" else _funnel(result, stem)
+            for fmt in FORMATS:
+                path = plots_dir / f"{stem}.{kind}.{fmt}"
+                _write_atomic(path, _figure_bytes(fig, fmt))
+                written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- model of the data
+
+
+@dataclass(frozen=True)
+class _Study:
+    label: str
+    yi: float
+    vi: float
+    weight: float | None  # percent
+
+    @property
+    def sei(self) -> float:
+        return math.sqrt(self.vi)
+
+
+@dataclass(frozen=True)
+class _Summary:
+    label: str
+    estimate: float
+    ci_lb: float
+    ci_ub: float
+    pi_lb: float | None
+    pi_ub: float | None
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """How effects are shown: the measure's name, back-transformation and axis kind."""
+
+    measure: str
+    name: str
+    axis: str  # "ratio" (log scale, ratio labels), "r" (z scale, r labels) or "linear"
+
+    @property
+    def null(self) -> float:
+        return 0.0
+
+    def back(self, x: float) -> float:
+        if self.axis == "ratio":
+            return math.exp(x)
+        if self.axis == "r":
+            return math.tanh(x)
+        return x
+
+    @property
+    def axis_label(self) -> str:
+        if self.axis == "ratio":
+            return f"{self.name} (log scale)"
+        if self.axis == "r":
+            return f"{self.name} (Fisher's z scale)"
+        return self.name
+
+
+def _scale(result: Mapping[str, Any]) -> _Scale:
+    measure = str(result.get("measure") or "GEN").upper()
+    name = _MEASURE_NAMES.get(measure, "Observed Outcome")
+    axis = "ratio" if measure in _RATIO else "r" if measure == "ZCOR" else "linear"
+    return _Scale(measure, name, axis)
+
+
+def _float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _studies(block: Mapping[str, Any], stem: str) -> list[_Study]:
+    raw = block.get("studies")
+    if not raw:
+        raise AnalysisError(f"plots for {stem!r}: the result lists no studies")
+    studies = []
+    for i, entry in enumerate(raw, start=1):
+        yi, vi = _float(entry.get("yi")), _float(entry.get("vi"))
+        label = str(entry.get("label") if entry.get("label") is not None else i)
+        if yi is None or vi is None or vi <= 0:
+            raise AnalysisError(
+                f"plots for {stem!r}: study {label!r} has no finite yi and positive vi"
+            )
+        studies.append(_Study(label, yi, vi, _float(entry.get("weight_percent"))))
+    return studies
+
+
+def _crit(level: float) -> float:
+    return NormalDist().inv_cdf(0.5 + level / 200.0)
+
+
+def _level(result: Mapping[str, Any]) -> float:
+    level = _float(result.get("level"))
+    return level if level is not None and 0 < level < 100 else 95.0
+
+
+def _is_regression(block: Mapping[str, Any]) -> bool:
+    return bool(block.get("coefficients")) or bool(block.get("moderators"))
+
+
+def _model_name(block: Mapping[str, Any]) -> str:
+    method = str(block.get("method") or "")
+    if method.upper() in {"EE", "FE"} or (_float(block.get("tau2")) is None and not method):
+        return "Common-effect model"
+    text = f"Random-effects model ({method})" if method else "Random-effects model"
+    return text
+
+
+def _summary(block: Mapping[str, Any], label: str) -> _Summary | None:
+    est = _float(block.get("estimate"))
+    lb, ub = _float(block.get("ci_lb")), _float(block.get("ci_ub"))
+    if est is None or lb is None or ub is None or _is_regression(block):
+        return None
+    pi_lb, pi_ub = _float(block.get("pi_lb")), _float(block.get("pi_ub"))
+    if pi_lb is None or pi_ub is None or str(block.get("method") or "").upper() in {"EE", "FE"}:
+        pi_lb = pi_ub = None
+    return _Summary(label, est, lb, ub, pi_lb, pi_ub)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(x: float, digits: int = 2) -> str:
+    text = f"{x:.{digits}f}"
+    if text.startswith("-") and float(text) == 0:
+        text = text[1:]
+    return text.replace("-", "\N{MINUS SIGN}")
+
+
+def _pval(p: float | None) -> str:
+    if p is None:
+        return "p = n/a"
+    if p < 0.0001:
+        return "p < 0.0001"
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def _est_ci(scale: _Scale, est: float, lb: float, ub: float) -> str:
+    b = scale.back
+    return f"{_num(b(est))} [{_num(b(lb))}, {_num(b(ub))}]"
+
+
+def _heterogeneity(block: Mapping[str, Any]) -> str:
+    parts = []
+    tau2 = _float(block.get("tau2"))
+    method = str(block.get("method") or "")
+    if tau2 is not None and method.upper() not in {"EE", "FE"}:
+        parts.append(f"τ² = {_num(tau2, 4 if tau2 < 0.01 else 3)}")
+    i2 = _float(block.get("I2"))
+    if i2 is not None:
+        parts.append(f"I² = {i2:.1f}%")
+    q, q_df = _float(block.get("Q")), _float(block.get("Q_df"))
+    if q is not None:
+        df = f", df = {q_df:.0f}" if q_df is not None else ""
+        parts.append(f"Q = {_num(q)}{df}, {_pval(_float(block.get('Q_pval')))}")
+    return "Heterogeneity: " + "; ".join(parts) if parts else ""
+
+
+def _overall_test(block: Mapping[str, Any]) -> str:
+    stat = _float(block.get("statistic"))
+    if stat is None:
+        return ""
+    df = _float(block.get("df"))
+    test = str(block.get("test") or "z")
+    name = f"t({df:.0f})" if df is not None else "z"
+    label = "Knapp-Hartung" if test == "knha" else "Wald"
+    return (
+        f"Test for overall effect ({label}): {name} = {_num(stat)}, "
+        f"{_pval(_float(block.get('pval')))}"
+    )
+
+
+def _regression_note(block: Mapping[str, Any]) -> list[str]:
+    mods = block.get("moderators")
+    names = ", ".join(str(m) for m in mods) if isinstance(mods, Sequence) and mods else ""
+    if not names and isinstance(block.get("coefficients"), Sequence):
+        terms = [
+            str(c.get("term") or c.get("name") or "")
+            for c in block["coefficients"]
+            if isinstance(c, Mapping)
+        ]
+        names = ", ".join(t for t in terms if t and t.lower() not in {"intrcpt", "intercept"})
+    head = "Mixed-effects meta-regression"
+    head += f" on {names}" if names else ""
+    head += f" ({block.get('method')})" if block.get("method") else ""
+    lines = [head + ": no single summary; see coefficients in the result"]
+    parts = []
+    tau2 = _float(block.get("tau2"))
+    if tau2 is not None:
+        parts.append(f"residual τ² = {_num(tau2, 4 if tau2 < 0.01 else 3)}")
+    i2 = _float(block.get("I2"))
+    if i2 is not None:
+        parts.append(f"I² = {i2:.1f}%")
+    qe = _float(block.get("QE")) if block.get("QE") is not None else _float(block.get("Q"))
+    if qe is not None:
+        parts.append(f"QE = {_num(qe)}")
+    qm = _float(block.get("QM"))
+    if qm is not None:
+        parts.append(f"QM = {_num(qm)}, {_pval(_float(block.get('QM_pval')))}")
+    if parts:
+        lines.append("; ".join(parts))
+    return lines
+
+
+# --------------------------------------------------------------------------- axes helpers
+
+
+def _ratio_ticks(lo: float, hi: float) -> list[float]:
+    """Nice ratio values whose logs lie in ``[lo, hi]`` (1-2-5, then decades, then finer)."""
+    r_lo, r_hi = math.exp(lo), math.exp(hi)
+    decades = range(math.floor(math.log10(r_lo)) - 1, math.ceil(math.log10(r_hi)) + 2)
+    for mantissas in ((1.0, 2.0, 5.0), (1.0,), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)):
+        ticks = [m * 10.0**d for d in decades for m in mantissas]
+        ticks = [t for t in ticks if r_lo <= t * (1 + 1e-12) and t <= r_hi * (1 + 1e-12)]
+        if 3 <= len(ticks) <= 8:
+            return [float(f"{t:.6g}") for t in ticks]
+    locator = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
+    return [float(f"{t:.6g}") for t in locator.tick_values(r_lo, r_hi) if r_lo <= t <= r_hi]
+
+
+def _tick_label(value: float) -> str:
+    text = f"{value:g}"
+    return text.replace("-", "\N{MINUS SIGN}")
+
+
+def _set_effect_axis(ax: Any, scale: _Scale, lo: float, hi: float) -> None:
+    """x limits ``[lo, hi]`` (model scale) with ticks labelled on the shown scale."""
+    ax.set_xlim(lo, hi)
+    if scale.axis == "ratio":
+        ticks = _ratio_ticks(lo, hi)
+        ax.xaxis.set_major_locator(FixedLocator([math.log(t) for t in ticks]))
+        ax.set_xticklabels([_tick_label(t) for t in ticks])
+    elif scale.axis == "r":
+        locator = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10])
+        r_lo, r_hi = math.tanh(lo), math.tanh(hi)
+        ticks = [t for t in locator.tick_values(r_lo, r_hi) if r_lo <= t <= r_hi and abs(t) < 1]
+        ax.xaxis.set_major_locator(FixedLocator([math.atanh(t) for t in ticks]))
+        ax.set_xticklabels([_tick_label(round(t, 6)) for t in ticks])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(scale.axis_label)
+
+
+# --------------------------------------------------------------------------- forest plot
+
+
+@dataclass
+class _Row:
+    y: float
+    kind: str  # "study", "summary", "pi", "group"
+    label: str
+    study: _Study | None = None
+    summary: _Summary | None = None
+    bold: bool = False
+
+
+def _forest_rows(result: Mapping[str, Any], stem: str) -> tuple[list[_Row], list[str]]:
+    """Rows from top to bottom (y decreasing) and the footer lines."""
+    rows: list[_Row] = []
+    footer: list[str] = []
+    y = 0.0
+
+    def add(kind: str, label: str, **kw: Any) -> None:
+        nonlocal y
+        y -= 1.0
+        rows.append(_Row(y, kind, label, **kw))
+
+    def add_summary(summary: _Summary | None) -> None:
+        nonlocal y
+        if summary is None:
+            return
+        add("summary", summary.label, summary=summary, bold=True)
+        if summary.pi_lb is not None:
+            add("pi", "Prediction interval", summary=summary)
+
+    subgroups = result.get("subgroups")
+    if (
+        isinstance(subgroups, Sequence)
+        and subgroups
+        and all(isinstance(g, Mapping) and g.get("studies") for g in subgroups)
+    ):
+        for group in subgroups:
+            name = str(group.get("group"))
+            add("group", name, bold=True)
+            for study in _studies(group, stem):
+                add("study", study.label, study=study)
+            k = group.get("k", len(group["studies"]))
+            add_summary(_summary(group, f"Subtotal ({_model_label(group)}, k = {k})"))
+            het = _heterogeneity(group)
+            if het:
+                footer.append(f"{name}: {het[len('Heterogeneity: ') :]}")
+            y -= 0.5
+    else:
+        for study in _studies(result, stem):
+            add("study", study.label, study=study)
+        y -= 0.5
+
+    if _is_regression(result):
+        footer[:0] = _regression_note(result)
+    else:
+        overall = _summary(result, _model_label(result))
+        add_summary(overall)
+        lines = [_heterogeneity(result), _overall_test(result)]
+        test = result.get("subgroup_test")
+        if isinstance(test, Mapping):
+            q = _float(test.get("Q") if test.get("Q") is not None else test.get("QM"))
+            df = _float(test.get("df") if test.get("df") is not None else test.get("Q_df"))
+            p = _float(test.get("pval") if test.get("pval") is not None else test.get("Q_pval"))
+            if q is not None:
+                dft = f", df = {df:.0f}" if df is not None else ""
+                lines.append(f"Test for subgroup differences: Q = {_num(q)}{dft}, {_pval(p)}")
+        footer[:0] = [line for line in lines if line]
+    return rows, footer
+
+
+def _model_label(block: Mapping[str, Any]) -> str:
+    name = _model_name(block)
+    return name + (", Knapp-Hartung" if block.get("test") == "knha" else "")
+
+
+def _forest_limits(rows: Sequence[_Row], crit: float) -> tuple[float, float, float, float]:
+    """Axis limits ``(lo, hi)`` plus the span that must be covered ``(core_lo, core_hi)``.
+
+    The axis covers every estimate, every summary CI and PI, and the study CIs unless one
+    would stretch the axis beyond 1.5 times the core span; such CIs end in an arrow.
+    """
+    core: list[float] = [0.0]
+    wide: list[float] = []
+    for row in rows:
+        if row.study is not None:
+            s = row.study
+            core.append(s.yi)
+            wide += [s.yi - crit * s.sei, s.yi + crit * s.sei]
+        if row.summary is not None:
+            m = row.summary
+            core += [m.ci_lb, m.ci_ub]
+            if m.pi_lb is not None and m.pi_ub is not None:
+                core += [m.pi_lb, m.pi_ub]
+    c_lo, c_hi = min(core), max(core)
+    span = max(c_hi - c_lo, 0.5)
+    lo = max(min([*wide, c_lo]), c_lo - 1.5 * span)
+    hi = min(max([*wide, c_hi]), c_hi + 1.5 * span)
+    pad = 0.04 * (hi - lo)
+    return lo - pad, hi + pad, lo, hi
+
+
+def _forest(result: Mapping[str, Any], stem: str) -> Figure:
+    scale = _scale(result)
+    level = _level(result)
+    crit = _crit(level)
+    rows, footer = _forest_rows(result, stem)
+    n_studies = sum(row.kind == "study" for row in rows)
+    if n_studies > MAX_FOREST_ROWS:
+        raise AnalysisError(
+            f"forest plot for {stem!r}: {n_studies} studies are more than the "
+            f"{MAX_FOREST_ROWS} a forest plot can show legibly; request a funnel plot"
+        )
+    show_weights = any(row.study is not None and row.study.weight is not None for row in rows)
+    lo, hi, clip_lo, clip_hi = _forest_limits(rows, crit)
+
+    # Column texts, to size the columns.
+    level_txt = f"{level:g}% CI"
+    est_head = f"{scale.name} [{level_txt}]"
+    texts: dict[int, tuple[str, str]] = {}
+    for i, row in enumerate(rows):
+        if row.study is not None:
+            s = row.study
+            weight = f"{s.weight:.1f}%" if s.weight is not None else ""
+            texts[i] = (weight, _est_ci(scale, s.yi, s.yi - crit * s.sei, s.yi + crit * s.sei))
+        elif row.kind == "summary" and row.summary is not None:
+            m = row.summary
+            texts[i] = (
+                "100.0%" if show_weights else "",
+                _est_ci(scale, m.estimate, m.ci_lb, m.ci_ub),
+            )
+        elif row.kind == "pi" and row.summary is not None:
+            pi_lb, pi_ub = row.summary.pi_lb, row.summary.pi_ub
+            if pi_lb is not None and pi_ub is not None:
+                texts[i] = ("", f"[{_num(scale.back(pi_lb))}, {_num(scale.back(pi_ub))}]")
+    label_chars = max([len("Study")] + [len(r.label) + (1 if r.bold else 0) for r in rows])
+    est_chars = max([len(est_head)] + [len(t[1]) for t in texts.values()])
+
+    # Geometry in inches.
+    margin = 0.15
+    label_w = min(label_chars * _CHAR_IN + 0.15, 3.2)
+    plot_w = 3.4
+    weight_w = 0.75 if show_weights else 0.0
+    est_w = est_chars * _CHAR_IN * 0.95 + 0.1
+    width = margin + label_w + plot_w + 0.15 + weight_w + est_w + margin
+    footer_h = 0.17 * len(footer) + 0.1
+    axis_h = 0.55
+    header_h = 0.45
+    y_top = -0.3  # data coordinates of the body's top (rows are at y = -1, -2, ...)
+    y_bottom = rows[-1].y - 0.9 if rows else -1.0
+    n_rows = y_top - y_bottom
+    body_h = n_rows * _ROW_IN
+    height = margin + header_h + body_h + axis_h + footer_h + margin
+
+    fig = Figure(figsize=(width, height), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    body_bottom = (margin + footer_h + axis_h) / height
+    body_frac = body_h / height
+
+    def add_axes(left_in: float, width_in: float) -> Any:
+        ax = fig.add_axes((left_in / width, body_bottom, width_in / width, body_frac))
+        ax.set_ylim(y_bottom, y_top)
+        ax.patch.set_visible(False)
+        return ax
+
+    x_label = margin
+    x_plot = margin + label_w
+    x_weight = x_plot + plot_w + 0.15
+
+    ax = add_axes(x_plot, plot_w)
+    ax.set_ylim(y_bottom, y_top)
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    ax.yaxis.set_major_locator(NullLocator())
+    ax.yaxis.set_minor_locator(NullLocator())
+    _set_effect_axis(ax, scale, lo, hi)
+    ax.spines["bottom"].set_bounds(lo, hi)
+
+    text_ax = add_axes(0.0, width)
+    text_ax.set_axis_off()
+    text_ax.set_xlim(0.0, width)
+
+    # Header.
+    header_y = y_top + 0.5 * header_h / _ROW_IN
+    text_kw: dict[str, Any] = {"va": "center", "clip_on": False}
+    text_ax.text(x_label, header_y, "Study", ha="left", fontweight="bold", **text_kw)
+    if show_weights:
+        text_ax.text(
+            x_weight + weight_w - 0.1, header_y, "Weight", ha="right", fontweight="bold", **text_kw
+        )
+    text_ax.text(width - margin, header_y, est_head, ha="right", fontweight="bold", **text_kw)
+    rule_y = y_top + 0.1
+    text_ax.add_line(
+        Line2D([margin, width - margin], [rule_y, rule_y], color=_INK, linewidth=0.8, clip_on=False)
+    )
+
+    # Reference line at the null, drawn over the whole body.
+    ax.axvline(scale.null, color=_GREY, linestyle=(0, (4, 3)), linewidth=0.8, zorder=1)
+
+    weights = [r.study.weight for r in rows if r.study is not None and r.study.weight is not None]
+    w_max = max(weights) if weights else 1.0
+    diamond_h = 0.36
+    summary_rule_drawn = False
+    for i, row in enumerate(rows):
+        weight_txt, est_txt = texts.get(i, ("", ""))
+        indent = 0.12 if (row.kind == "study" and any(r.kind == "group" for r in rows)) else 0.0
+        text_ax.text(
+            x_label + indent,
+            row.y,
+            row.label,
+            ha="left",
+            fontweight="bold" if row.bold else "normal",
+            **text_kw,
+        )
+        if weight_txt:
+            text_ax.text(
+                x_weight + weight_w - 0.1,
+                row.y,
+                weight_txt,
+                ha="right",
+                fontweight="bold" if row.bold else "normal",
+                **text_kw,
+            )
+        if est_txt:
+            text_ax.text(
+                width - margin,
+                row.y,
+                est_txt,
+                ha="right",
+                fontweight="bold" if row.bold else "normal",
+                **text_kw,
+            )
+        if row.kind == "study" and row.study is not None:
+            s = row.study
+            lb, ub = s.yi - crit * s.sei, s.yi + crit * s.sei
+            _ci_line(ax, row.y, lb, ub, lo=clip_lo, hi=clip_hi)
+            rel = (s.weight / w_max) if s.weight is not None and w_max > 0 else 0.5
+            size = 3.0 + 7.0 * math.sqrt(max(rel, 0.0))  # side in points, area ∝ weight
+            ax.plot(
+                [s.yi],
+                [row.y],
+                marker="s",
+                markersize=size,
+                color=_INK,
+                markeredgewidth=0,
+                linestyle="none",
+                zorder=3,
+                clip_on=False,
+            )
+        elif row.kind == "summary" and row.summary is not None:
+            m = row.summary
+            if not summary_rule_drawn and not any(r.kind == "group" for r in rows):
+                ry = row.y + 0.75
+                text_ax.add_line(
+                    Line2D(
+                        [margin, width - margin], [ry, ry], color=_INK, linewidth=0.6, clip_on=False
+                    )
+                )
+                summary_rule_drawn = True
+            h = diamond_h
+            ax.add_patch(
+                Polygon(
+                    [
+                        (m.ci_lb, row.y),
+                        (m.estimate, row.y + h),
+                        (m.ci_ub, row.y),
+                        (m.estimate, row.y - h),
+                    ],
+                    closed=True,
+                    facecolor=_INK,
+                    edgecolor=_INK,
+                    linewidth=0.6,
+                    zorder=3,
+                )
+            )
+        elif row.kind == "pi" and row.summary is not None:
+            m = row.summary
+            if m.pi_lb is not None and m.pi_ub is not None:
+                ax.plot(
+                    [m.pi_lb, m.pi_ub],
+                    [row.y, row.y],
+                    color=_INK,
+                    linewidth=1.0,
+                    solid_capstyle="butt",
+                    zorder=3,
+                )
+                for x in (m.pi_lb, m.pi_ub):
+                    ax.plot(
+                        [x, x], [row.y - 0.22, row.y + 0.22], color=_INK, linewidth=1.0, zorder=3
+                    )
+                ax.plot(
+                    [m.estimate],
+                    [row.y],
+                    marker="D",
+                    markersize=3.5,
+                    color=_INK,
+                    linestyle="none",
+                    zorder=3,
+                )
+
+    # Footer: model and heterogeneity, left-aligned under the axis.
+    for j, line in enumerate(footer):
+        fig.text(
+            margin / width,
+            (margin + footer_h - 0.12 - 0.17 * j) / height,
+            line,
+            ha="left",
+            va="center",
+            fontsize=_FONT_SIZE - 0.5,
+            color=_INK,
+        )
+    return fig
+
+
+def _ci_line(ax: Any, y: float, lb: float, ub: float, *, lo: float, hi: float) -> None:
+    """A study's CI from ``lb`` to ``ub``, ending in an arrow where it leaves ``[lo, hi]``."""
+    a, b = max(lb, lo), min(ub, hi)
+    ax.plot([a, b], [y, y], color=_INK, linewidth=0.9, solid_capstyle="butt", zorder=2)
+    tick = 0.16
+    for x, clipped, direction in ((a, lb < lo, -1), (b, ub > hi, 1)):
+        if clipped:
+            ax.annotate(
+                "",
+                xy=(x, y),
+                xytext=(x - direction * 1e-9 - direction * (hi - lo) * 0.03, y),
+                arrowprops={
+                    "arrowstyle": "-|>,head_length=0.4,head_width=0.2",
+                    "color": _INK,
+                    "linewidth": 0.9,
+                    "shrinkA": 0,
+                    "shrinkB": 0,
+                },
+            )
+        else:
+            ax.plot([x, x], [y - tick, y + tick], color=_INK, linewidth=0.9, zorder=2)
+
+
+# --------------------------------------------------------------------------- funnel plot
+
+
+def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
+    scale = _scale(result)
+    level = _level(result)
+    crit = _crit(level)
+    studies = _studies(result, stem)
+    regression = _is_regression(result)
+    residuals = [_float(s.get("residual")) for s in result.get("studies", [])]
+    use_residuals = regression and all(r is not None for r in residuals)
+    xs = [r for r in residuals if r is not None] if use_residuals else [s.yi for s in studies]
+    ses = [s.sei for s in studies]
+    center: float | None
+    if use_residuals:
+        center = 0.0
+    elif regression:
+        center = None
+    else:
+        center = _float(result.get("estimate"))
+
+    se_max = max(ses) * 1.05
+    fig = Figure(figsize=(5.6, 4.8), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    top = 0.97 - 0.045 * 2
+    ax = fig.add_axes((0.14, 0.12, 0.82, top - 0.12))
+    ax.set_facecolor("#d9d9d9")
+
+    half = crit * se_max
+    if center is not None:
+        lo = min([*xs, center - half])
+        hi = max([*xs, center + half])
+    else:
+        lo, hi = min(xs), max(xs)
+    pad = 0.06 * max(hi - lo, 0.2)
+    lo, hi = lo - pad, hi + pad
+
+    if center is not None:
+        region = Polygon(
+            [(center - half, se_max), (center, 0.0), (center + half, se_max)],
+            closed=True,
+            facecolor="white",
+            edgecolor="none",
+            zorder=1,
+        )
+        ax.add_patch(region)
+        for sign in (-1, 1):
+            ax.plot(
+                [center, center + sign * half],
+                [0.0, se_max],
+                color=_INK,
+                linewidth=0.8,
+                linestyle=(0, (1.5, 2)),
+                zorder=2,
+            )
+        ax.plot([center, center], [0.0, se_max], color=_INK, linewidth=0.9, zorder=2)
+    ax.plot(
+        xs,
+        ses,
+        marker="o",
+        markersize=4.5,
+        color=_INK,
+        markeredgewidth=0,
+        linestyle="none",
+        zorder=3,
+        clip_on=False,
+    )
+
+    ax.set_ylim(se_max, 0.0)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    ax.set_ylabel("Standard Error")
+    if use_residuals:
+        ax.set_xlim(lo, hi)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
+        ax.set_xlabel("Residual Value")
+    else:
+        _set_effect_axis(ax, scale, lo, hi)
+    for side in ("right", "top"):
+        ax.spines[side].set_visible(False)
+
+    notes = []
+    if regression and not use_residuals:
+        notes.append("meta-regression: observed effects, no pooled estimate")
+    egger = result.get("egger")
+    if isinstance(egger, Mapping) and _float(egger.get("statistic")) is not None:
+        notes.append(
+            f"Egger's test: z = {_num(_float(egger.get('statistic')) or 0.0)}, "
+            f"{_pval(_float(egger.get('pval')))}"
+        )
+    label = f"{level:g}% pseudo-confidence region" if center is not None else ""
+    if label:
+        notes.insert(0, label)
+    # Notes above the axes, never over the data.
+    for j, note in enumerate(notes):
+        fig.text(
+            0.96, 0.995 - 0.045 * j, note, ha="right", va="top", fontsize=_FONT_SIZE - 1, color=_INK
+        )
+    return fig
+
+
+# --------------------------------------------------------------------------- output
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    # Every setting that shapes the output, so a user's matplotlibrc cannot change the bytes.
+    with matplotlib.rc_context(
+        {
+            "font.family": "sans-serif",
+            "font.sans-serif": ["DejaVu Sans"],
+            "font.size": _FONT_SIZE,
+            "mathtext.fontset": "dejavusans",
+            "text.usetex": False,
+            "text.color": _INK,
+            "axes.edgecolor": _INK,
+            "axes.labelcolor": _INK,
+            "axes.linewidth": 0.8,
+            "axes.labelsize": _FONT_SIZE,
+            "axes.unicode_minus": True,
+            "xtick.color": _INK,
+            "ytick.color": _INK,
+            "xtick.labelsize": _FONT_SIZE - 0.5,
+            "ytick.labelsize": _FONT_SIZE - 0.5,
+            "xtick.direction": "out",
+            "ytick.direction": "out",
+            "lines.antialiased": True,
+            "patch.antialiased": True,
+            "path.simplify": False,
+            "svg.fonttype": "path",
+            "svg.hashsalt": "cosmo-runner",
+            "svg.image_inline": True,
+            "savefig.dpi": _DPI,
+            "savefig.facecolor": "white",
+            "savefig.edgecolor": "white",
+            "savefig.transparent": False,
+            "savefig.bbox": None,
+            "savefig.pad_inches": 0.1,
+            "figure.facecolor": "white",
+            "figure.edgecolor": "white",
+            "figure.dpi": 100,
+        }
+    ):
+        yield
+
+
+def _figure_bytes(fig: Figure, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=_DPI, metadata=_SAVE_METADATA[fmt])
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
