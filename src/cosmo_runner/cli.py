@@ -179,7 +179,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from cosmo_runner.verify import VerifyOptions, render_report, verify
+    from cosmo_runner.report_diff import render_report
+    from cosmo_runner.verify import VerifyOptions, verify
 
     overrides: dict[str, Path] = {}
     for item in args.input:
@@ -201,7 +202,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _print_json(report.as_dict(), sys.stdout)
     else:
         print(render_report(report))
-    return report.exit_code
+    return int(report.exit_code)
 
 
 def _report_error(error: BaseException, debug: bool) -> None:
