@@ -19,6 +19,7 @@ from cosmo_runner.errors import (
     CosmoError,
     SpecError,
     UsageError,
+    ValidationFailed,
     exit_code_for,
 )
 
@@ -206,11 +207,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _report_error(error: BaseException, debug: bool) -> None:
-    lines = (
-        [f"{error.path}: {p}" for p in error.problems]
-        if isinstance(error, SpecError)
-        else [str(error)]
-    )
+    if isinstance(error, SpecError):
+        lines = [f"{error.path}: {p}" for p in error.problems]
+    elif isinstance(error, ValidationFailed):
+        lines = [str(error).split("; first: ")[0], *error.problems]
+    else:
+        lines = [str(error)]
     for line in lines:
         print(f"cosmo-runner: error: {line}", file=sys.stderr)
     if debug:

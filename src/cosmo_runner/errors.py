@@ -96,9 +96,20 @@ class ManifestError(EnvironmentGateError):
 
 
 class ValidationFailed(CosmoError):
-    """Validators reported error-level findings; no analysis ran."""
+    """Validators reported error-level findings; no analysis ran.
+
+    ``problems`` holds every error-level finding's message, one line each.
+    """
 
     exit_code = EXIT_VALIDATION
+
+    def __init__(self, validator_ids: list[str], problems: list[str]) -> None:
+        self.validator_ids = list(validator_ids)
+        self.problems = list(problems)
+        super().__init__(
+            f"{len(self.problems)} validator error(s) in {', '.join(self.validator_ids)}; "
+            f"first: {self.problems[0] if self.problems else 'unknown'}"
+        )
 
 
 class StepError(CosmoError):

@@ -27,6 +27,7 @@ from cosmo_runner.errors import (
     EnvironmentGateError,
     Interrupted,
     OutputDirError,
+    SpecError,
     StepError,
     ValidationFailed,
     exit_code_for,
@@ -182,6 +183,7 @@ class _Runner:
             "sha256": None,
             "name": None,
         }
+        self._copy_spec()  # the spec as given, kept even when it turns out invalid
         self._begin("environment")
         state = capture(options.manifest, options.cwd)
         doc["environment"] = state.document()
@@ -197,7 +199,6 @@ class _Runner:
             raise EnvironmentGateError(self.smoke.failures)
 
         self._begin("spec")
-        self._copy_spec()
         spec = spec_mod.load(options.spec_path)
         doc["spec"].update(name=spec.data["name"])
         self._begin("inputs")
@@ -249,8 +250,17 @@ class _Runner:
 
         inputs = spec.inputs()
         records = self.log.doc["validators"]
+        resolved = {entry["id"]: registry.resolve(entry["kind"]) for entry in spec.validators}
+        unknown = [
+            f"/validators/{i}/kind: unknown validator kind {entry['kind']!r} (known: {', '.join(registry.known_kinds())})"
+            for i, entry in enumerate(spec.validators)
+            if resolved[entry["id"]] is None
+        ]
+        if unknown:
+            raise SpecError(str(self.options.spec_path), unknown)
         for entry in spec.validators:
-            validator = registry.resolve(entry["kind"])
+            validator = resolved[entry["id"]]
+            assert validator is not None  # unknown kinds were rejected above
             record: dict[str, Any] = {
                 "id": entry["id"],
                 "kind": entry["kind"],
@@ -259,16 +269,6 @@ class _Runner:
                 "findings": [],
             }
             records.append(record)
-            if validator is None:
-                record["status"] = "failed"
-                record["findings"].append(
-                    {
-                        "level": "error",
-                        "location": None,
-                        "message": f"unknown validator kind {entry['kind']!r} (known: {', '.join(registry.known_kinds())})",
-                    }
-                )
-                continue
             context = registry.ValidatorContext(
                 entry, inputs[entry["input"]].resolved, spec.base, dict(entry.get("options", {}))
             )
@@ -283,13 +283,10 @@ class _Runner:
                 record["status"] = "passed with warnings"
         failed = [r for r in records if r["status"] == "failed"]
         if failed:
-            errors = sum(f["level"] == "error" for r in failed for f in r["findings"])
-            first = next(
+            problems = [
                 f["message"] for r in failed for f in r["findings"] if f["level"] == "error"
-            )
-            raise ValidationFailed(
-                f"{errors} validator error(s) in {', '.join(r['id'] for r in failed)}; first: {first}"
-            )
+            ]
+            raise ValidationFailed([r["id"] for r in failed], problems)
 
     def _run_analyses(self, spec: spec_mod.Spec, tables: _TableCache) -> None:
         inputs = spec.inputs()
