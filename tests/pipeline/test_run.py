@@ -1,0 +1,188 @@
+"""`run` and `validate` end to end: run directories, never losing the log, plugins, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, fake_dist, load_log, run_cli
+
+pytestmark = pytest.mark.slow
+
+PLUGIN = '''
+import time
+from cosmo_runner.validators import Finding
+
+def no_negative_years(context):
+    """Example third-party validator: options {"column": name, "sleep": seconds}."""
+    time.sleep(float(context.options.get("sleep", 0)))
+    column = context.options.get("column", "year")
+    import csv
+    with context.input_path.open(newline="") as handle:
+        for number, row in enumerate(csv.DictReader(handle), start=1):
+            if int(row[column]) < 1900:
+                yield Finding("error", f"row {number}: {column} {row[column]} before 1900", {"row": number})
+'''
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path) -> Path:
+    """A plugin 'installed' as a .dist-info with an entry point, no network, no pip."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "cosmo_year_plugin.py").write_text(PLUGIN)
+    fake_dist(
+        site,
+        "cosmo-year-plugin",
+        "0.1",
+        entry_points="[cosmo_runner.validators]\nyears = cosmo_year_plugin:no_negative_years\n",
+    )
+    return site
+
+
+def _plugin_spec(example: Path, **options: object) -> Path:
+    spec = json.loads(example.read_text())
+    spec["validators"].append(
+        {"id": "years", "kind": "years", "input": "bcg", "options": {"column": "year", **options}}
+    )
+    spec["analyses"] = []
+    example.write_text(json.dumps(spec))
+    return example
+
+
+def test_default_run_directory_holds_log_spec_results_plots(example: Path, tmp_path: Path) -> None:
+    proc = run_cli("run", example, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert {p.name for p in run_dir.iterdir()} >= {"run_log.json", "spec.json", "results", "plots"}
+    log = load_log(run_dir)
+    assert log["status"] == "succeeded" and log["exit_code"] == 0
+    assert run_dir.name == log["run_id"]
+    assert f"log: {run_dir / 'run_log.json'}" in proc.stdout
+    assert "analysis bcg-reml: k=13 estimate -0.7145" in proc.stdout
+    (record,) = log["inputs"]
+    assert record["path"] == "bcg.csv" and record["resolved"] == str(example.parent / "bcg.csv")
+    assert {o["path"] for o in log["outputs"]} >= {
+        "results/bcg-reml.json",
+        "plots/bcg-reml.forest.png",
+    }
+    for output in log["outputs"]:
+        assert (run_dir / output["path"]).stat().st_size == output["bytes"]
+
+
+def test_non_empty_out_dir_is_refused_and_left_untouched(example: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    proc = run_cli("run", example, "--out", out)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == f"cosmo-runner: error: output directory is not empty, refusing to overwrite: {out}"
+    )
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+
+
+def test_unwritable_out_dir_says_so_and_writes_nothing(example: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_cli("run", example, "--out", blocker / "sub")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("cosmo-runner: error: output directory cannot be written: ")
+    assert proc.stdout == ""
+
+
+def test_validate_is_a_dry_run_that_writes_nothing(example: Path, tmp_path: Path) -> None:
+    proc = run_cli("validate", example, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "validator bcg-table: passed" in proc.stdout
+    assert "analysis" not in proc.stdout
+    assert not (tmp_path / "runs").exists()
+    out = tmp_path / "v"
+    assert run_cli("validate", example, "--out", out).returncode == 0
+    log = load_log(out)
+    assert log["analyses"] == [] and list((out / "results").iterdir()) == []
+
+
+def test_four_parallel_runs_get_four_directories(example: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cosmo_runner", "run", str(example)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    codes = [p.wait(timeout=300) for p in procs]
+    assert codes == [0, 0, 0, 0]
+    run_dirs = sorted((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 4
+    assert len({load_log(d)["run_id"] for d in run_dirs}) == 4
+
+
+def test_plugin_validator_from_an_entry_point(
+    example: Path, plugin_site: Path, tmp_path: Path
+) -> None:
+    spec = _plugin_spec(example)
+    env = {"PYTHONPATH": str(plugin_site)}
+    assert run_cli("validate", spec, env=env).returncode == 0
+    table = spec.parent / "bcg.csv"
+    table.write_text(table.read_text().replace(",Aronson,1948,", ",Aronson,1848,"))
+    proc = run_cli("run", spec, "--out", tmp_path / "out", env=env)
+    assert proc.returncode == 4
+    assert "cosmo-runner: error: row 1: year 1848 before 1900" in proc.stderr
+    log = load_log(tmp_path / "out")
+    years = next(v for v in log["validators"] if v["id"] == "years")
+    assert years["findings"] == [
+        {"level": "error", "message": "row 1: year 1848 before 1900", "location": {"row": 1}}
+    ]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_a_run_leaves_an_interrupted_log(
+    example: Path, plugin_site: Path, tmp_path: Path, signum: int, code: int
+) -> None:
+    spec = _plugin_spec(example, sleep=60)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
+    env["PYTHONPATH"] = str(plugin_site)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmo_runner", "run", str(spec), "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the validators step has started
+        log_path = out / "run_log.json"
+        if log_path.is_file() and json.loads(log_path.read_text()).get("inputs"):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code
+    log = load_log(out)
+    assert log["status"] == "interrupted" and log["exit_code"] == code
+    assert log["error"]["type"] == "Interrupted"
+    assert signal.Signals(signum).name in stderr
+
+
+def test_debug_prints_the_traceback(tmp_path: Path) -> None:
+    case = ROOT / "tests" / "cases" / "missing-input" / "spec.json"
+    plain = run_cli("run", case, "--out", tmp_path / "a")
+    debug = run_cli("--debug", "run", case, "--out", tmp_path / "b")
+    assert "Traceback" not in plain.stderr
+    assert "Traceback" in debug.stderr
+    assert plain.returncode == debug.returncode == 2

@@ -1,0 +1,53 @@
+"""The CLI contract: exit codes, one-line messages, fast --help (no numpy/scipy imported)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cosmo_runner import __version__
+from cosmo_runner.cli import main
+from tests.conftest import run_cli
+
+
+def test_version() -> None:
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"cosmo-runner {__version__}"
+
+
+def test_help_lists_commands_and_exit_codes() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for word in ("smoke", "run", "validate", "env", "verify", "exit codes"):
+        assert word in proc.stdout
+
+
+def test_help_imports_no_heavy_library() -> None:
+    code = (
+        "import sys; from cosmo_runner.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('numpy', 'scipy', 'matplotlib', 'jsonschema') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().endswith("[]")
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["run"], ["smoke", "--bogus"]])
+def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cosmo-runner: error: ") and err.count("\n") == 1
+
+
+def test_missing_spec_exit_2_names_it(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert (
+        f"cosmo-runner: error: {tmp_path / 'nope.json'}: spec file not found"
+        in capsys.readouterr().err
+    )
