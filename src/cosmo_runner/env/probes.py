@@ -72,7 +72,7 @@ def blas() -> dict[str, Any] | None:
     try:
         import numpy as np
 
-        config = np.show_config(mode="dicts")
+        config: Any = np.show_config(mode="dicts")
     except Exception:
         return None
     deps: dict[str, Any] = config.get("Build Dependencies", {}) if isinstance(config, dict) else {}
