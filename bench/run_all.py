@@ -1,0 +1,127 @@
+"""``make bench``: every benchmark, printed side by side and written to ``bench/results.md``.
+
+Runs in the bench environment (``.venv-bench``), each benchmark in its own process:
+
+1. ``bench/bench_meta.py`` -- the meta-analysis engine against statsmodels and PyMARE;
+2. ``bench/bench_env.py`` -- ``cosmo-runner smoke`` against the naive gate, and ``--help``,
+   against the main ``.venv``;
+3. the Docker build-time benchmark (``bench/*docker*``, cold build and source-only rebuild),
+   only when a Docker engine answers (``$DOCKER_HOST`` or the one ``make docker-up``
+   started); otherwise a visible "skipped: no engine".
+
+Each benchmark prints a markdown section on stdout (progress on stderr); the sections are
+echoed as they finish and collected into ``bench/results.md`` for the README. Exit status:
+non-zero when a benchmark script itself failed (not when a target is missed: these are
+measurements, not tests).
+
+Usage: ``python bench/run_all.py [--quick] [--only meta,env,docker]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results.md"
+
+
+def section(cmd: list[str], title: str) -> tuple[str, int]:
+    """Run one benchmark; its stdout is the section (stderr streams to the terminal)."""
+    print(f"\n==> {title}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
+    out = proc.stdout.rstrip() + "\n"
+    if proc.returncode != 0:
+        out += f"\n_{title}: the benchmark exited with status {proc.returncode}._\n"
+    print(out, flush=True)
+    return out, proc.returncode
+
+
+def engine_answers() -> bool:
+    """A Docker engine answers: the project's probe script, else ``docker info``."""
+    probe = ROOT / "scripts" / "docker" / "engine_answers.sh"
+    try:
+        if probe.exists():
+            cmd = ["bash", str(probe)]
+        elif shutil.which("docker"):
+            cmd = ["docker", "info"]
+        else:
+            return False
+        return (
+            subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=30, check=False).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def docker_script() -> Path | None:
+    found = sorted(p for p in BENCH.glob("*docker*") if p.suffix in {".py", ".sh"})
+    return found[0] if found else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run)")
+    parser.add_argument("--only", default="meta,env,docker", help="comma-separated sections")
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    python = sys.executable
+    main_venv = ROOT / ".venv"
+
+    parts: list[str] = []
+    status = 0
+    if "meta" in only:
+        cmd = [python, str(BENCH / "bench_meta.py")] + (["--quick"] if args.quick else [])
+        out, code = section(cmd, "meta-analysis engine")
+        parts.append(out)
+        status |= code
+    if "env" in only:
+        cmd = [python, str(BENCH / "bench_env.py"), "--venv", str(main_venv)]
+        cmd += ["--repeats", "5"] if args.quick else []
+        out, code = section(cmd, "environment gate")
+        parts.append(out)
+        status |= code
+    if "docker" in only:
+        script = docker_script()
+        title = "### Docker image build time"
+        if script is None:
+            text = f"{title}\n\nskipped: no Docker build benchmark script in bench/.\n"
+            print(text, flush=True)
+            parts.append(text)
+        elif not engine_answers():
+            text = (
+                f"{title}\n\nskipped: no engine (no Docker engine answers at "
+                f"DOCKER_HOST={os.environ.get('DOCKER_HOST', '') or '(unset)'}; "
+                "`make docker-up` starts one).\n"
+            )
+            print(text, flush=True)
+            parts.append(text)
+        else:
+            runner = ["bash"] if script.suffix == ".sh" else [str(main_venv / "bin" / "python")]
+            out, code = section([*runner, str(script)], "docker build")
+            parts.append(out)
+            status |= code
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    header = (
+        "# Benchmarks (`make bench`)\n\n"
+        f"Measured {stamp} on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}"
+        + (" (quick run: smaller budgets)" if args.quick else "")
+        + ".\n"
+    )
+    RESULTS.write_text(header + "\n" + "\n".join(parts), encoding="utf-8")
+    print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+    return 1 if status else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
