@@ -88,10 +88,10 @@ def engine_problem() -> str | None:
     return _ENGINE_PROBLEM[0]
 
 
-@pytest.fixture(autouse=True)
-def _require_engine(request: pytest.FixtureRequest) -> None:
-    """Skip docker tests without an engine, with the reason; fail instead when CI=true."""
-    if request.node.get_closest_marker("docker") is None:
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture (the shared builds included): skip docker tests without an
+    engine, with the reason; fail them instead when CI=true."""
+    if item.get_closest_marker("docker") is None:
         return
     problem = engine_problem()
     if problem is None:
