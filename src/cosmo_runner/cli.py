@@ -123,12 +123,13 @@ def _print_json(document: Any, stream: TextIO) -> None:
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
-    from cosmo_runner.env.smoke import run_checks
+    from cosmo_runner.env.smoke import run_checks, start_import_probes
     from cosmo_runner.env.snapshot import capture
     from cosmo_runner.report import smoke_summary
 
+    imports = start_import_probes(args.manifest)  # runs while the snapshot is taken
     state = capture(args.manifest)
-    report = run_checks(state, strict=args.strict, pip_check=args.pip_check)
+    report = run_checks(state, strict=args.strict, pip_check=args.pip_check, imports=imports)
     environment = state.document()
     if args.json:
         _print_json({"environment": environment, "smoke": report.as_dict()}, sys.stdout)

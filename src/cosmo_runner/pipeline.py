@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from cosmo_runner import spec as spec_mod
-from cosmo_runner.env.smoke import SmokeReport, run_checks
+from cosmo_runner.env.smoke import SmokeReport, run_checks, start_import_probes
 from cosmo_runner.env.snapshot import capture
 from cosmo_runner.errors import (
     CosmoError,
@@ -185,13 +185,14 @@ class _Runner:
         }
         self._copy_spec()  # the spec as given, kept even when it turns out invalid
         self._begin("environment")
+        imports = start_import_probes(options.manifest, options.cwd)  # overlap with capture
         state = capture(options.manifest, options.cwd)
         doc["environment"] = state.document()
         self.log.end_step("environment")
         self.log.save()  # the snapshot is on disk before anything else runs
 
         self._begin("smoke")
-        self.smoke = run_checks(state, strict=options.strict)
+        self.smoke = run_checks(state, strict=options.strict, imports=imports)
         doc["smoke"] = self.smoke.as_dict()
         self.log.end_step("smoke")
         self.log.save()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from packaging.markers import UndefinedEnvironmentName
@@ -21,8 +22,10 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from cosmo_runner.env.manifest import load as load_manifest
 from cosmo_runner.env.probes import TOOLING
 from cosmo_runner.env.snapshot import EnvironmentState
+from cosmo_runner.errors import ManifestError
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,26 @@ def _status(ok: bool, severity: str) -> str:
     return "ok" if ok else ("error" if severity == "error" else "warn")
 
 
+def start_import_probes(
+    manifest_arg: str | None = None, cwd: Path | None = None
+) -> ImportProbes | None:
+    """Start the required-import probes early, so they overlap with :func:`capture`.
+
+    Returns None when the manifest cannot be read (the checks then report that).
+    """
+    try:
+        found = load_manifest(manifest_arg, cwd)
+    except ManifestError:
+        return None
+    return ImportProbes(found.data["imports"]["modules"], found.severity("imports"))
+
+
 def run_checks(
-    state: EnvironmentState, *, strict: bool = False, pip_check: bool = False
+    state: EnvironmentState,
+    *,
+    strict: bool = False,
+    pip_check: bool = False,
+    imports: ImportProbes | None = None,
 ) -> SmokeReport:
     """All checks, in a fixed order. ``strict`` makes extra distributions errors."""
     checks: list[Check] = []
@@ -89,7 +110,8 @@ def run_checks(
         )
     )
     checks.append(_check_lock(state))
-    imports = _ImportProbes(manifest.data["imports"]["modules"], manifest.severity("imports"))
+    if imports is None or imports.modules != manifest.data["imports"]["modules"]:
+        imports = ImportProbes(manifest.data["imports"]["modules"], manifest.severity("imports"))
     checks.extend(_check_platform(state))
     checks.extend(_check_tools(state))
     checks.extend(_check_packages(state, strict=strict))
@@ -181,7 +203,7 @@ print(json.dumps(out))
 """
 
 
-class _ImportProbes:
+class ImportProbes:
     """Required imports, checked in fresh interpreters, one per top-level package, in parallel.
 
     A fresh interpreter sees exactly what a pipeline run would import, unaffected by what
