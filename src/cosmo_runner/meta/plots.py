@@ -62,6 +62,7 @@ _DPI = 200
 _FONT_SIZE = 9.0
 _ROW_IN = 0.24  # height of one forest-plot row in inches
 _CHAR_IN = 0.62 * _FONT_SIZE / 72.0  # generous width of one character of DejaVu Sans
+_MAX_LABEL = 48  # longer study labels are shortened with an ellipsis
 _INK = "#000000"
 _GREY = "#555555"
 
@@ -213,12 +214,12 @@ def _is_regression(block: Mapping[str, Any]) -> bool:
     return bool(block.get("coefficients")) or bool(block.get("moderators"))
 
 
-def _model_name(block: Mapping[str, Any]) -> str:
+def _model_name(block: Mapping[str, Any], *, short: bool = False) -> str:
     method = str(block.get("method") or "")
     if method.upper() in {"EE", "FE"} or (_float(block.get("tau2")) is None and not method):
-        return "Common-effect model"
-    text = f"Random-effects model ({method})" if method else "Random-effects model"
-    return text
+        return "CE model" if short else "Common-effect model"
+    name = "RE model" if short else "Random-effects model"
+    return f"{name} ({method})" if method else name
 
 
 def _summary(block: Mapping[str, Any], label: str) -> _Summary | None:
@@ -335,6 +336,23 @@ def _ratio_ticks(lo: float, hi: float) -> list[float]:
     return [float(f"{t:.6g}") for t in locator.tick_values(r_lo, r_hi) if r_lo <= t <= r_hi]
 
 
+def _r_ticks(lo: float, hi: float) -> list[float]:
+    """Correlations whose Fisher z lie in ``[lo, hi]``, at least 1/8 of the axis apart."""
+    preferred = [0.0, 0.5, 0.9, 0.99, 0.999, 0.8, 0.2, 0.4, 0.6, 0.7, 0.3, 0.1, 0.95]
+    gap = (hi - lo) / 8.0
+    chosen: list[float] = []
+    for r in preferred:
+        for t in dict.fromkeys((r, -r)):
+            z = math.atanh(t)
+            if lo <= z <= hi and all(abs(z - math.atanh(c)) >= gap for c in chosen):
+                chosen.append(t)
+    if len(chosen) >= 3:
+        return sorted(chosen)
+    locator = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
+    r_lo, r_hi = math.tanh(lo), math.tanh(hi)
+    return [round(float(t), 6) for t in locator.tick_values(r_lo, r_hi) if r_lo <= t <= r_hi]
+
+
 def _tick_label(value: float) -> str:
     text = f"{value:g}"
     return text.replace("-", "\N{MINUS SIGN}")
@@ -348,9 +366,7 @@ def _set_effect_axis(ax: Any, scale: _Scale, lo: float, hi: float) -> None:
         ax.xaxis.set_major_locator(FixedLocator([math.log(t) for t in ticks]))
         ax.set_xticklabels([_tick_label(t) for t in ticks])
     elif scale.axis == "r":
-        locator = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10])
-        r_lo, r_hi = math.tanh(lo), math.tanh(hi)
-        ticks = [t for t in locator.tick_values(r_lo, r_hi) if r_lo <= t <= r_hi and abs(t) < 1]
+        ticks = _r_ticks(lo, hi)
         ax.xaxis.set_major_locator(FixedLocator([math.atanh(t) for t in ticks]))
         ax.set_xticklabels([_tick_label(round(t, 6)) for t in ticks])
     else:
@@ -365,7 +381,7 @@ def _set_effect_axis(ax: Any, scale: _Scale, lo: float, hi: float) -> None:
 @dataclass
 class _Row:
     y: float
-    kind: str  # "study", "summary", "pi", "group"
+    kind: str  # "study", "summary", "pi", "group", "note"
     label: str
     study: _Study | None = None
     summary: _Summary | None = None
@@ -403,10 +419,10 @@ def _forest_rows(result: Mapping[str, Any], stem: str) -> tuple[list[_Row], list
             for study in _studies(group, stem):
                 add("study", study.label, study=study)
             k = group.get("k", len(group["studies"]))
-            add_summary(_summary(group, f"Subtotal ({_model_label(group)}, k = {k})"))
+            add_summary(_summary(group, f"{_model_name(group, short=True)} for subgroup (k = {k})"))
             het = _heterogeneity(group)
             if het:
-                footer.append(f"{name}: {het[len('Heterogeneity: ') :]}")
+                add("note", het)
             y -= 0.5
     else:
         for study in _studies(result, stem):
@@ -431,6 +447,22 @@ def _forest_rows(result: Mapping[str, Any], stem: str) -> tuple[list[_Row], list
     return rows, footer
 
 
+def _summary_weight(rows: Sequence[_Row], index: int) -> str:
+    """Weight text of a summary row: the sum of the weights of the studies it pools.
+
+    Blank for the overall summary under subgroups (its weights are not the rows above).
+    """
+    total = 0.0
+    for row in reversed(rows[:index]):
+        if row.kind == "summary":
+            return ""
+        if row.kind == "group":
+            break
+        if row.study is not None and row.study.weight is not None:
+            total += row.study.weight
+    return f"{total:.1f}%"
+
+
 def _model_label(block: Mapping[str, Any]) -> str:
     name = _model_name(block)
     return name + (", Knapp-Hartung" if block.get("test") == "knha" else "")
@@ -439,8 +471,9 @@ def _model_label(block: Mapping[str, Any]) -> str:
 def _forest_limits(rows: Sequence[_Row], crit: float) -> tuple[float, float, float, float]:
     """Axis limits ``(lo, hi)`` plus the span that must be covered ``(core_lo, core_hi)``.
 
-    The axis covers every estimate, every summary CI and PI, and the study CIs unless one
-    would stretch the axis beyond 1.5 times the core span; such CIs end in an arrow.
+    The axis covers the null, every estimate, every summary CI and PI, and the study CIs
+    unless one would stretch the axis by more than half the span of all that on either
+    side; such CIs end in an arrow (as RevMan and metafor's ``alim`` do).
     """
     core: list[float] = [0.0]
     wide: list[float] = []
@@ -456,8 +489,8 @@ def _forest_limits(rows: Sequence[_Row], crit: float) -> tuple[float, float, flo
                 core += [m.pi_lb, m.pi_ub]
     c_lo, c_hi = min(core), max(core)
     span = max(c_hi - c_lo, 0.5)
-    lo = max(min([*wide, c_lo]), c_lo - 1.5 * span)
-    hi = min(max([*wide, c_hi]), c_hi + 1.5 * span)
+    lo = max(min([*wide, c_lo]), c_lo - 0.5 * span)
+    hi = min(max([*wide, c_hi]), c_hi + 0.5 * span)
     pad = 0.04 * (hi - lo)
     return lo - pad, hi + pad, lo, hi
 
@@ -488,19 +521,21 @@ def _forest(result: Mapping[str, Any], stem: str) -> Figure:
         elif row.kind == "summary" and row.summary is not None:
             m = row.summary
             texts[i] = (
-                "100.0%" if show_weights else "",
+                _summary_weight(rows, i) if show_weights else "",
                 _est_ci(scale, m.estimate, m.ci_lb, m.ci_ub),
             )
         elif row.kind == "pi" and row.summary is not None:
             pi_lb, pi_ub = row.summary.pi_lb, row.summary.pi_ub
             if pi_lb is not None and pi_ub is not None:
                 texts[i] = ("", f"[{_num(scale.back(pi_lb))}, {_num(scale.back(pi_ub))}]")
-    label_chars = max([len("Study")] + [len(r.label) + (1 if r.bold else 0) for r in rows])
+    label_chars = max(
+        [len("Study")] + [len(r.label) + (1 if r.bold else 0) for r in rows if r.kind != "note"]
+    )
     est_chars = max([len(est_head)] + [len(t[1]) for t in texts.values()])
 
     # Geometry in inches.
     margin = 0.15
-    label_w = min(label_chars * _CHAR_IN + 0.15, 3.2)
+    label_w = min(label_chars, _MAX_LABEL) * _CHAR_IN + 0.15
     plot_w = 3.4
     weight_w = 0.75 if show_weights else 0.0
     est_w = est_chars * _CHAR_IN * 0.95 + 0.1
@@ -565,11 +600,24 @@ def _forest(result: Mapping[str, Any], stem: str) -> Figure:
     summary_rule_drawn = False
     for i, row in enumerate(rows):
         weight_txt, est_txt = texts.get(i, ("", ""))
-        indent = 0.12 if (row.kind == "study" and any(r.kind == "group" for r in rows)) else 0.0
+        grouped = any(r.kind == "group" for r in rows)
+        indent = 0.12 if (row.kind in {"study", "note"} and grouped) else 0.0
+        if row.kind == "note":  # a subgroup's heterogeneity, small and grey, under its diamond
+            text_ax.text(
+                x_label + indent,
+                row.y,
+                row.label,
+                ha="left",
+                fontsize=_FONT_SIZE - 1.5,
+                color=_GREY,
+                **text_kw,
+            )
+            continue
+        label = row.label if len(row.label) <= _MAX_LABEL else row.label[: _MAX_LABEL - 1] + "…"
         text_ax.text(
             x_label + indent,
             row.y,
-            row.label,
+            label,
             ha="left",
             fontweight="bold" if row.bold else "normal",
             **text_kw,
