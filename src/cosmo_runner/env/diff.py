@@ -134,9 +134,9 @@ def diff(a: EnvView, b: EnvView) -> EnvDiff:
     not_compared: list[str] = []
     for section in SECTIONS:
         left, right = a.sections.get(section), b.sections.get(section)
-        if section == "packages" and left is not None and right is not None:
-            if {a.kind, b.kind} & {"lock", "manifest"}:
-                left, right = _without_tooling(left), _without_tooling(right)
+        against_lock = bool({a.kind, b.kind} & {"lock", "manifest"})
+        if section == "packages" and left is not None and right is not None and against_lock:
+            left, right = _without_tooling(left), _without_tooling(right)
         if left is None or right is None:
             if left is not None or right is not None:
                 not_compared.append(section)
