@@ -1,6 +1,21 @@
-"""Meta-analysis: effect sizes, estimators, the model fit and its diagnostics (metafor semantics)."""
+"""Meta-analysis: effect sizes, estimators, the model fit and its diagnostics (metafor semantics).
 
+Importing this package imports numpy and scipy (``import cosmo_runner`` alone does not);
+plotting lives in :mod:`cosmo_runner.meta.plots` and is not imported here.
+"""
+
+from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, regtest, subgroups
 from cosmo_runner.meta.effects import EffectSizes, escalc
 from cosmo_runner.meta.rma import Control, RMAResult, rma
 
-__all__ = ["Control", "EffectSizes", "RMAResult", "escalc", "rma"]
+__all__ = [
+    "Control",
+    "EffectSizes",
+    "RMAResult",
+    "confint_tau2",
+    "escalc",
+    "leave1out",
+    "regtest",
+    "rma",
+    "subgroups",
+]

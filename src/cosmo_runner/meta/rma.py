@@ -33,7 +33,7 @@ attributes are arrays over analyses.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -99,6 +99,35 @@ class Control:
         return cls(**dict(control))
 
 
+class _Lazy:
+    """Results a plain fit does not pay for: computed on first access, then cached."""
+
+    def __init__(
+        self,
+        tau2_se: Callable[[], Any],
+        weights: Callable[[], FloatArray],
+        q_pval: Callable[[], Any],
+        single: bool = False,
+    ) -> None:
+        self._funcs: dict[str, Callable[[], Any]] = {
+            "tau2_se": tau2_se,
+            "weights": weights,
+            "Q_pval": q_pval,
+        }
+        self._values: dict[str, Any] = {}
+        self.single = single
+
+    def get(self, name: str) -> Any:
+        if name not in self._values:
+            value = self._funcs[name]()
+            if self.single and isinstance(value, np.ndarray):
+                value = value[0]
+                if isinstance(value, np.generic):
+                    value = value.item()
+            self._values[name] = value
+        return self._values[name]
+
+
 @dataclass(frozen=True)
 class RMAResult:
     """The fitted model; attribute names follow metafor and the JSON result keys.
@@ -122,13 +151,11 @@ class RMAResult:
     ci_lb: Num
     ci_ub: Num
     tau2: Num
-    tau2_se: Num
     tau: Num
     I2: Num
     H2: Num
     Q: Num
     Q_df: int
-    Q_pval: Num
     pi_lb: Num
     pi_ub: Num
     method: str
@@ -138,7 +165,7 @@ class RMAResult:
     iterations: Num
     algorithm: Any
     warnings: tuple[str, ...]
-    weights: FloatArray
+    lazy: _Lazy = field(repr=False, compare=False)
     vt: Num = None
     terms: tuple[str, ...] | None = None
     vb: FloatArray | None = None
@@ -146,6 +173,22 @@ class RMAResult:
     QM_df: tuple[int, ...] | None = None
     QM_pval: Num = None
     R2: Num = None
+
+    @property
+    def tau2_se(self) -> Num:
+        """Standard error of tau2 as metafor computes it per estimator (None/nan for EE)."""
+        return self.lazy.get("tau2_se")
+
+    @property
+    def Q_pval(self) -> Num:
+        """p-value of the Q test (chi-square with Q_df df, survival function)."""
+        return self.lazy.get("Q_pval")
+
+    @property
+    def weights(self) -> FloatArray:
+        """The model's weights in percent (per study; analyses x studies for a batch)."""
+        out: FloatArray = self.lazy.get("weights")
+        return out
 
     @property
     def batch(self) -> bool:
@@ -193,20 +236,6 @@ def _mad(y: FloatArray) -> FloatArray:
     med = np.median(y, axis=-1, keepdims=True)
     out: FloatArray = 1.4826 * np.median(np.abs(y - med), axis=-1)
     return out
-
-
-def _gls(y: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Sum of weights, weighted mean and residuals, row-wise."""
-    sw = w.sum(axis=1)
-    mu = (w * y).sum(axis=1) / sw
-    return sw, mu, y - mu[:, None]
-
-
-def _qgen(t: FloatArray, y: FloatArray, v: FloatArray) -> FloatArray:
-    """Generalised Q statistic ``sum w (y - mu_w)^2`` with ``w = 1/(v + t)``, row-wise."""
-    w = 1.0 / (v + t[:, None])
-    _, _, r = _gls(y, w)
-    return np.asarray((w * r * r).sum(axis=1))
 
 
 def _roots(
@@ -268,12 +297,49 @@ def _solve_q(
 # ------------------------------------------------------------ intercept-only estimators
 
 
+def _rsum(a: FloatArray) -> FloatArray:
+    """Row sums; a matrix-vector product is much faster than ``sum(axis=1)`` for short rows."""
+    if a.shape[0] == 1:
+        out: FloatArray = a.sum(axis=1)
+        return out
+    return np.asarray(a @ np.ones(a.shape[1]))
+
+
+def _rdot(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Row-wise dot products ``sum(a * b, axis=1)`` without the temporary."""
+    if a.shape[0] == 1:
+        return np.asarray(np.vecdot(a, b))
+    return np.asarray(np.einsum("ij,ij->i", a, b))
+
+
+def _inv_plus(v: FloatArray, t: FloatArray) -> FloatArray:
+    """``1 / (v + t)`` row-wise, in place on one temporary (``1.0 / (v + t)`` hits a slow
+    numpy path for 2-D arrays)."""
+    s = v + t[:, None]
+    np.divide(1.0, s, out=s)
+    return s
+
+
+def _gls(y: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Sum of weights, weighted mean and residuals, row-wise."""
+    sw = _rsum(w)
+    mu = _rdot(w, y) / sw
+    return sw, mu, y - mu[:, None]
+
+
+def _qgen(t: FloatArray, y: FloatArray, v: FloatArray) -> FloatArray:
+    """Generalised Q statistic ``sum w (y - mu_w)^2`` with ``w = 1/(v + t)``, row-wise."""
+    w = _inv_plus(v, t)
+    _, _, r = _gls(y, w)
+    return _rdot(w * r, r)
+
+
 def _loglik(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
     """(Restricted) log-likelihood of the intercept-only model up to a constant, row-wise."""
     s = v + t[:, None]
     w = 1.0 / s
     sw, _, r = _gls(y, w)
-    ll = -0.5 * (np.log(s).sum(axis=1) + (w * r * r).sum(axis=1))
+    ll = -0.5 * (_rsum(np.log(s)) + _rdot(w * r, r))
     if reml:
         ll = ll - 0.5 * np.log(sw)
     return np.asarray(ll)
@@ -281,12 +347,12 @@ def _loglik(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArr
 
 def _score(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
     """Twice the derivative of the (restricted) log-likelihood in tau2, row-wise."""
-    w = 1.0 / (v + t[:, None])
+    w = _inv_plus(v, t)
     sw, _, r = _gls(y, w)
     wr = w * r
-    ypppy = (wr * wr).sum(axis=1)
+    ypppy = _rdot(wr, wr)
     if reml:
-        return np.asarray(ypppy - (sw - (w * w).sum(axis=1) / sw))
+        return np.asarray(ypppy - (sw - _rdot(w, w) / sw))
     return np.asarray(ypppy - sw)
 
 
@@ -307,23 +373,23 @@ def _fisher(
     active = np.arange(n)
     ya, va, t = y, v, start.copy()
     for it in range(1, con.maxiter + 2):
-        w = 1.0 / (va + t[:, None])
+        w = _inv_plus(va, t)
         sw, _, r = _gls(ya, w)
+        wr = w * r
         if method == "EB":
-            adj = ((w * r * r).sum(axis=1) * k / (k - 1) - k) / sw
+            adj = (_rdot(wr, r) * k / (k - 1) - k) / sw
         else:
-            wr = w * r
-            ypppy = (wr * wr).sum(axis=1)
-            w2 = w * w
-            sw2 = w2.sum(axis=1)
+            ypppy = _rdot(wr, wr)
+            sw2 = _rdot(w, w)
             if method == "ML":
                 adj = (ypppy - sw) / sw2
             else:
-                sw3 = (w2 * w).sum(axis=1)
+                sw3 = _rdot(w * w, w)
                 tr_p = sw - sw2 / sw
                 tr_pp = sw2 - 2.0 * sw3 / sw + (sw2 / sw) ** 2
                 adj = (ypppy - tr_p) / tr_pp
-        adj = adj * con.stepadj
+        if con.stepadj != 1.0:
+            adj = adj * con.stepadj
         adj[np.isnan(adj)] = 0.0
         new = t + adj
         neg = new < 0.0
@@ -350,9 +416,9 @@ def _fisher(
             tau2[active[done]] = t[done]
             conv[active[done]] = True
             keep = ~done
-            active, ya, va, t = active[keep], ya[keep], va[keep], t[keep]
-            if active.size == 0:
+            if not keep.any():
                 break
+            active, ya, va, t = active[keep], ya[keep], va[keep], t[keep]
     return tau2, conv, iters
 
 
@@ -386,9 +452,7 @@ def _fallback_ml(
         lo = grid[idx, best[idx] - 1]
         hi = grid[idx, np.minimum(best[idx] + 1, frac.size - 1)]
         ys, vs = y[idx], v[idx]
-        s_lo = _score(lo, ys, vs, reml)
-        s_hi = _score(hi, ys, vs, reml)
-        valid = (s_lo > 0) & (s_hi < 0)
+        valid = (_score(lo, ys, vs, reml) > 0) & (_score(hi, ys, vs, reml) < 0)
         root = grid[idx, best[idx]].copy()
         success = np.zeros(idx.size, dtype=bool)
         if valid.any():
@@ -406,8 +470,25 @@ def _fallback_ml(
     return tau2, ok
 
 
+@dataclass
+class _EE:
+    """Equal-effects pieces shared by the estimators and the heterogeneity statistics."""
+
+    w: FloatArray
+    sw: FloatArray
+    sw2: FloatArray
+    mu: FloatArray
+    q: FloatArray
+
+    @classmethod
+    def of(cls, y: FloatArray, v: FloatArray) -> _EE:
+        w = 1.0 / v
+        sw, mu, r = _gls(y, w)
+        return cls(w=w, sw=sw, sw2=_rdot(w, w), mu=mu, q=np.maximum(_rdot(w * r, r), 0.0))
+
+
 def _tau2_batch(
-    y: FloatArray, v: FloatArray, method: str, con: Control
+    y: FloatArray, v: FloatArray, ee: _EE, method: str, con: Control
 ) -> tuple[FloatArray, FloatArray, NDArray[np.bool_], NDArray[np.int_], NDArray[Any], list[str]]:
     """Estimate tau2 for every row; returns tau2, the SJ start, convergence, iterations,
     the algorithm per row and warnings."""
@@ -419,20 +500,20 @@ def _tau2_batch(
     tau0 = np.zeros(n)
     if method in ("EE", "FE"):
         return np.zeros(n), tau0, conv, iters, algorithm, warnings
-    if method in ("DL", "HS"):
-        w = 1.0 / v
-        sw, _, r = _gls(y, w)
-        q = (w * r * r).sum(axis=1)
-        denom = sw - (w * w).sum(axis=1) / sw if method == "DL" else sw
-        tau2 = (q - (k - 1 if method == "DL" else k)) / denom
+    if method == "DL":
+        tau2 = (ee.q - (k - 1)) / (ee.sw - ee.sw2 / ee.sw)
         return np.maximum(tau2, 0.0), tau0, conv, iters, algorithm, warnings
+    if method == "HS":
+        return np.maximum((ee.q - k) / ee.sw, 0.0), tau0, conv, iters, algorithm, warnings
+    ybar = _rsum(y) / k
+    ym = y - ybar[:, None]
     if method == "SJ":
-        tau0 = np.asarray(y.var(axis=1))
+        tau0 = _rdot(ym, ym) / k
         if con.tau2_init is not None:
             tau0 = np.full(n, float(con.tau2_init))
-        w = 1.0 / (v + tau0[:, None])
+        w = _inv_plus(v, tau0)
         _, _, r = _gls(y, w)
-        tau2 = tau0 * (w * r * r).sum(axis=1) / (k - 1)
+        tau2 = tau0 * _rdot(w * r, r) / (k - 1)
         return np.maximum(tau2, 0.0), tau0, conv, iters, algorithm, warnings
     if method == "PM":
         upper = np.maximum(100.0, 10.0 * _mad(y) ** 2)
@@ -446,8 +527,7 @@ def _tau2_batch(
             raise AnalysisError("rma: PM root finding failed" + _rows_note(~ok, n))
         return tau2, tau0, conv, nit, algorithm, warnings
     # HE, and the start for ML / REML / EB
-    ym = y - y.mean(axis=1, keepdims=True)
-    he = (ym * ym).sum(axis=1) / (k - 1) - v.mean(axis=1)
+    he = _rdot(ym, ym) / (k - 1) - _rsum(v) / k
     if method == "HE":
         return np.maximum(he, 0.0), tau0, conv, iters, algorithm, warnings
     start = np.maximum(he, 0.0) if con.tau2_init is None else np.full(n, float(con.tau2_init))
@@ -511,18 +591,16 @@ def _rows_note(mask: NDArray[np.bool_], n: int) -> str:
 
 def _ptraces(w: FloatArray, v: FloatArray | None = None) -> dict[str, FloatArray]:
     """Traces for ``P = W - w w'/sum w`` (intercept-only), row-wise; with ``V = diag(v)``."""
-    sw = w.sum(axis=1)
+    sw = _rsum(w)
     w2 = w * w
-    sw2 = w2.sum(axis=1)
-    sw3 = (w2 * w).sum(axis=1)
+    sw2 = _rsum(w2)
+    sw3 = _rdot(w2, w)
     out = {"trP": sw - sw2 / sw, "trPP": sw2 - 2.0 * sw3 / sw + (sw2 / sw) ** 2, "sw": sw}
     if v is not None:
-        w2v = (w2 * v).sum(axis=1)
-        out["trPV"] = (w * v).sum(axis=1) - w2v / sw
-        out["trPVPV"] = (
-            (w2 * v * v).sum(axis=1) - 2.0 * (w2 * w * v * v).sum(axis=1) / sw + (w2v / sw) ** 2
-        )
-        out["trPVP"] = w2v - 2.0 * (w2 * w * v).sum(axis=1) / sw + sw2 * w2v / sw**2
+        w2v = _rdot(w2, v)
+        out["trPV"] = _rdot(w, v) - w2v / sw
+        out["trPVPV"] = _rdot(w2, v * v) - 2.0 * _rdot(w2 * w, v * v) / sw + (w2v / sw) ** 2
+        out["trPVP"] = w2v - 2.0 * _rdot(w2 * w, v) / sw + sw2 * w2v / sw**2
     return out
 
 
@@ -542,7 +620,7 @@ def _tau2_se(
     if method in ("EE", "FE"):
         return None
     if method == "ML":
-        return np.asarray(np.sqrt(2.0 / (w * w).sum(axis=1)))
+        return np.asarray(np.sqrt(2.0 / _rdot(w, w)))
     if method == "REML":
         return np.asarray(np.sqrt(2.0 / _ptraces(w)["trPP"]))
     if method in ("EB", "PM"):
@@ -557,7 +635,7 @@ def _tau2_se(
         var = 2.0 * tr["trPVPV"] + 4.0 * t * tr["trPV"] + 2.0 * t * t * df
         return np.asarray(np.sqrt(var) / df)
     # SJ
-    tr = _ptraces(1.0 / (v + tau0[:, None]), v)
+    tr = _ptraces(_inv_plus(v, tau0), v)
     var = 2.0 * tr["trPVPV"] + 4.0 * t * tr["trPVP"] + 2.0 * t * t * tr["trPP"]
     return np.asarray(tau0 / df * np.sqrt(var))
 
@@ -571,26 +649,25 @@ def _crit(alpha: float, df: float | None) -> float:
 def _fit_batch(
     y: FloatArray, v: FloatArray, method: str, *, test: str, alpha: float, con: Control
 ) -> dict[str, Any]:
-    """The intercept-only fit for every row of (analyses x studies) arrays."""
+    """The intercept-only fit for every row of (analyses x studies) arrays.
+
+    ``tau2_se`` and ``weights`` are returned as zero-argument callables (computed on demand).
+    """
     k = y.shape[1]
-    tau2, tau0, conv, iters, algorithm, warnings = _tau2_batch(y, v, method, con)
-    # heterogeneity under the equal-effects weights
-    w0 = 1.0 / v
-    sw0, _, r0 = _gls(y, w0)
-    q = np.maximum((w0 * r0 * r0).sum(axis=1), 0.0)
-    tr_p0 = sw0 - (w0 * w0).sum(axis=1) / sw0
-    vt = (k - 1) / tr_p0
+    ee = _EE.of(y, v)
+    tau2, tau0, conv, iters, algorithm, warnings = _tau2_batch(y, v, ee, method, con)
+    q = ee.q
+    vt = (k - 1) / (ee.sw - ee.sw2 / ee.sw)
     is_ee = method in ("EE", "FE")
     if is_ee:
-        w, sw = w0, sw0
-        mu = (w0 * y).sum(axis=1) / sw0
+        w, sw, mu = ee.w, ee.sw, ee.mu
         with np.errstate(divide="ignore", invalid="ignore"):
             i2 = np.where(q > 0, np.maximum(0.0, 100.0 * (q - (k - 1)) / q), 0.0)
         h2 = q / (k - 1)
     else:
-        w = 1.0 / (v + tau2[:, None])
-        sw = w.sum(axis=1)
-        mu = (w * y).sum(axis=1) / sw
+        w = _inv_plus(v, tau2)
+        sw = _rsum(w)
+        mu = _rdot(w, y) / sw
         i2 = 100.0 * tau2 / (vt + tau2)
         h2 = tau2 / vt + 1.0
     var_b = 1.0 / sw
@@ -598,7 +675,11 @@ def _fit_batch(
     if test == "knha":
         if is_ee:
             warnings.append(KNHA_EE_WARNING.format(method))
-        rss = q if is_ee else (w * (y - mu[:, None]) ** 2).sum(axis=1)
+        if is_ee:
+            rss = q
+        else:
+            r = y - mu[:, None]
+            rss = _rdot(w * r, r)
         s2w = np.where(rss <= _EPS, 0.0, rss / (k - 1))
         var_b = s2w * var_b
         df = float(k - 1)
@@ -610,6 +691,16 @@ def _fit_batch(
     crit = _crit(alpha, df)
     half = crit * se
     half_pi = crit * np.sqrt(var_b + tau2)
+
+    def tau2_se() -> FloatArray | None:
+        return _tau2_se(method, k, v, tau2=tau2, tau0=tau0, w=w, sw=sw)
+
+    def weights() -> FloatArray:
+        return np.asarray(100.0 * w / sw[:, None])
+
+    def q_pval() -> FloatArray:
+        return np.asarray(chdtrc(k - 1, q))
+
     return {
         "k": k,
         "estimate": mu,
@@ -620,21 +711,19 @@ def _fit_batch(
         "ci_lb": mu - half,
         "ci_ub": mu + half,
         "tau2": tau2,
-        "tau2_se": _tau2_se(method, k, v, tau2=tau2, tau0=tau0, w=w, sw=sw),
         "tau": np.sqrt(tau2),
         "I2": i2,
         "H2": h2,
         "Q": q,
         "Q_df": k - 1,
-        "Q_pval": chdtrc(k - 1, q),
         "pi_lb": mu - half_pi,
         "pi_ub": mu + half_pi,
         "converged": conv,
         "iterations": iters,
         "algorithm": algorithm,
         "warnings": tuple(warnings),
-        "weights": 100.0 * w / sw[:, None],
         "vt": vt,
+        "lazy": _Lazy(tau2_se, weights, q_pval),
     }
 
 
@@ -886,13 +975,11 @@ def _fit_mods(
         ci_lb=beta - crit * se,
         ci_ub=beta + crit * se,
         tau2=tau2,
-        tau2_se=tau2_se,
         tau=float(np.sqrt(tau2)),
         I2=i2,
         H2=h2,
         Q=qe,
         Q_df=k - p,
-        Q_pval=float(chdtrc(k - p, qe)),
         pi_lb=None,
         pi_ub=None,
         method=method,
@@ -902,7 +989,11 @@ def _fit_mods(
         iterations=iters,
         algorithm=algorithm,
         warnings=tuple(warnings),
-        weights=100.0 * fit.w / fit.w.sum(),
+        lazy=_Lazy(
+            lambda: tau2_se,
+            lambda: np.asarray(100.0 * fit.w / fit.w.sum()),
+            lambda: float(chdtrc(k - p, qe)),
+        ),
         vt=vt,
         terms=terms,
         vb=np.asarray(vb, dtype=np.float64),
@@ -952,8 +1043,8 @@ def _tau2_se_x(
 
 
 def _scalar(value: Any) -> Any:
-    if value is None:
-        return None
+    if value is None or isinstance(value, (tuple, _Lazy)):
+        return value
     if isinstance(value, np.ndarray):
         item = value[0]
         return item.item() if isinstance(item, np.generic) else item
@@ -1023,15 +1114,6 @@ def rma(
     out = _fit_batch(y2, v2, m, test=test, alpha=alpha, con=con)
     level_pct = 100.0 * (1.0 - alpha)
     if single:
-        vals = {key: _scalar(val) for key, val in out.items() if key not in ("weights", "warnings")}
-        return RMAResult(
-            method=m,
-            test=test,
-            level=level_pct,
-            warnings=out["warnings"],
-            weights=out["weights"][0],
-            **vals,
-        )
-    if out["tau2_se"] is None:
-        out["tau2_se"] = np.full(y2.shape[0], np.nan)
+        out["lazy"].single = True
+        out = {key: _scalar(val) for key, val in out.items()}
     return RMAResult(method=m, test=test, level=level_pct, **out)

@@ -1,0 +1,280 @@
+# Reference fixtures for cosmo_runner.meta from R's metafor (the oracle).
+#
+#   apt-get install -y --no-install-recommends r-base-core r-cran-metafor r-cran-jsonlite
+#   Rscript scripts/metafor/make_fixtures.R [outdir]      # default tests/fixtures/metafor
+#
+# Writes one JSON file per data set. Each holds the data, escalc's yi/vi, and one case per
+# measure x method x test x control ("default" = metafor's defaults, "tight" =
+# control=list(threshold=1e-10, tol=1e-10, maxiter=1000)) with rma.uni, predict (PI and
+# back-transformed values), confint (Q-profile), leave1out and regtest results. Cases where
+# metafor stops with an error record the message instead. The metafor and R versions are
+# recorded in every file. Deterministic: synthetic data use fixed seeds.
+
+suppressPackageStartupMessages({
+  library(metafor)
+  library(jsonlite)
+})
+
+args <- commandArgs(trailingOnly = TRUE)
+outdir <- if (length(args) >= 1) args[1] else "tests/fixtures/metafor"
+dir.create(outdir, recursive = TRUE, showWarnings = FALSE)
+
+methods <- c("EE", "FE", "DL", "HE", "HS", "SJ", "ML", "REML", "EB", "PM")
+tests <- c("z", "knha")
+controls <- list(default = list(), tight = list(threshold = 1e-10, tol = 1e-10, maxiter = 1000))
+
+header <- function(name, description) {
+  list(
+    dataset = name,
+    description = description,
+    metafor_version = as.character(packageVersion("metafor")),
+    R_version = R.version.string,
+    generated_by = "scripts/metafor/make_fixtures.R"
+  )
+}
+
+num <- function(x) {
+  x <- as.numeric(x)
+  x[!is.finite(x)] <- NA
+  x
+}
+
+capture <- function(expr) {
+  warns <- character(0)
+  value <- withCallingHandlers(
+    tryCatch(expr, error = function(e) structure(list(message = conditionMessage(e)), class = "fx_error")),
+    warning = function(w) {
+      warns <<- c(warns, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    }
+  )
+  list(value = value, warnings = warns)
+}
+
+is_err <- function(x) inherits(x, "fx_error")
+
+fit_record <- function(res) {
+  list(
+    b = num(res$beta), se = num(res$se), zval = num(res$zval), pval = num(res$pval),
+    ci_lb = num(res$ci.lb), ci_ub = num(res$ci.ub), ddf = num(res$ddf),
+    tau2 = num(res$tau2), se_tau2 = num(res$se.tau2), I2 = num(res$I2), H2 = num(res$H2),
+    QE = num(res$QE), QEp = num(res$QEp), QM = num(res$QM), QMp = num(res$QMp),
+    QMdf = num(res$QMdf), R2 = if (is.null(res$R2)) NA else num(res$R2), vt = num(res$vt),
+    k = res$k, weights = num(weights(res))
+  )
+}
+
+transf_for <- function(measure) {
+  if (measure %in% c("RR", "OR")) return(exp)
+  if (measure == "ZCOR") return(transf.ztor)
+  NULL
+}
+
+one_case <- function(id, yi, vi, measure, method, test, ctrl_name, mods = NULL,
+                     leave_one_out = TRUE) {
+  ctrl <- controls[[ctrl_name]]
+  fitted <- capture(if (is.null(mods)) {
+    rma(yi, vi, method = method, test = test, control = ctrl)
+  } else {
+    rma(yi, vi, mods = mods, method = method, test = test, control = ctrl)
+  })
+  case <- list(id = id, measure = measure, method = method, test = test, control = ctrl_name,
+               moderators = !is.null(mods), warnings = fitted$warnings)
+  res <- fitted$value
+  if (is_err(res)) {
+    case$error <- res$message
+    return(case)
+  }
+  case$rma <- fit_record(res)
+  if (!is.null(mods)) return(case)
+  pr <- predict(res)
+  case$predict <- list(pred = num(pr$pred), se = num(pr$se), ci_lb = num(pr$ci.lb),
+                       ci_ub = num(pr$ci.ub), pi_lb = num(pr$pi.lb), pi_ub = num(pr$pi.ub))
+  tf <- transf_for(measure)
+  if (!is.null(tf)) {
+    pt <- predict(res, transf = tf)
+    case$transformed <- list(pred = num(pt$pred), ci_lb = num(pt$ci.lb), ci_ub = num(pt$ci.ub),
+                             pi_lb = num(pt$pi.lb), pi_ub = num(pt$pi.ub))
+  }
+  if (!(method %in% c("EE", "FE"))) {
+    ci <- capture(confint(res, control = if (ctrl_name == "tight") list(tol = 1e-10) else list()))
+    if (is_err(ci$value)) {
+      case$confint <- list(error = ci$value$message)
+    } else {
+      r <- ci$value$random
+      case$confint <- list(tau2 = num(r[1, ]), tau = num(r[2, ]), I2 = num(r[3, ]),
+                           H2 = num(r[4, ]), warnings = ci$warnings)
+    }
+  }
+  if (res$k >= 3) {
+    if (leave_one_out) {
+      l1 <- capture(leave1out(res))
+      if (is_err(l1$value)) {
+        case$leave1out <- list(error = l1$value$message)
+      } else {
+        l <- l1$value
+        case$leave1out <- list(estimate = num(l$estimate), se = num(l$se), zval = num(l$zval),
+                               pval = num(l$pval), ci_lb = num(l$ci.lb), ci_ub = num(l$ci.ub),
+                               Q = num(l$Q), Qp = num(l$Qp), tau2 = num(l$tau2), I2 = num(l$I2),
+                               H2 = num(l$H2), warnings = l1$warnings)
+      }
+    }
+    rt <- capture(regtest(res))
+    if (is_err(rt$value)) {
+      case$regtest <- list(error = rt$value$message)
+    } else {
+      r <- rt$value
+      case$regtest <- list(zval = num(r$zval), pval = num(r$pval), ddf = num(r$ddf),
+                           est = num(r$est), ci_lb = num(r$ci.lb), ci_ub = num(r$ci.ub))
+    }
+  }
+  case
+}
+
+all_cases <- function(name, yi, vi, measure, leave_one_out = TRUE, methods_used = methods) {
+  cases <- list()
+  for (ctrl_name in names(controls)) for (method in methods_used) for (test in tests) {
+    id <- paste(name, measure, method, test, sep = "-")
+    if (ctrl_name != "default") id <- paste0(id, "-", ctrl_name)
+    cases[[length(cases) + 1]] <- one_case(id, yi, vi, measure, method, test, ctrl_name,
+                                           leave_one_out = leave_one_out)
+  }
+  cases
+}
+
+write_fixture <- function(obj, file) {
+  writeLines(toJSON(obj, auto_unbox = TRUE, digits = I(17), na = "null", null = "null",
+                    pretty = TRUE),
+             file.path(outdir, file))
+}
+
+es_record <- function(es) list(yi = num(es$yi), vi = num(es$vi))
+
+# ---------------------------------------------------------------- dat.bcg: RR, OR, RD
+bcg <- dat.bcg
+fx <- header("bcg", "dat.bcg (Colditz et al. 1994): BCG vaccine trials, 2x2 counts")
+fx$data <- list(study = paste(bcg$author, bcg$year), ai = bcg$tpos, bi = bcg$tneg,
+                ci = bcg$cpos, di = bcg$cneg, ablat = bcg$ablat)
+fx$escalc <- list()
+fx$cases <- list()
+for (measure in c("RR", "OR", "RD")) {
+  es <- escalc(measure, ai = tpos, bi = tneg, ci = cpos, di = cneg, data = bcg)
+  fx$escalc[[measure]] <- es_record(es)
+  fx$cases <- c(fx$cases, all_cases("bcg", es$yi, es$vi, measure))
+}
+# meta-regression on absolute latitude (the canonical demo), every method and test
+es <- escalc("RR", ai = tpos, bi = tneg, ci = cpos, di = cneg, data = bcg)
+for (ctrl_name in names(controls)) for (method in methods) for (test in tests) {
+  id <- paste("bcg", "RR", "ablat", method, test, sep = "-")
+  if (ctrl_name != "default") id <- paste0(id, "-", ctrl_name)
+  fx$cases[[length(fx$cases) + 1]] <- one_case(id, es$yi, es$vi, "RR", method, test, ctrl_name,
+                                               mods = bcg$ablat)
+}
+write_fixture(fx, "bcg.json")
+
+# ---------------------------------------------------------- dat.normand1999: MD, SMD
+nd <- dat.normand1999
+fx <- header("normand1999", "dat.normand1999: length of hospital stay, means and SDs")
+fx$data <- list(study = as.character(nd$source), m1i = nd$m1i, sd1i = nd$sd1i, n1i = nd$n1i,
+                m2i = nd$m2i, sd2i = nd$sd2i, n2i = nd$n2i)
+fx$escalc <- list()
+fx$cases <- list()
+for (measure in c("MD", "SMD")) {
+  es <- escalc(measure, m1i = m1i, sd1i = sd1i, n1i = n1i, m2i = m2i, sd2i = sd2i, n2i = n2i,
+               data = nd)
+  fx$escalc[[measure]] <- es_record(es)
+  fx$cases <- c(fx$cases, all_cases("normand1999", es$yi, es$vi, measure))
+}
+write_fixture(fx, "normand1999.json")
+
+# ----------------------------------------------------------------- dat.molloy2014: ZCOR
+ml <- dat.molloy2014
+fx <- header("molloy2014", "dat.molloy2014: conscientiousness and medication adherence")
+fx$data <- list(study = paste(ml$authors, ml$year), ri = ml$ri, ni = ml$ni)
+es <- escalc("ZCOR", ri = ri, ni = ni, data = ml)
+fx$escalc <- list(ZCOR = es_record(es))
+fx$cases <- all_cases("molloy2014", es$yi, es$vi, "ZCOR")
+write_fixture(fx, "molloy2014.json")
+
+# ------------------------------------------------------ dat.hackshaw1998: GEN (log ORs)
+hk <- dat.hackshaw1998
+fx <- header("hackshaw1998", "dat.hackshaw1998: passive smoking and lung cancer, log ORs")
+fx$data <- list(study = paste(hk$author, hk$year), yi = hk$yi, vi = hk$vi)
+es <- escalc("GEN", yi = yi, vi = vi, data = hk)
+fx$escalc <- list(GEN = es_record(es))
+fx$cases <- all_cases("hackshaw1998", es$yi, es$vi, "GEN")
+write_fixture(fx, "hackshaw1998.json")
+
+# ------------------------------------------------------------------ synthetic edge cases
+synthetic <- list()
+set.seed(20240401)
+synthetic[["k2"]] <- list(desc = "k = 2 studies", yi = c(0.2, 0.9), vi = c(0.04, 0.09))
+synthetic[["boundary"]] <- list(desc = "tau2 at the zero boundary (Q < k - 1)",
+                                yi = c(0.10, 0.12, 0.09, 0.11, 0.10, 0.13),
+                                vi = c(0.02, 0.03, 0.025, 0.04, 0.01, 0.05))
+vi400 <- runif(400, 0.01, 0.2)
+synthetic[["k400"]] <- list(desc = "k = 400, tau2 = 0.05",
+                            yi = rnorm(400, 0.3, sqrt(vi400 + 0.05)), vi = vi400)
+vir <- 10^seq(-6, 2, length.out = 12)
+synthetic[["varratio"]] <- list(desc = "sampling variances spanning 8 orders of magnitude",
+                                yi = rnorm(12, 0, sqrt(vir + 0.1)), vi = vir)
+vit <- runif(10, 1e-6, 1e-5)
+synthetic[["tau2huge"]] <- list(desc = "tau2 / vi about 1e5 (huge heterogeneity ratio)",
+                                yi = rnorm(10, 1, 1), vi = vit)
+vis <- runif(10, 5, 50)
+synthetic[["tau2tiny"]] <- list(desc = "tau2 / vi tiny: large variances, small spread",
+                                yi = rnorm(10, 0, 0.5), vi = vis)
+for (name in names(synthetic)) {
+  s <- synthetic[[name]]
+  fx <- header(name, s$desc)
+  fx$data <- list(study = paste("Study", seq_along(s$yi)), yi = s$yi, vi = s$vi)
+  fx$escalc <- list(GEN = list(yi = s$yi, vi = s$vi))
+  fx$cases <- all_cases(name, s$yi, s$vi, "GEN", leave_one_out = (name != "k400"))
+  write_fixture(fx, paste0(name, ".json"))
+}
+
+# ---------------------------------------- Fisher scoring that does not converge (REML)
+# Random k = 20 data sets (same design as the benchmark); keep the first few on which
+# metafor's Fisher scoring stops with "did not converge", with the REML maximum found by
+# optimize() on metafor's own restricted log-likelihood (tau2 fixed) as the oracle.
+set.seed(7)
+found <- list()
+tries <- 0
+while (length(found) < 3 && tries < 5000) {
+  tries <- tries + 1
+  v <- runif(20, 0.01, 0.5)
+  y <- rnorm(20, 0.3, sqrt(v + 0.1))
+  r <- try(rma(y, v, method = "REML"), silent = TRUE)
+  if (inherits(r, "try-error") && grepl("did not converge", r)) {
+    ll <- function(t) as.numeric(logLik(rma(y, v, tau2 = t, method = "REML")))
+    upper <- max(100, 10 * diff(range(y))^2)
+    grid <- c(0, upper * 10^seq(-12, 0, length.out = 400))
+    best <- which.max(sapply(grid, ll))
+    lo <- grid[max(1, best - 1)]
+    hi <- grid[min(length(grid), best + 1)]
+    opt <- optimize(ll, c(lo, hi), maximum = TRUE, tol = 1e-12)
+    fixed <- rma(y, v, tau2 = opt$maximum, method = "REML")
+    found[[length(found) + 1]] <- list(yi = y, vi = v, error = as.character(r),
+                                       tau2_max = opt$maximum, ll_max = opt$objective,
+                                       estimate = num(fixed$beta), se = num(fixed$se))
+  }
+}
+fx <- header("nonconvergent", "random k = 20 sets where REML Fisher scoring does not converge")
+fx$tries <- tries
+fx$sets <- found
+write_fixture(fx, "nonconvergent.json")
+
+# ------------------------------------------------------- zero cells and double zeros
+zc <- data.frame(ai = c(0, 3, 0, 10, 5), bi = c(20, 17, 15, 0, 15),
+                 ci = c(2, 0, 0, 8, 4), di = c(18, 20, 15, 0, 16))
+fx <- header("zerocells", "2x2 tables with zero cells and double-zero studies")
+fx$data <- list(study = paste("Study", 1:5), ai = zc$ai, bi = zc$bi, ci = zc$ci, di = zc$di)
+fx$escalc <- list()
+for (measure in c("RR", "OR", "RD")) for (drop00 in c(FALSE, TRUE)) {
+  es <- escalc(measure, ai = ai, bi = bi, ci = ci, di = di, data = zc, drop00 = drop00)
+  fx$escalc[[paste0(measure, if (drop00) "-drop00" else "")]] <- es_record(es)
+}
+fx$cases <- list()
+write_fixture(fx, "zerocells.json")
+
+cat("fixtures written to", outdir, "\n")

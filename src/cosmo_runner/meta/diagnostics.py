@@ -1,0 +1,319 @@
+"""Diagnostics computed on demand, never by a plain fit (metafor's ``confint``,
+``leave1out``, ``regtest``), and subgroup analyses.
+
+- :func:`confint_tau2`: Q-profile confidence interval for tau2 (Viechtbauer 2007), with the
+  I2 and H2 bounds by the same transforms, as metafor's ``confint.rma.uni``.
+- :func:`leave1out`: the model refitted without each study in turn, all refits in one
+  vectorised batch.
+- :func:`regtest`: Egger's regression test for funnel-plot asymmetry (Egger et al. 1997;
+  Sterne & Egger 2005) as metafor's ``regtest`` default: the same model with the standard
+  error ``sei`` as moderator; the intercept is the limit estimate (``sei -> 0``).
+- :func:`subgroups`: one fit per subgroup and the test of subgroup differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import chdtrc, chdtri
+
+from cosmo_runner.errors import AnalysisError
+from cosmo_runner.meta.rma import Control, RMAResult, _check_data, _solve_q, rma
+
+__all__ = [
+    "EggerTest",
+    "LeaveOneOut",
+    "SubgroupAnalysis",
+    "Tau2Interval",
+    "confint_tau2",
+    "leave1out",
+    "regtest",
+    "subgroups",
+]
+
+FloatArray = NDArray[np.float64]
+
+
+def _data(yi: ArrayLike, vi: ArrayLike, min_k: int = 2) -> tuple[FloatArray, FloatArray]:
+    try:
+        y = np.asarray(yi, dtype=np.float64)
+        v = np.asarray(vi, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise AnalysisError("yi and vi must be numeric") from exc
+    _check_data(y, v, min_k=min_k)
+    if y.ndim != 1:
+        raise AnalysisError("diagnostics take one analysis (1-D yi and vi)")
+    return y, v
+
+
+@dataclass(frozen=True)
+class Tau2Interval:
+    """Q-profile confidence intervals for tau2, tau, I2 and H2 (point estimates included).
+
+    ``lb_censored``/``ub_censored`` mark bounds that hit the search limits (metafor prints
+    them as ``<0`` or ``>tau2.max``).
+    """
+
+    level: float
+    tau2: float
+    tau2_lb: float
+    tau2_ub: float
+    tau_lb: float
+    tau_ub: float
+    I2: float
+    I2_lb: float
+    I2_ub: float
+    H2: float
+    H2_lb: float
+    H2_ub: float
+    lb_censored: bool
+    ub_censored: bool
+    converged: bool
+
+
+def confint_tau2(
+    yi: ArrayLike,
+    vi: ArrayLike,
+    *,
+    method: str = "REML",
+    level: float = 95,
+    control: Mapping[str, Any] | Control | None = None,
+    fit: RMAResult | None = None,
+) -> Tau2Interval:
+    """Q-profile confidence interval for tau2 (Viechtbauer 2007), metafor's ``confint``.
+
+    The bounds solve ``Q(tau2) = chi2_{k-1}`` quantiles (the upper quantile gives the lower
+    bound), searched on ``[0, max(100, 10 tau2_hat)]`` with ``tau2_hat`` from the model fit
+    (``method``; pass ``fit`` to reuse one). A bound is 0 where even ``Q(0)`` is below its
+    quantile. I2 and H2 bounds follow from ``I2 = 100 tau2/(tau2 + vt)``, ``H2 = tau2/vt + 1``.
+    EE models have no heterogeneity term: an :class:`AnalysisError`, as in metafor.
+    """
+    y, v = _data(yi, vi)
+    con = Control.from_mapping(control)
+    if fit is None:
+        fit = rma(y, v, method=method, level=level, control=con)
+    if fit.method in ("EE", "FE"):
+        raise AnalysisError("confint: the EE model has no heterogeneity term (tau2 = 0)")
+    k = y.shape[0]
+    lev = float(level) / 100.0 if float(level) > 1 else float(level)
+    alpha = 1.0 - lev
+    crit_u = float(chdtri(k - 1, alpha / 2.0))  # upper quantile -> lower bound
+    crit_l = float(chdtri(k - 1, 1.0 - alpha / 2.0))  # lower quantile -> upper bound
+    tau2_hat = float(fit.tau2)
+    upper = max(100.0, 10.0 * tau2_hat)
+    y2, v2 = y[None, :], v[None, :]
+    targets = np.array([crit_u, crit_l])
+    roots, ok, _, too_low = _solve_q(
+        np.repeat(y2, 2, axis=0),
+        np.repeat(v2, 2, axis=0),
+        targets,
+        np.full(2, upper),
+        con.xrtol,
+    )
+    lb, ub = float(roots[0]), float(roots[1])
+    lb_cens = ub_cens = False
+    if too_low[1]:
+        ub, ub_cens = upper, True
+    if too_low[0]:
+        lb, lb_cens = upper, True
+    if lb == 0.0:
+        lb_cens = True
+    if ub == 0.0:
+        ub_cens = True
+    vt = float(fit.vt)
+
+    def i2(t: float) -> float:
+        return 100.0 * t / (vt + t)
+
+    def h2(t: float) -> float:
+        return t / vt + 1.0
+
+    return Tau2Interval(
+        level=100.0 * lev,
+        tau2=tau2_hat,
+        tau2_lb=lb,
+        tau2_ub=ub,
+        tau_lb=float(np.sqrt(lb)),
+        tau_ub=float(np.sqrt(ub)),
+        I2=float(fit.I2),
+        I2_lb=i2(lb),
+        I2_ub=i2(ub),
+        H2=float(fit.H2),
+        H2_lb=h2(lb),
+        H2_ub=h2(ub),
+        lb_censored=lb_cens,
+        ub_censored=ub_cens,
+        converged=bool(ok.all()),
+    )
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """Leave-one-out refits: arrays over the omitted study (index i = study i left out)."""
+
+    estimate: FloatArray
+    se: FloatArray
+    statistic: FloatArray
+    pval: FloatArray
+    ci_lb: FloatArray
+    ci_ub: FloatArray
+    Q: FloatArray
+    Q_pval: FloatArray
+    tau2: FloatArray
+    I2: FloatArray
+    H2: FloatArray
+    converged: NDArray[np.bool_]
+    warnings: tuple[str, ...]
+
+
+def leave1out(
+    yi: ArrayLike,
+    vi: ArrayLike,
+    *,
+    method: str = "REML",
+    test: str = "z",
+    level: float = 95,
+    control: Mapping[str, Any] | Control | None = None,
+    chunk_elements: int = 4_000_000,
+) -> LeaveOneOut:
+    """Refit the model leaving out each study in turn (metafor ``leave1out``); needs k >= 3.
+
+    The k refits run as batches of the vectorised :func:`rma` (at most ``chunk_elements``
+    numbers per batch, so memory stays bounded for large k).
+    """
+    y, v = _data(yi, vi, min_k=3)
+    k = y.shape[0]
+    others = np.array([[j for j in range(k) if j != i] for i in range(k)], dtype=np.intp)
+    per_chunk = max(1, chunk_elements // (k - 1))
+    parts: list[RMAResult] = []
+    for start in range(0, k, per_chunk):
+        idx = others[start : start + per_chunk]
+        parts.append(rma(y[idx], v[idx], method=method, test=test, level=level, control=control))
+
+    def cat(name: str) -> Any:
+        return np.concatenate([np.asarray(getattr(p, name)) for p in parts])
+
+    warnings = tuple(dict.fromkeys(w for p in parts for w in p.warnings))
+    return LeaveOneOut(
+        estimate=cat("estimate"),
+        se=cat("se"),
+        statistic=cat("statistic"),
+        pval=cat("pval"),
+        ci_lb=cat("ci_lb"),
+        ci_ub=cat("ci_ub"),
+        Q=cat("Q"),
+        Q_pval=cat("Q_pval"),
+        tau2=cat("tau2"),
+        I2=cat("I2"),
+        H2=cat("H2"),
+        converged=cat("converged").astype(bool),
+        warnings=warnings,
+    )
+
+
+@dataclass(frozen=True)
+class EggerTest:
+    """Egger's regression test: the ``sei`` coefficient's test and the limit estimate."""
+
+    statistic: float
+    df: float | None
+    pval: float
+    limit_estimate: float
+    limit_ci_lb: float
+    limit_ci_ub: float
+    fit: RMAResult
+
+
+def regtest(
+    yi: ArrayLike,
+    vi: ArrayLike,
+    *,
+    method: str = "REML",
+    test: str = "z",
+    level: float = 95,
+    control: Mapping[str, Any] | Control | None = None,
+) -> EggerTest:
+    """Egger's regression test (metafor ``regtest`` defaults: ``model="rma"``,
+    ``predictor="sei"``), fitted with the same method and test as the model; needs k >= 3.
+    """
+    y, v = _data(yi, vi, min_k=3)
+    fit = rma(
+        y, v, method=method, test=test, level=level, mods=np.sqrt(v), mod_names=["sei"],
+        control=control,
+    )  # fmt: skip
+    return EggerTest(
+        statistic=float(fit.statistic[1]),
+        df=fit.df,
+        pval=float(fit.pval[1]),
+        limit_estimate=float(fit.estimate[0]),
+        limit_ci_lb=float(fit.ci_lb[0]),
+        limit_ci_ub=float(fit.ci_ub[0]),
+        fit=fit,
+    )
+
+
+@dataclass(frozen=True)
+class SubgroupAnalysis:
+    """Per-group fits and the test of subgroup differences (``Q`` between, ``df``, ``pval``)."""
+
+    groups: tuple[str, ...]
+    fits: tuple[RMAResult, ...]
+    Q: float
+    df: int
+    pval: float
+
+
+def subgroups(
+    yi: ArrayLike,
+    vi: ArrayLike,
+    groups: Sequence[str],
+    *,
+    method: str = "REML",
+    test: str = "z",
+    level: float = 95,
+    control: Mapping[str, Any] | Control | None = None,
+) -> SubgroupAnalysis:
+    """Fit the model within each subgroup and test for subgroup differences.
+
+    Each group gets its own fit (its own tau2). The test of subgroup differences is the one
+    most users expect (RevMan, the ``meta`` package's default without a common tau2; in
+    metafor: an EE model on the subgroup estimates): ``Q_between = sum_g (b_g - b)^2 / se_g^2``
+    with ``b`` the inverse-variance weighted mean of the subgroup estimates ``b_g``, chi-square
+    with ``G - 1`` df. It is not metafor's ``QM`` of a meta-regression on the group factor,
+    which assumes one tau2 for all groups. Groups appear in order of first appearance; each
+    needs at least 2 studies, and there must be at least 2 groups.
+    """
+    y, v = _data(yi, vi)
+    labels = [str(g) for g in groups]
+    if len(labels) != y.shape[0]:
+        raise AnalysisError(
+            f"subgroups: {len(labels)} group labels for {y.shape[0]} studies (mismatched lengths)"
+        )
+    order = tuple(dict.fromkeys(labels))
+    if len(order) < 2:
+        raise AnalysisError("subgroups: need at least 2 subgroups")
+    fits: list[RMAResult] = []
+    lab = np.array(labels, dtype=object)
+    for g in order:
+        mask = lab == g
+        if int(mask.sum()) < 2:
+            raise AnalysisError(f"subgroups: subgroup {g!r} has fewer than 2 studies")
+        try:
+            fits.append(
+                rma(y[mask], v[mask], method=method, test=test, level=level, control=control)
+            )
+        except AnalysisError as exc:
+            raise AnalysisError(f"subgroup {g!r}: {exc.message}") from exc
+    est = np.array([float(f.estimate) for f in fits])
+    se = np.array([float(f.se) for f in fits])
+    if not np.all(se > 0):
+        raise AnalysisError("subgroups: a subgroup estimate has a zero standard error")
+    w = 1.0 / se**2
+    mean = float((w * est).sum() / w.sum())
+    q = float((w * (est - mean) ** 2).sum())
+    df = len(order) - 1
+    return SubgroupAnalysis(groups=order, fits=tuple(fits), Q=q, df=df, pval=float(chdtrc(df, q)))

@@ -1,0 +1,270 @@
+"""cosmo_runner.meta against R's metafor 3.8 (fixtures from scripts/metafor/make_fixtures.R).
+
+Tolerances (relative, with a tiny absolute floor for values at 0):
+
+- closed-form estimators (EE, DL, HE, HS, SJ), Q, I2, H2, escalc: 1e-10 — the same
+  arithmetic; only floating-point summation order differs.
+- Fisher scoring (ML, REML, EB) with metafor's defaults: 1e-8 — we run metafor's exact
+  algorithm and stopping rule (threshold 1e-5), so both stop at the same iterate.
+- "tight" cases (metafor with threshold = tol = 1e-10) against our fit with the same control:
+  1e-7; uniroot's tol = 1e-10 is absolute on tau2 and our root finder converges to machine
+  precision, so tau2 near 1e-3 can differ by ~1e-7 relative.
+- PM with metafor's defaults: uniroot stops with a bracket of tol = eps^0.25 = 1.22e-4, so
+  its tau2 is only within 1.22e-4 (absolute) of the root; we compare tau2 at atol 1.3e-4 and
+  check everything else against the tight PM fixture.
+- Q-profile bounds with confint's default tol have the same uniroot error: tau2 bounds at
+  atol 1.3e-4; the tight fixture checks all bounds (tau2, I2, H2) at 1e-7.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cosmo_runner.errors import AnalysisError
+from cosmo_runner.meta import confint_tau2, escalc, leave1out, regtest, rma
+from cosmo_runner.meta.effects import MEASURES
+from cosmo_runner.meta.rma import METHODS, TESTS
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metafor"
+TIGHT = {"threshold": 1e-10, "tol": 1e-10, "maxiter": 1000}
+UNIROOT_TOL = 1.3e-4  # metafor's default uniroot tol .Machine$double.eps^0.25 = 1.22e-4
+
+
+def _load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+def _all_cases() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    out = []
+    for path in sorted(FIXTURES.glob("*.json")):
+        fx = _load(path.name)
+        for case in fx.get("cases", []):
+            out.append((case["id"], fx, case))
+    return out
+
+
+CASES = _all_cases()
+
+
+def _close(ours: Any, theirs: Any, rtol: float, what: str, atol: float = 1e-12) -> None:
+    if theirs is None:
+        assert ours is None or not np.isfinite(ours).all(), f"{what}: metafor has NA, we {ours}"
+        return
+    if isinstance(theirs, list) and not theirs:
+        return  # metafor does not report it for this model (e.g. leave1out tau2 for EE)
+    np.testing.assert_allclose(
+        np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float), rtol=rtol, atol=atol,
+        err_msg=what,
+    )  # fmt: skip
+
+
+def _yi_vi(fx: dict[str, Any], measure: str) -> tuple[np.ndarray, np.ndarray]:
+    es = fx["escalc"][measure]
+    return np.asarray(es["yi"], dtype=float), np.asarray(es["vi"], dtype=float)
+
+
+def _rtol(case: dict[str, Any]) -> float:
+    if case["control"] == "tight":
+        return 1e-7
+    if case["method"] in ("ML", "REML", "EB"):
+        return 1e-8
+    return 1e-10
+
+
+def test_fixtures_record_versions() -> None:
+    for path in sorted(FIXTURES.glob("*.json")):
+        fx = _load(path.name)
+        assert fx["metafor_version"] == "3.8.1", path.name
+        assert fx["R_version"].startswith("R version 4."), path.name
+        assert fx["generated_by"] == "scripts/metafor/make_fixtures.R"
+
+
+def test_fixtures_cover_every_measure_method_and_test() -> None:
+    seen = {(c["measure"], c["method"], c["test"], c["control"]) for _, _, c in CASES}
+    for measure in MEASURES:
+        for method in METHODS:
+            for test in TESTS:
+                for control in ("default", "tight"):
+                    assert (measure, method, test, control) in seen, (measure, method, test)
+    mods = {(c["method"], c["test"]) for _, _, c in CASES if c["moderators"]}
+    assert mods == {(m, t) for m in METHODS for t in TESTS}
+    names = {fx["dataset"] for _, fx, _ in CASES}
+    assert {"bcg", "normand1999", "molloy2014", "hackshaw1998", "k2", "boundary", "k400"} <= names
+    assert {"varratio", "tau2huge", "tau2tiny"} <= names
+    assert max(len(fx["data"]["yi"]) for _, fx, _ in CASES if "yi" in fx["data"]) >= 400
+    parts = {"predict", "confint", "leave1out", "regtest", "transformed"}
+    present = {key for _, _, c in CASES for key in c}
+    assert parts <= present
+
+
+@pytest.mark.parametrize(
+    ("dataset", "measure"),
+    [
+        ("bcg", "RR"),
+        ("bcg", "OR"),
+        ("bcg", "RD"),
+        ("normand1999", "MD"),
+        ("normand1999", "SMD"),
+        ("molloy2014", "ZCOR"),
+        ("hackshaw1998", "GEN"),
+    ],
+)
+def test_escalc_matches_metafor(dataset: str, measure: str) -> None:
+    fx = _load(f"{dataset}.json")
+    cols = {k: v for k, v in fx["data"].items() if k not in ("study", "ablat")}
+    es = escalc(measure, **cols)
+    yi, vi = _yi_vi(fx, measure)
+    np.testing.assert_allclose(es.yi, yi, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(es.vi, vi, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("measure", ["RR", "OR", "RD"])
+@pytest.mark.parametrize("drop00", [False, True])
+def test_escalc_zero_cells_match_metafor(measure: str, drop00: bool) -> None:
+    fx = _load("zerocells.json")
+    d = fx["data"]
+    es = escalc(measure, ai=d["ai"], bi=d["bi"], ci=d["ci"], di=d["di"], drop00=drop00)
+    ref = fx["escalc"][measure + ("-drop00" if drop00 else "")]
+    ref_yi = np.asarray(ref["yi"], dtype=float)
+    ref_vi = np.asarray(ref["vi"], dtype=float)
+    keep = np.isfinite(ref_yi)  # metafor sets dropped studies to NA
+    np.testing.assert_allclose(es.yi, ref_yi[keep], rtol=1e-12)
+    np.testing.assert_allclose(es.vi, ref_vi[keep], rtol=1e-12)
+    # studies 1 and 2 have a zero cell; 3 has no events and 4 only events in both arms
+    assert es.dropped == ((2, 3) if drop00 else ())
+    assert es.added_half == ((0, 1) if drop00 else (0, 1, 2, 3))
+
+
+def _fit(fx: dict[str, Any], case: dict[str, Any]) -> Any:
+    yi, vi = _yi_vi(fx, case["measure"])
+    control = TIGHT if case["control"] == "tight" else None
+    mods = np.asarray(fx["data"]["ablat"], dtype=float) if case["moderators"] else None
+    return rma(
+        yi, vi, method=case["method"], test=case["test"], mods=mods, control=control
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("case_id", "fx", "case"), CASES, ids=[c[0] for c in CASES])
+def test_rma_matches_metafor(case_id: str, fx: dict[str, Any], case: dict[str, Any]) -> None:
+    assert "error" not in case, case.get("error")
+    res = _fit(fx, case)
+    ref = case["rma"]
+    rtol = _rtol(case)
+    pm_default = case["method"] == "PM" and case["control"] == "default"
+    if pm_default:
+        # uniroot's tolerance: tau2 only (the rest is checked by the tight PM case)
+        _close(res.tau2, ref["tau2"], 0.0, f"{case_id} tau2", atol=UNIROOT_TOL)
+        return
+    _close(res.estimate, ref["b"], rtol, f"{case_id} estimate")
+    _close(res.se, ref["se"], rtol, f"{case_id} se")
+    _close(res.statistic, ref["zval"], rtol, f"{case_id} statistic")
+    _close(res.pval, ref["pval"], rtol * 10, f"{case_id} pval")
+    _close(res.ci_lb, ref["ci_lb"], rtol, f"{case_id} ci_lb")
+    _close(res.ci_ub, ref["ci_ub"], rtol, f"{case_id} ci_ub")
+    _close(res.tau2, ref["tau2"], rtol, f"{case_id} tau2", atol=1e-10)
+    _close(res.tau2_se, ref["se_tau2"], rtol, f"{case_id} tau2_se")
+    _close(res.I2, ref["I2"], rtol, f"{case_id} I2", atol=1e-8)
+    _close(res.H2, ref["H2"], rtol, f"{case_id} H2")
+    _close(res.Q, ref["QE"], 1e-10, f"{case_id} Q")
+    _close(res.Q_pval, ref["QEp"], 1e-9, f"{case_id} Q_pval")
+    _close(res.weights, ref["weights"], rtol, f"{case_id} weights")
+    _close(res.vt, ref["vt"], 1e-10, f"{case_id} vt")
+    assert res.k == ref["k"]
+    if case["test"] == "knha":
+        assert res.df == ref["ddf"]
+    else:
+        assert res.df is None
+    if case["method"] in ("EE", "FE") and case["test"] == "knha":
+        assert any("Knapp & Hartung" in w for w in res.warnings)
+    if case["moderators"]:
+        _close(res.QM, ref["QM"], rtol, f"{case_id} QM")
+        _close(res.QM_pval, ref["QMp"], rtol * 10, f"{case_id} QM_pval")
+        assert list(res.QM_df) == [x for x in np.atleast_1d(ref["QMdf"]) if x is not None]
+        if case["method"] not in ("EE", "FE"):
+            _close(res.R2, ref["R2"], rtol * 10, f"{case_id} R2", atol=1e-8)
+        return
+    pred = case["predict"]
+    _close(res.pi_lb, pred["pi_lb"], rtol, f"{case_id} pi_lb")
+    _close(res.pi_ub, pred["pi_ub"], rtol, f"{case_id} pi_ub")
+
+
+DIAG_CASES = [c for c in CASES if not c[2]["moderators"]]
+
+
+@pytest.mark.parametrize(("case_id", "fx", "case"), DIAG_CASES, ids=[c[0] for c in DIAG_CASES])
+def test_diagnostics_match_metafor(case_id: str, fx: dict[str, Any], case: dict[str, Any]) -> None:
+    yi, vi = _yi_vi(fx, case["measure"])
+    method, test = case["method"], case["test"]
+    control = TIGHT if case["control"] == "tight" else None
+    tight = case["control"] == "tight"
+    pm_default = method == "PM" and not tight
+    rtol = _rtol(case)
+    if "confint" in case:
+        ref = case["confint"]
+        ci = confint_tau2(yi, vi, method=method, control=control)
+        if tight:
+            _close([ci.tau2_lb, ci.tau2_ub], ref["tau2"][1:], 1e-7, f"{case_id} tau2_ci", 1e-9)
+            _close([ci.I2_lb, ci.I2_ub], ref["I2"][1:], 1e-7, f"{case_id} I2_ci", 1e-7)
+            _close([ci.H2_lb, ci.H2_ub], ref["H2"][1:], 1e-7, f"{case_id} H2_ci")
+        else:
+            _close([ci.tau2_lb, ci.tau2_ub], ref["tau2"][1:], 0.0, case_id, UNIROOT_TOL)
+    elif method in ("EE", "FE"):
+        with pytest.raises(AnalysisError, match="no heterogeneity"):
+            confint_tau2(yi, vi, method=method)
+    if "leave1out" in case and not pm_default:
+        ref = case["leave1out"]
+        l1o = leave1out(yi, vi, method=method, test=test, control=control)
+        for ours, theirs in [
+            ("estimate", "estimate"), ("se", "se"), ("statistic", "zval"), ("ci_lb", "ci_lb"),
+            ("ci_ub", "ci_ub"), ("Q", "Q"), ("tau2", "tau2"), ("I2", "I2"), ("H2", "H2"),
+        ]:  # fmt: skip
+            _close(getattr(l1o, ours), ref[theirs], rtol, f"{case_id} leave1out {ours}", 1e-9)
+        _close(l1o.pval, ref["pval"], rtol * 10, f"{case_id} leave1out pval")
+    if "regtest" in case and not pm_default:
+        ref = case["regtest"]
+        eg = regtest(yi, vi, method=method, test=test, control=control)
+        _close(eg.statistic, ref["zval"], rtol, f"{case_id} egger statistic")
+        _close(eg.pval, ref["pval"], rtol * 10, f"{case_id} egger pval")
+        _close(eg.limit_estimate, ref["est"], rtol, f"{case_id} limit estimate")
+        _close([eg.limit_ci_lb, eg.limit_ci_ub], [ref["ci_lb"], ref["ci_ub"]], rtol, case_id)
+    if "transformed" in case and not pm_default:
+        ref = case["transformed"]
+        res = rma(yi, vi, method=method, test=test, control=control)
+        back = np.exp if case["measure"] in ("RR", "OR") else np.tanh
+        got = [back(res.estimate), back(res.ci_lb), back(res.ci_ub)]
+        want = [ref["pred"], ref["ci_lb"], ref["ci_ub"]]
+        if ref["pi_lb"] not in (None, []):  # metafor's predict gives no PI for EE models
+            got += [back(res.pi_lb), back(res.pi_ub)]
+            want += [ref["pi_lb"], ref["pi_ub"]]
+        _close(got, want, rtol, f"{case_id} transformed")
+
+
+def test_reml_fallback_finds_the_restricted_likelihood_maximum() -> None:
+    """metafor stops with 'did not converge' on these sets; we fall back and report it."""
+    fx = _load("nonconvergent.json")
+    assert len(fx["sets"]) >= 1
+    for s in fx["sets"]:
+        assert "did not converge" in s["error"]
+        res = rma(s["yi"], s["vi"], method="REML")
+        assert res.converged is False
+        assert res.algorithm == "bounded-optimisation fallback"
+        assert any("did not converge" in w for w in res.warnings)
+        # R's optimize() (tol 1e-12) on metafor's own restricted log-likelihood
+        np.testing.assert_allclose(res.tau2, s["tau2_max"], rtol=1e-6)
+        np.testing.assert_allclose(res.estimate, s["estimate"], rtol=1e-8)
+        np.testing.assert_allclose(res.se, s["se"], rtol=1e-7)
+        # and it is a true maximum: no neighbouring tau2 does better
+        from cosmo_runner.meta.rma import _loglik
+
+        y, v = np.asarray(s["yi"])[None, :], np.asarray(s["vi"])[None, :]
+        best = _loglik(np.array([res.tau2]), y, v, True)[0]
+        for t in (res.tau2 * (1 - 1e-4), res.tau2 * (1 + 1e-4), 0.0):
+            assert _loglik(np.array([t]), y, v, True)[0] <= best
+        with pytest.raises(AnalysisError, match="did not converge"):
+            rma(s["yi"], s["vi"], method="REML", control={"fallback": False})
