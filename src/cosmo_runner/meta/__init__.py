@@ -4,14 +4,17 @@ Importing this package imports numpy and scipy (``import cosmo_runner`` alone do
 plotting lives in :mod:`cosmo_runner.meta.plots` and is not imported here.
 """
 
+from cosmo_runner.meta.analysis import RESULT_KEYS, analyse
 from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, regtest, subgroups
 from cosmo_runner.meta.effects import EffectSizes, escalc
 from cosmo_runner.meta.rma import Control, RMAResult, rma
 
 __all__ = [
+    "RESULT_KEYS",
     "Control",
     "EffectSizes",
     "RMAResult",
+    "analyse",
     "confint_tau2",
     "escalc",
     "leave1out",

@@ -108,6 +108,7 @@ class _Lazy:
         weights: Callable[[], FloatArray],
         q_pval: Callable[[], Any],
         single: bool = False,
+        rows: int | None = None,
     ) -> None:
         self._funcs: dict[str, Callable[[], Any]] = {
             "tau2_se": tau2_se,
@@ -116,10 +117,13 @@ class _Lazy:
         }
         self._values: dict[str, Any] = {}
         self.single = single
+        self.rows = rows
 
     def get(self, name: str) -> Any:
         if name not in self._values:
             value = self._funcs[name]()
+            if value is None and not self.single and self.rows is not None:
+                value = np.full(self.rows, np.nan)  # undefined for every analysis
             if self.single and isinstance(value, np.ndarray):
                 value = value[0]
                 if isinstance(value, np.generic):
@@ -723,7 +727,7 @@ def _fit_batch(
         "algorithm": algorithm,
         "warnings": tuple(warnings),
         "vt": vt,
-        "lazy": _Lazy(tau2_se, weights, q_pval),
+        "lazy": _Lazy(tau2_se, weights, q_pval, rows=y.shape[0]),
     }
 
 
@@ -940,8 +944,10 @@ def _fit_mods(
     b1 = beta[1:]
     try:
         qm = float(b1 @ np.linalg.solve(vb[1:, 1:], b1))
-    except np.linalg.LinAlgError as exc:
-        raise AnalysisError("rma: the moderators' covariance matrix is singular") from exc
+    except np.linalg.LinAlgError:
+        # metafor: QM is NA when vb cannot be inverted (e.g. s2w = 0 under knha)
+        qm = float("nan")
+        warnings.append("QM is undefined: the moderators' covariance matrix is singular.")
     if df is None:
         pval = 2.0 * ndtr(-np.abs(stat))
         qm_df: tuple[int, ...] = (m,)

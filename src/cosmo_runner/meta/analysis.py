@@ -1,0 +1,410 @@
+"""One analysis of a run spec -> one JSON-ready result dict (the pipeline's only entry point).
+
+:func:`analyse` takes the analysis entry of the spec and the input table (CSV column name ->
+raw cell strings, rows already filtered by the validators) and returns a dict of plain
+Python values (floats, ints, strings, bools, lists, dicts and ``None``; never NaN), keyed
+as listed in :data:`RESULT_KEYS`. The same input gives the same dict (no timestamps, no
+paths). Every failure is an :class:`~cosmo_runner.errors.AnalysisError` whose one-line
+message names the analysis id.
+
+Result keys
+-----------
+Core fit (the random-/equal-effects model without moderators; metafor ``rma.uni`` and
+``predict``): ``k, estimate, se, statistic, df`` (``None`` for the z-test), ``pval, ci_lb,
+ci_ub, tau2, tau2_se`` (``None`` where metafor has none: EE), ``tau, I2, H2, Q, Q_df,
+Q_pval, pi_lb, pi_ub, method, test, level, measure, converged, iterations, algorithm,
+warnings``.
+
+``studies``: ``[{label, yi, vi, weight_percent}]`` in input order (dropped double-zero
+studies are listed in ``dropped_studies``; ``added_half`` names the studies whose 2x2
+cells got +1/2).
+
+Diagnostics: ``tau2_ci, I2_ci, H2_ci`` (Q-profile, ``{lb, ub}``; ``None`` for EE, which
+has no heterogeneity term), ``leave_one_out`` (``[{label, estimate, se, pval, ci_lb, ci_ub,
+tau2, I2, Q}]``; ``None`` when k < 3), ``egger`` (``{statistic, df, pval, limit_estimate,
+limit_ci_lb, limit_ci_ub}``; ``None`` when k < 3 or when the test cannot be computed, e.g.
+all ``vi`` equal, with the reason in ``warnings``), ``transformed`` (RR and OR: ``exp``;
+ZCOR: ``tanh``, back to r; else ``None``): ``{estimate, ci_lb, ci_ub, pi_lb, pi_ub}``.
+
+With ``moderators``: ``coefficients: [{term, estimate, se, statistic, pval, ci_lb, ci_ub}]``,
+``QM, QM_df`` (a list: ``[m]``, or ``[m, k - p]`` for the F test with knha), ``QM_pval, QE,
+QE_df, QE_pval, R2`` (``None`` for EE), ``moderator_tau2, moderator_I2`` (residual),
+``moderator_warnings``, and
+the core keys still describe the model without moderators.
+
+With ``columns.subgroup``: ``subgroups: [{group, k, estimate, se, ci_lb, ci_ub, pval, tau2,
+I2, Q, ...}]`` and ``subgroup_test: {Q, df, pval}`` (see
+:func:`cosmo_runner.meta.diagnostics.subgroups` for the test).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from cosmo_runner.errors import AnalysisError
+from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, regtest, subgroups
+from cosmo_runner.meta.effects import REQUIRED_COLUMNS, EffectSizes, escalc
+from cosmo_runner.meta.rma import RMAResult, rma
+
+__all__ = ["CORE_KEYS", "RESULT_KEYS", "analyse"]
+
+#: Keys of the core fit, present in every result (and in each subgroup entry).
+CORE_KEYS = (
+    "k",
+    "estimate",
+    "se",
+    "statistic",
+    "df",
+    "pval",
+    "ci_lb",
+    "ci_ub",
+    "tau2",
+    "tau2_se",
+    "tau",
+    "I2",
+    "H2",
+    "Q",
+    "Q_df",
+    "Q_pval",
+    "pi_lb",
+    "pi_ub",
+    "method",
+    "test",
+    "level",
+    "converged",
+    "iterations",
+    "algorithm",
+    "warnings",
+)
+
+#: Every key of a result, in output order (moderator and subgroup keys only when asked for).
+RESULT_KEYS = (
+    "id",
+    "measure",
+    *CORE_KEYS,
+    "studies",
+    "dropped_studies",
+    "added_half",
+    "tau2_ci",
+    "I2_ci",
+    "H2_ci",
+    "leave_one_out",
+    "egger",
+    "transformed",
+    "coefficients",
+    "QM",
+    "QM_df",
+    "QM_pval",
+    "QE",
+    "QE_df",
+    "QE_pval",
+    "R2",
+    "moderator_tau2",
+    "moderator_I2",
+    "moderator_warnings",
+    "subgroups",
+    "subgroup_test",
+)
+
+_ALTERNATIVES = {"bi": "n1i", "di": "n2i", "vi": "sei"}
+
+
+def _num(x: Any) -> float | None:
+    """A JSON-ready float: ``None`` for missing or non-finite values."""
+    if x is None:
+        return None
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def _parse(table: Mapping[str, Sequence[str]], column: str, arg: str) -> np.ndarray:
+    cells = table[column]
+    out = np.empty(len(cells))
+    for i, cell in enumerate(cells):
+        text = str(cell).strip()
+        try:
+            out[i] = float(text)
+        except ValueError:
+            raise AnalysisError(
+                f"column {column!r} ({arg}) row {i + 1}: {text!r} is not a number"
+            ) from None
+        if not math.isfinite(out[i]):
+            raise AnalysisError(f"column {column!r} ({arg}) row {i + 1}: {text!r} is not finite")
+    return out
+
+
+def _gather(
+    measure: str, columns: Mapping[str, str], table: Mapping[str, Sequence[str]]
+) -> dict[str, np.ndarray]:
+    """The escalc arguments for ``measure``: mapped columns, else same-named columns."""
+
+    def name(arg: str) -> str:
+        return columns.get(arg, arg)
+
+    def present(arg: str) -> bool:
+        return arg in columns or arg in table
+
+    out: dict[str, np.ndarray] = {}
+    for arg in REQUIRED_COLUMNS[measure]:
+        use = arg
+        alt = _ALTERNATIVES.get(arg)
+        if not present(arg) and alt is not None and present(alt):
+            use = alt
+        col = name(use)
+        if col not in table:
+            hint = f" (or {alt!r})" if alt else ""
+            raise AnalysisError(
+                f"measure {measure} needs {use!r}{hint}: column {col!r} is not in the input"
+            )
+        out[use] = _parse(table, col, use)
+    return out
+
+
+def _labels(columns: Mapping[str, str], table: Mapping[str, Sequence[str]], n: int) -> list[str]:
+    col = columns.get("study", "study")
+    if col in table:
+        return [str(x) for x in table[col]]
+    if "study" in columns:
+        raise AnalysisError(f"study label column {col!r} is not in the input")
+    return [f"Study {i + 1}" for i in range(n)]
+
+
+def _core(fit: RMAResult) -> dict[str, Any]:
+    return {
+        "k": int(fit.k),
+        "estimate": _num(fit.estimate),
+        "se": _num(fit.se),
+        "statistic": _num(fit.statistic),
+        "df": None if fit.df is None else int(fit.df),
+        "pval": _num(fit.pval),
+        "ci_lb": _num(fit.ci_lb),
+        "ci_ub": _num(fit.ci_ub),
+        "tau2": _num(fit.tau2),
+        "tau2_se": _num(fit.tau2_se),
+        "tau": _num(fit.tau),
+        "I2": _num(fit.I2),
+        "H2": _num(fit.H2),
+        "Q": _num(fit.Q),
+        "Q_df": int(fit.Q_df),
+        "Q_pval": _num(fit.Q_pval),
+        "pi_lb": _num(fit.pi_lb),
+        "pi_ub": _num(fit.pi_ub),
+        "method": fit.method,
+        "test": fit.test,
+        "level": _num(fit.level),
+        "converged": bool(fit.converged),
+        "iterations": int(fit.iterations),
+        "algorithm": str(fit.algorithm),
+        "warnings": list(fit.warnings),
+    }
+
+
+def _undefined_note(result: dict[str, Any]) -> None:
+    """Say why a core number is null (never a silent NaN)."""
+    if result["se"] == 0.0 or result["statistic"] is None:
+        result["warnings"].append(
+            "the standard error is 0 (all effects identical under knha): statistic and "
+            "p-value are undefined and reported as null"
+        )
+
+
+def _transform(measure: str, core: dict[str, Any]) -> dict[str, float | None] | None:
+    if measure in ("RR", "OR"):
+        back = math.exp
+    elif measure == "ZCOR":
+        back = math.tanh
+    else:
+        return None
+    keys = {"estimate": "estimate", "ci_lb": "ci_lb", "ci_ub": "ci_ub"}
+    keys.update(pi_lb="pi_lb", pi_ub="pi_ub")
+    out: dict[str, float | None] = {}
+    for key, src in keys.items():
+        value = core[src]
+        out[key] = None if value is None else _num(back(value))
+    return out
+
+
+def analyse(spec: Mapping[str, Any], table: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Run one analysis of a run spec on its input table; see the module docstring for keys.
+
+    ``spec`` keys: ``id, measure, columns, method`` (default REML), ``test`` (z), ``level``
+    (95), ``moderators`` (optional list of columns), ``drop00`` (false); ``plots`` and
+    ``input`` are ignored here.
+    """
+    analysis_id = str(spec.get("id", "?"))
+    try:
+        with np.errstate(all="ignore"):
+            return _analyse(analysis_id, spec, table)
+    except AnalysisError as exc:
+        err = AnalysisError(f"analysis {analysis_id!r}: {exc.message}")
+        err.analysis_id = analysis_id  # type: ignore[attr-defined]
+        raise err from exc
+
+
+def _analyse(
+    analysis_id: str, spec: Mapping[str, Any], table: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    measure = str(spec.get("measure", "")).upper()
+    if measure not in REQUIRED_COLUMNS:
+        raise AnalysisError(f"unknown measure {spec.get('measure')!r}")
+    columns: Mapping[str, str] = spec.get("columns") or {}
+    method = str(spec.get("method", "REML"))
+    test = str(spec.get("test", "z"))
+    level = float(spec.get("level", 95))
+    moderators = list(spec.get("moderators") or [])
+    drop00 = bool(spec.get("drop00", False))
+
+    args = _gather(measure, columns, table)
+    n = len(next(iter(args.values())))
+    labels = _labels(columns, table, n)
+    es: EffectSizes = escalc(measure, drop00=drop00, labels=labels, **args)
+    if es.k < 2:
+        raise AnalysisError(f"need at least 2 studies, got k = {es.k}")
+    yi, vi = es.yi, es.vi
+    fit = rma(yi, vi, method=method, test=test, level=level)
+
+    result: dict[str, Any] = {"id": analysis_id, "measure": measure}
+    core = _core(fit)
+    _undefined_note(core)
+    result.update(core)
+    weights = fit.weights
+    result["studies"] = [
+        {"label": lab, "yi": _num(y), "vi": _num(v), "weight_percent": _num(w)}
+        for lab, y, v, w in zip(es.labels, yi, vi, weights, strict=True)
+    ]
+    result["dropped_studies"] = list(es.dropped_labels)
+    result["added_half"] = [labels[i] for i in es.added_half]
+
+    is_ee = fit.method in ("EE", "FE")
+    if is_ee:
+        result["tau2_ci"] = result["I2_ci"] = result["H2_ci"] = None
+    else:
+        ci = confint_tau2(yi, vi, method=method, level=level, fit=fit)
+        result["tau2_ci"] = {"lb": _num(ci.tau2_lb), "ub": _num(ci.tau2_ub)}
+        result["I2_ci"] = {"lb": _num(ci.I2_lb), "ub": _num(ci.I2_ub)}
+        result["H2_ci"] = {"lb": _num(ci.H2_lb), "ub": _num(ci.H2_ub)}
+
+    result["leave_one_out"] = None
+    result["egger"] = None
+    if es.k >= 3:
+        try:
+            l1o = leave1out(yi, vi, method=method, test=test, level=level)
+        except AnalysisError as exc:
+            result["warnings"].append(f"leave-one-out not computed: {exc.message}")
+        else:
+            result["leave_one_out"] = [
+                {
+                    "label": es.labels[i],
+                    "estimate": _num(l1o.estimate[i]),
+                    "se": _num(l1o.se[i]),
+                    "pval": _num(l1o.pval[i]),
+                    "ci_lb": _num(l1o.ci_lb[i]),
+                    "ci_ub": _num(l1o.ci_ub[i]),
+                    "tau2": _num(l1o.tau2[i]),
+                    "I2": _num(l1o.I2[i]),
+                    "Q": _num(l1o.Q[i]),
+                }
+                for i in range(es.k)
+            ]
+            result["warnings"].extend(f"leave-one-out: {w}" for w in l1o.warnings)
+        eg = None
+        try:
+            eg = regtest(yi, vi, method=method, test=test, level=level)
+        except AnalysisError as exc:
+            result["warnings"].append(f"Egger's test not computed: {exc.message}")
+        if eg is not None and not math.isfinite(eg.statistic):
+            result["warnings"].append(
+                "Egger's test is undefined: the sei coefficient has a standard error of 0"
+            )
+            eg = None
+        if eg is not None:
+            result["egger"] = {
+                "statistic": _num(eg.statistic),
+                "df": None if eg.df is None else int(eg.df),
+                "pval": _num(eg.pval),
+                "limit_estimate": _num(eg.limit_estimate),
+                "limit_ci_lb": _num(eg.limit_ci_lb),
+                "limit_ci_ub": _num(eg.limit_ci_ub),
+            }
+    else:
+        result["warnings"].append("k < 3: leave-one-out and Egger's test are not computed")
+    result["transformed"] = _transform(measure, core)
+
+    if moderators:
+        result.update(_moderators(moderators, table, es, method=method, test=test, level=level))
+    if "subgroup" in columns:
+        result.update(
+            _subgroups(columns["subgroup"], table, es, method=method, test=test, level=level)
+        )
+    return result
+
+
+def _moderators(
+    names: list[str],
+    table: Mapping[str, Sequence[str]],
+    es: EffectSizes,
+    *,
+    method: str,
+    test: str,
+    level: float,
+) -> dict[str, Any]:
+    cols = []
+    for name in names:
+        if name not in table:
+            raise AnalysisError(f"moderator column {name!r} is not in the input")
+        cols.append(_parse(table, name, "moderator")[list(es.kept)])
+    x = np.column_stack(cols)
+    fit = rma(es.yi, es.vi, method=method, test=test, level=level, mods=x, mod_names=names)
+    terms = fit.terms or ()
+    return {
+        "coefficients": [
+            {
+                "term": term,
+                "estimate": _num(fit.estimate[j]),
+                "se": _num(fit.se[j]),
+                "statistic": _num(fit.statistic[j]),
+                "pval": _num(fit.pval[j]),
+                "ci_lb": _num(fit.ci_lb[j]),
+                "ci_ub": _num(fit.ci_ub[j]),
+            }
+            for j, term in enumerate(terms)
+        ],
+        "QM": _num(fit.QM),
+        "QM_df": list(fit.QM_df or ()),
+        "QM_pval": _num(fit.QM_pval),
+        "QE": _num(fit.Q),
+        "QE_df": int(fit.Q_df),
+        "QE_pval": _num(fit.Q_pval),
+        "R2": _num(fit.R2),
+        "moderator_tau2": _num(fit.tau2),
+        "moderator_I2": _num(fit.I2),
+        "moderator_warnings": list(fit.warnings),
+    }
+
+
+def _subgroups(
+    column: str,
+    table: Mapping[str, Sequence[str]],
+    es: EffectSizes,
+    *,
+    method: str,
+    test: str,
+    level: float,
+) -> dict[str, Any]:
+    if column not in table:
+        raise AnalysisError(f"subgroup column {column!r} is not in the input")
+    groups = [str(table[column][i]).strip() for i in es.kept]
+    sub = subgroups(es.yi, es.vi, groups, method=method, test=test, level=level)
+    entries = []
+    for group, fit in zip(sub.groups, sub.fits, strict=True):
+        entry: dict[str, Any] = {"group": group}
+        entry.update(_core(fit))
+        entries.append(entry)
+    return {
+        "subgroups": entries,
+        "subgroup_test": {"Q": _num(sub.Q), "df": int(sub.df), "pval": _num(sub.pval)},
+    }

@@ -1,0 +1,217 @@
+"""rma: batch/scalar agreement, bad input, edge cases, convergence and the fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+
+from cosmo_runner.errors import AnalysisError
+from cosmo_runner.meta import rma
+from cosmo_runner.meta.rma import METHODS, _loglik
+
+# dat.bcg log risk ratios (metafor escalc), used for the checked values of the notes
+BCG_YI = np.array([
+    -0.8893113339202054, -1.5853886572014306, -1.3480731482996933, -1.4415511900213054,
+    -0.2175473222112956, -0.7861155858188640, -1.6208982235983918, 0.0119523335238405,
+    -0.4694176487381494, -1.3713448034727844, -0.3393588283383906, 0.4459134005713787,
+    -0.0173139482168798,
+])  # fmt: skip
+BCG_VI = np.array([
+    0.3255847650039613, 0.1945811213981438, 0.4153679653679654, 0.0200100319022476,
+    0.0512101721696309, 0.0069056184559088, 0.2230172475723152, 0.0039615792978177,
+    0.0564342104632490, 0.0730247936130289, 0.0124122139715597, 0.5325058452001528,
+    0.0714046596839863,
+])  # fmt: skip
+
+ARRAY_KEYS = (
+    "estimate", "se", "statistic", "pval", "ci_lb", "ci_ub", "tau2", "tau2_se", "tau", "I2",
+    "H2", "Q", "Q_pval", "pi_lb", "pi_ub", "vt",
+)  # fmt: skip
+
+
+def _random_sets(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    v = rng.uniform(0.01, 0.5, (n, k))
+    y = rng.normal(0.3, np.sqrt(v + 0.1))
+    return y, v
+
+
+def test_checked_values_from_the_notes() -> None:
+    ee = rma(BCG_YI, BCG_VI, method="EE")
+    assert ee.estimate == pytest.approx(-0.430285, abs=1e-6)
+    assert pytest.approx(152.2330, abs=1e-4) == ee.Q
+    assert pytest.approx(92.1173, abs=1e-4) == ee.I2
+    reml = rma(BCG_YI, BCG_VI)
+    assert reml.tau2 == pytest.approx(0.313243, abs=1e-6)
+    assert (reml.ci_lb, reml.ci_ub) == pytest.approx((-1.066898, -0.362167), abs=1e-6)
+    assert (reml.pi_lb, reml.pi_ub) == pytest.approx((-1.8667, 0.4376), abs=1e-4)
+    assert reml.converged is True
+    assert reml.iterations == 3
+    assert reml.algorithm == "fisher-scoring"
+    knha = rma(BCG_YI, BCG_VI, test="knha")
+    assert knha.se == pytest.approx(0.180792, abs=1e-6)
+    assert knha.df == 12
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("test", ["z", "knha"])
+def test_batch_equals_scalar(method: str, test: str) -> None:
+    y, v = _random_sets(40, 8, seed=3)
+    batch = rma(y, v, method=method, test=test)
+    assert batch.batch
+    for i in range(y.shape[0]):
+        one = rma(y[i], v[i], method=method, test=test)
+        for key in ARRAY_KEYS:
+            ours, theirs = getattr(batch, key)[i], getattr(one, key)
+            if theirs is None:
+                assert np.isnan(ours), key
+            else:
+                # summation order differs (einsum vs vecdot): a few ulps, more near tau2 = 0
+                assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-13), (key, i)
+        np.testing.assert_allclose(batch.weights[i], one.weights, rtol=1e-9)
+        assert bool(batch.converged[i]) == one.converged
+        if method in ("ML", "REML", "EB"):
+            assert int(batch.iterations[i]) == one.iterations
+        assert batch.algorithm[i] == one.algorithm
+    assert batch.df == (7.0 if test == "knha" else None)
+
+
+def test_single_analysis_returns_python_scalars() -> None:
+    res = rma(BCG_YI, BCG_VI)
+    for key in ("estimate", "se", "tau2", "tau2_se", "I2", "Q_pval", "pi_lb"):
+        assert type(getattr(res, key)) is float, key
+    assert type(res.converged) is bool
+    assert type(res.iterations) is int
+    assert res.weights.shape == (13,)
+    assert res.weights.sum() == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize(
+    ("yi", "vi", "message"),
+    [
+        ([0.1], [0.1], "at least 2 studies"),
+        ([0.1, np.nan, 0.3], [0.1, 0.1, 0.1], "yi contains missing"),
+        ([0.1, 0.2, 0.3], [0.1, np.inf, 0.1], "vi contains missing"),
+        ([0.1, 0.2, 0.3], [0.1, 0.0, 0.1], "strictly positive"),
+        ([0.1, 0.2, 0.3], [0.1, -0.2, 0.1], "strictly positive"),
+        ([0.1, 0.2, 0.3], [0.1, 0.2], "shape"),
+        ([[[0.1, 0.2]]], [[[0.1, 0.2]]], "1-D"),
+    ],
+)
+def test_bad_input_is_a_clear_error(yi: object, vi: object, message: str) -> None:
+    with pytest.raises(AnalysisError, match=message):
+        rma(yi, vi)  # type: ignore[arg-type]
+
+
+def test_bad_options_are_clear_errors() -> None:
+    with pytest.raises(AnalysisError, match="unknown method 'XX'"):
+        rma(BCG_YI, BCG_VI, method="XX")
+    with pytest.raises(AnalysisError, match="unknown test 't'"):
+        rma(BCG_YI, BCG_VI, test="t")
+    with pytest.raises(AnalysisError, match="level"):
+        rma(BCG_YI, BCG_VI, level=0)
+    with pytest.raises(AnalysisError, match="unknown control setting"):
+        rma(BCG_YI, BCG_VI, control={"treshold": 1e-8})
+    with pytest.raises(AnalysisError, match="mismatched lengths"):
+        rma(BCG_YI, BCG_VI, mods=np.arange(5.0))
+    with pytest.raises(AnalysisError, match="one analysis"):
+        rma(np.tile(BCG_YI, (2, 1)), np.tile(BCG_VI, (2, 1)), mods=np.arange(13.0))
+
+
+def test_level_accepts_percent_or_fraction() -> None:
+    a, b = rma(BCG_YI, BCG_VI, level=90), rma(BCG_YI, BCG_VI, level=0.9)
+    assert a.ci_lb == b.ci_lb
+    assert a.level == pytest.approx(90.0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_all_identical_effects_give_a_documented_result(method: str) -> None:
+    """Identical effects: tau2 = 0, Q = 0, I2 = 0 (metafor: NaN for EE), H2 = 1 (RE) or 0."""
+    y = np.full(6, 0.4)
+    v = np.array([0.1, 0.2, 0.05, 0.3, 0.1, 0.15])
+    res = rma(y, v, method=method)
+    assert res.tau2 == pytest.approx(0.0, abs=1e-30)  # SJ: 0 up to rounding of the mean
+    assert pytest.approx(0.0, abs=1e-25) == res.Q
+    assert pytest.approx(0.0, abs=1e-25) == res.I2
+    assert res.estimate == pytest.approx(0.4)
+    assert np.isfinite([res.se, res.ci_lb, res.ci_ub, res.pval]).all()
+    knha = rma(y, v, method=method, test="knha")
+    assert knha.se == 0.0  # metafor: s2w = 0 when the weighted RSS <= eps
+    assert np.isinf(knha.statistic)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_extreme_variance_ratios_stay_finite(method: str) -> None:
+    rng = np.random.default_rng(11)
+    v = np.geomspace(1e-12, 1e6, 15)
+    y = rng.normal(0.0, 1.0, 15)
+    res = rma(y, v, method=method)
+    assert np.isfinite([res.estimate, res.se, res.tau2, res.I2, res.Q]).all()
+    assert res.converged is True
+    tiny_tau = rma(rng.normal(0, 1e-3, 10), np.full(10, 1e6), method=method)
+    assert tiny_tau.tau2 == pytest.approx(0.0, abs=1e-12)  # SJ is positive by construction
+    assert pytest.approx(0.0, abs=1e-12) == tiny_tau.I2
+
+
+def test_convergence_is_reported_and_configurable() -> None:
+    res = rma(BCG_YI, BCG_VI, control={"threshold": 1e-12})
+    assert res.converged is True
+    assert res.iterations > 3
+    assert res.tau2 == pytest.approx(0.3132433, rel=1e-6)
+    with pytest.raises(AnalysisError, match="did not converge"):
+        rma(BCG_YI, BCG_VI, control={"maxiter": 1, "fallback": False})
+    fb = rma(BCG_YI, BCG_VI, control={"maxiter": 1})
+    assert fb.converged is False
+    assert fb.algorithm == "bounded-optimisation fallback"
+    assert fb.warnings and "did not converge" in fb.warnings[0]
+    # the REML maximum (metafor with threshold 1e-10: 0.313243258136793)
+    assert fb.tau2 == pytest.approx(0.313243258136793, rel=1e-10)
+
+
+def test_eb_fallback_solves_the_pm_equation() -> None:
+    eb = rma(BCG_YI, BCG_VI, method="EB", control={"maxiter": 1})
+    pm = rma(BCG_YI, BCG_VI, method="PM")
+    assert eb.algorithm == "root finding"
+    assert eb.tau2 == pytest.approx(pm.tau2, rel=1e-10)
+
+
+@pytest.mark.parametrize("method", ["ML", "REML"])
+def test_batch_fallback_reaches_the_likelihood_maximum(method: str) -> None:
+    """~1% of random k = 20 sets make Fisher scoring oscillate; the fallback finds the max."""
+    y, v = _random_sets(2000, 20, seed=5)
+    res = rma(y, v, method=method)
+    failed = np.flatnonzero(~res.converged)
+    assert failed.size > 0, "the random design should include non-converging sets"
+    assert set(res.algorithm[failed]) == {"bounded-optimisation fallback"}
+    assert any("did not converge" in w for w in res.warnings)
+    reml = method == "REML"
+    for i in failed[:10]:
+        yi, vi = y[i : i + 1], v[i : i + 1]
+
+        def negll(t: float, yi: np.ndarray = yi, vi: np.ndarray = vi) -> float:
+            return -float(_loglik(np.array([t]), yi, vi, reml)[0])
+
+        opt = minimize_scalar(negll, bounds=(0.0, 10.0), method="bounded", options={"xatol": 1e-12})
+        assert -negll(res.tau2[i]) >= -opt.fun - 1e-12
+        assert res.tau2[i] == pytest.approx(opt.x, rel=1e-4, abs=1e-8)
+        one = rma(y[i], v[i], method=method)
+        assert one.tau2 == pytest.approx(res.tau2[i], rel=1e-12)
+        assert one.converged is False
+
+
+def test_meta_regression_matches_the_notes() -> None:
+    ablat = np.array([44, 55, 42, 52, 13, 44, 19, 13, 27, 42, 18, 33, 33], dtype=float)
+    res = rma(BCG_YI, BCG_VI, mods=ablat, mod_names=["ablat"])
+    assert res.terms == ("intrcpt", "ablat")
+    assert res.estimate == pytest.approx([0.251464, -0.029102], abs=1e-6)
+    assert res.se == pytest.approx([0.249104, 0.007196], abs=1e-6)
+    assert res.tau2 == pytest.approx(0.076355, abs=1e-6)
+    assert pytest.approx(75.6245, abs=1e-4) == res.R2
+    assert (res.Q, res.Q_df) == (pytest.approx(30.7331, abs=1e-4), 11)
+    assert pytest.approx(16.3571, abs=1e-4) == res.QM
+    knha = rma(BCG_YI, BCG_VI, mods=ablat, test="knha")
+    assert knha.statistic[1] == pytest.approx(-3.5483, abs=1e-4)
+    assert pytest.approx(12.5905, abs=1e-4) == knha.QM
+    assert knha.QM_df == (1, 11)
+    assert knha.pi_lb is None
