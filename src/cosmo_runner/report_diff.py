@@ -9,6 +9,7 @@ from cosmo_runner.env.diff import Difference, EnvDiff
 from cosmo_runner.verify import FieldDiff, VerifyReport
 
 MAX_VALUE = 48
+MAX_FIELDS = 8
 SECTION_LABELS = {
     "python": "python",
     "system": "",
@@ -119,8 +120,14 @@ def render_report(report: VerifyReport) -> str:
         lines.append(line)
         if output.tampered:
             lines.append("    changed since the run: its sha256 differs from the run log's")
+        if len(output.fields) > 1:
+            shown = ", ".join(f.pointer for f in output.fields[:MAX_FIELDS])
+            more = len(output.fields) - MAX_FIELDS
+            lines.append(f"    fields: {shown}" + (f" (and {more} more)" if more > 0 else ""))
         non_numeric = [f for f in output.fields if not f.numeric]
-        lines += [f"    {f.pointer}: {f.original!r} -> {f.replay!r}" for f in non_numeric[:5]]
+        lines += [
+            f"    {f.pointer}: {f.original!r} -> {f.replay!r}" for f in non_numeric[:MAX_FIELDS]
+        ]
         if output.max_abs is not None:
             lines.append("    " + _field(output.max_abs, "abs"))
             lines.append("    " + _field(output.max_rel, "rel"))

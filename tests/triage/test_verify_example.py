@@ -1,0 +1,80 @@
+"""`cosmo-runner verify` on the BCG example, whose analyses write result JSON and plots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cosmo_runner.runlog import dumps
+from tests.conftest import EXAMPLE, load_log, run_cli
+from tests.triage.conftest import make_run
+
+RESULT = "results/bcg-reml.json"
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("example")
+    shutil.copytree(EXAMPLE, base / "bcg")
+    run = make_run(base / "bcg" / "spec.json", base / "run")
+    log = load_log(run)
+    assert log["status"] == "succeeded", log["error"]
+    assert RESULT in {o["path"] for o in log["outputs"]}
+    return run
+
+
+def _copy_with_estimate(run: Path, target: Path, change: Any) -> tuple[float, float]:
+    """A copy of the run whose result has its estimate changed; returns (before, after)."""
+    shutil.copytree(run, target)
+    path = target / RESULT
+    result = json.loads(path.read_text())
+    before = result["estimate"]
+    result["estimate"] = change(before)
+    path.write_bytes(dumps(result))
+    return before, result["estimate"]
+
+
+def test_untouched_run_reproduces_every_output(example_run: Path, tmp_path: Path) -> None:
+    proc = run_cli("verify", example_run, "--out", tmp_path / "replay")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    outputs = load_log(example_run)["outputs"]
+    assert len(outputs) > 1 and any(o["path"].startswith("plots/") for o in outputs)
+    n = len(outputs)
+    assert f"  outputs: {n} of {n} identical by sha256" in proc.stdout.splitlines()
+    assert proc.stdout.splitlines()[-1] == "reproduced (exit 0)"
+
+
+def test_a_number_edited_in_a_copy_exits_1_naming_file_and_field(
+    example_run: Path, tmp_path: Path
+) -> None:
+    before, after = _copy_with_estimate(example_run, tmp_path / "copy", lambda x: x + 0.1)
+    proc = run_cli("verify", tmp_path / "copy")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert f"  DIFFERS: {RESULT} (1 field(s))" in lines
+    assert "    changed since the run: its sha256 differs from the run log's" in lines
+    assert f"    largest abs difference /estimate: {after!r} -> {before!r} (abs 0.1)" in lines
+    assert any(line.startswith("    largest rel difference /estimate: ") for line in lines)
+    assert lines[-1] == f"differs: {RESULT} (exit 1)"
+
+    doc = json.loads(run_cli("verify", tmp_path / "copy", "--json").stdout)
+    assert doc["exit_code"] == 1 and doc["differing"] == [RESULT]
+    assert doc["max_abs"]["pointer"] == "/estimate"
+    assert doc["max_abs"]["abs_diff"] == pytest.approx(0.1)
+
+
+def test_rtol_accepts_a_tiny_numeric_difference(example_run: Path, tmp_path: Path) -> None:
+    _copy_with_estimate(example_run, tmp_path / "copy", lambda x: x * (1 + 1e-9))
+    strict = run_cli("verify", tmp_path / "copy")
+    assert strict.returncode == 1, strict.stdout
+    proc = run_cli("verify", tmp_path / "copy", "--rtol", "1e-6")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = proc.stdout.splitlines()[-1]
+    assert last.startswith("reproduced within rtol 1e-06; largest rel difference /estimate: ")
+    assert last.endswith("(exit 0)")
+    too_tight = run_cli("verify", tmp_path / "copy", "--rtol", "1e-12")
+    assert too_tight.returncode == 1
