@@ -107,6 +107,7 @@ def render_report(report: VerifyReport) -> str:
     lines.append(f"  replay: {report.replay_dir} (exit {report.replay_exit_code})")
     if report.smoke_failures:
         lines += [f"  environment gate: {m}" for m in report.smoke_failures]
+        lines += [f"  hint: {h}" for h in report.hints]
     elif report.replay_error and report.exit_code != 0:
         lines.append(f"  replay error: {report.replay_error}")
     for output in report.outputs:

@@ -151,6 +151,7 @@ class VerifyReport:
     replay_exit_code: int | None = None
     replay_error: str | None = None
     smoke_failures: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
 
     @property
     def differing(self) -> list[OutputComparison]:
@@ -178,6 +179,7 @@ class VerifyReport:
             "replay_exit_code": self.replay_exit_code,
             "replay_error": self.replay_error,
             "smoke_failures": self.smoke_failures,
+            "hints": self.hints,
             "rtol": self.rtol,
             "outputs": [o.as_dict() for o in self.outputs],
             "differing": [o.path for o in self.differing],
@@ -227,6 +229,7 @@ def verify(options: VerifyOptions) -> VerifyReport:
             exit_code=EXIT_ENVIRONMENT,
             outputs=[],
             smoke_failures=result.smoke.failures,
+            hints=_manifest_hint(log, replay_log),
             **common,
         )
     if result.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
@@ -335,6 +338,15 @@ def _env_diff(
         view_from_environment(env_a, str(run_dir), "run log"),
         view_from_environment(env_b, str(replay_dir), "replay"),
     )
+
+
+def _manifest_hint(log: dict[str, Any], replay_log: dict[str, Any]) -> list[str]:
+    """When the replay's gate used another manifest than the original run, say which."""
+    original = ((log.get("environment") or {}).get("manifest") or {}).get("path")
+    replay = ((replay_log.get("environment") or {}).get("manifest") or {}).get("path")
+    if not original or original == replay or not Path(original).is_file():
+        return []
+    return [f"the original run used the manifest {original}; pass --manifest {original} to use it"]
 
 
 def compare_outputs(

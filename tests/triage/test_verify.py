@@ -144,6 +144,11 @@ def test_replay_failing_the_gate_exits_3_with_the_env_diff(
         line.split() == ["manifest", "/python/specifier", ">=3.11,<3.12", "<3.0"] for line in lines
     )
     assert lines[-1] == "replay failed the environment gate (exit 3)"
+    original = load_log(recorded_run)["environment"]["manifest"]["path"]
+    assert (
+        f"  hint: the original run used the manifest {original}; pass --manifest {original} to use it"
+        in lines
+    )
     assert load_log(out)["exit_code"] == 3  # the replay keeps its complete log
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cosmo_runner.runlog import dumps
-from tests.conftest import EXAMPLE, load_log, run_cli
+from tests.conftest import EXAMPLE, fake_dist, load_log, run_cli
 from tests.triage.conftest import make_run
 
 RESULT = "results/bcg-reml.json"
@@ -78,3 +78,27 @@ def test_rtol_accepts_a_tiny_numeric_difference(example_run: Path, tmp_path: Pat
     assert last.endswith("(exit 0)")
     too_tight = run_cli("verify", tmp_path / "copy", "--rtol", "1e-12")
     assert too_tight.returncode == 1
+
+
+def test_a_difference_shows_the_env_diff_original_vs_replay(tmp_path: Path) -> None:
+    """The original ran with one more distribution installed (a `.dist-info` on PYTHONPATH:
+    an extra is a warning, the gate passes); the replay runs without it."""
+    site = tmp_path / "site"
+    fake_dist(site, "left-pad", "1.3.0")
+    shutil.copytree(EXAMPLE, tmp_path / "bcg")
+    run = make_run(tmp_path / "bcg" / "spec.json", tmp_path / "run", env={"PYTHONPATH": str(site)})
+    assert load_log(run)["status"] == "succeeded"
+    _copy_with_estimate(run, tmp_path / "copy", lambda x: x - 1)
+
+    proc = run_cli("verify", tmp_path / "copy")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "environment, original run (A) vs replay (B):" in lines
+    assert any(line.split() == ["package", "left-pad", "1.3.0", "-"] for line in lines)
+    assert any(
+        line.split()[:3] == ["env", "var", "PYTHONPATH"] and line.endswith(" -") for line in lines
+    )
+    assert any(
+        line.startswith("  different: 2 difference(s) (packages 1, env vars 1)") for line in lines
+    )
+    assert lines[-1] == f"differs: {RESULT} (exit 1)"
