@@ -10,6 +10,7 @@ from cosmo_runner.verify import FieldDiff, VerifyReport
 
 MAX_VALUE = 48
 MAX_FIELDS = 8
+MAX_NAMES = 5
 SECTION_LABELS = {
     "python": "python",
     "system": "",
@@ -154,6 +155,12 @@ def _verdict_line(report: VerifyReport) -> str:
         extra = f"; {_field(max_rel, 'rel')}" if max_rel else ""
         return f"reproduced within rtol {report.rtol}{extra} (exit {report.exit_code})"
     if outcome == "differs":
-        names = ", ".join(o.path for o in report.differing) or "the replay failed"
-        return f"differs: {names} (exit {report.exit_code})"
+        paths = [o.path for o in report.differing]
+        parts = []
+        if report.replay_exit_code:
+            parts.append(f"the replay failed (exit {report.replay_exit_code})")
+        if paths:
+            more = len(paths) - MAX_NAMES
+            parts.append(", ".join(paths[:MAX_NAMES]) + (f" (and {more} more)" if more > 0 else ""))
+        return f"differs: {'; '.join(parts)} (exit {report.exit_code})"
     return f"{outcome} (exit {report.exit_code})"

@@ -156,6 +156,11 @@ def diff(a: EnvView, b: EnvView) -> EnvDiff:
             f"runner git commit differs: {a.git_commit[:12]} vs {b.git_commit[:12]} "
             "(code, not environment)"
         )
+    if a.env_id and a.env_id == b.env_id and any(d.section == "packages" for d in differences):
+        notes.append(
+            "env ids match but installed packages differ: the env id hashes the lock, "
+            "not what is installed (the smoke gate catches drift from the lock)"
+        )
     return EnvDiff(a, b, differences, not_compared, notes)
 
 
