@@ -293,3 +293,53 @@ def test_too_many_studies_for_a_forest_plot_is_an_analysis_error() -> None:
     ]
     with pytest.raises(AnalysisError, match="funnel"):
         plots._forest(result, "big")
+
+
+def test_subgroups_without_study_lists_get_one_diamond_each() -> None:
+    """analyse() lists the studies once and gives each subgroup its fit (no study list)."""
+    result = subgroup_result()
+    for group in result["subgroups"]:
+        del group["studies"]
+    fig = plots._forest(result, "sub")
+    lines = texts(fig)
+    assert "random (k = 7)" in lines
+    assert "alternate/systematic (k = 6)" in lines
+    assert "Aronson 1948" in lines
+    assert any(t.startswith("Test for subgroup differences") for t in lines)
+
+
+def bcg_table() -> dict[str, list[str]]:
+    import csv
+
+    root = Path(__file__).resolve().parents[2]
+    with (root / "examples" / "bcg" / "bcg.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = {key: [row[key] for row in rows] for key in rows[0]}
+    table["latitude"] = ["high" if float(a) >= 30 else "low" for a in table["ablat"]]
+    return table
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"moderators": ["ablat"]}, {"columns_subgroup": "latitude"}, {"test": "knha"}],
+    ids=["reml", "ablat", "subgroups", "knha"],
+)
+def test_renders_what_analyse_returns_for_bcg(tmp_path: Path, extra: dict[str, Any]) -> None:
+    from cosmo_runner.meta.analysis import analyse
+
+    columns = {"ai": "tpos", "bi": "tneg", "ci": "cpos", "di": "cneg", "study": "study"}
+    if "columns_subgroup" in extra:
+        columns["subgroup"] = extra.pop("columns_subgroup")
+    spec = {"id": "bcg", "measure": "RR", "columns": columns, "method": "REML", **extra}
+    result = analyse(spec, bcg_table())
+    first = plots.render(result, ["forest", "funnel"], tmp_path / "a", "bcg")
+    second = plots.render(result, ["forest", "funnel"], tmp_path / "b", "bcg")
+    assert [sha(p) for p in first] == [sha(p) for p in second]
+    lines = texts(plots._forest(result, "bcg"))
+    assert "Comstock et al 1976" in lines
+    if "moderators" in spec:
+        assert any("see coefficients" in t for t in lines)
+    elif spec.get("test") == "knha":
+        assert "0.49 [0.33, 0.73]" in lines  # metafor knha CI [-1.1084, -0.3206], exp'd
+    else:
+        assert "0.49 [0.34, 0.70]" in lines  # metafor: exp(-0.7145) [exp(-1.0669), exp(-0.3622)]

@@ -303,20 +303,37 @@ def _regression_note(block: Mapping[str, Any]) -> list[str]:
     head += f" ({block.get('method')})" if block.get("method") else ""
     lines = [head + ": no single summary; see coefficients in the result"]
     parts = []
-    tau2 = _float(block.get("tau2"))
-    if tau2 is not None:
-        parts.append(f"residual τ² = {_num(tau2, 4 if tau2 < 0.01 else 3)}")
-    i2 = _float(block.get("I2"))
+    # analyse() keeps the core keys for the model without moderators and gives the
+    # residual heterogeneity of the meta-regression as moderator_tau2 / moderator_I2.
+    tau2 = _float(block.get("moderator_tau2", block.get("tau2")))
+    if tau2 is not None and str(block.get("method") or "").upper() not in {"EE", "FE"}:
+        parts.append(f"τ² = {_num(tau2, 4 if tau2 < 0.01 else 3)}")
+    i2 = _float(block.get("moderator_I2", block.get("I2")))
     if i2 is not None:
         parts.append(f"I² = {i2:.1f}%")
-    qe = _float(block.get("QE")) if block.get("QE") is not None else _float(block.get("Q"))
+    qe = _float(block.get("QE"))
     if qe is not None:
-        parts.append(f"QE = {_num(qe)}")
+        qe_df = _float(block.get("QE_df"))
+        df = f", df = {qe_df:.0f}" if qe_df is not None else ""
+        parts.append(f"QE = {_num(qe)}{df}, {_pval(_float(block.get('QE_pval')))}")
+    if parts:
+        lines.append("Residual heterogeneity: " + "; ".join(parts))
+    parts = []
     qm = _float(block.get("QM"))
     if qm is not None:
-        parts.append(f"QM = {_num(qm)}, {_pval(_float(block.get('QM_pval')))}")
+        qm_df = [_float(d) for d in block.get("QM_df") or []]
+        if len(qm_df) == 2 and None not in qm_df:
+            name = f"F({qm_df[0]:.0f}, {qm_df[1]:.0f})"
+        elif len(qm_df) == 1 and qm_df[0] is not None:
+            name = f"QM({qm_df[0]:.0f})"
+        else:
+            name = "QM"
+        parts.append(f"{name} = {_num(qm)}, {_pval(_float(block.get('QM_pval')))}")
+    r2 = _float(block.get("R2"))
+    if r2 is not None:
+        parts.append(f"R² = {r2:.1f}%")
     if parts:
-        lines.append("; ".join(parts))
+        lines.append("Test of moderators: " + "; ".join(parts))
     return lines
 
 
@@ -386,6 +403,7 @@ class _Row:
     study: _Study | None = None
     summary: _Summary | None = None
     bold: bool = False
+    pooled: bool = True  # a summary of the study rows above it (False: a subgroup's diamond)
 
 
 def _forest_rows(result: Mapping[str, Any], stem: str) -> tuple[list[_Row], list[str]]:
@@ -428,6 +446,20 @@ def _forest_rows(result: Mapping[str, Any], stem: str) -> tuple[list[_Row], list
         for study in _studies(result, stem):
             add("study", study.label, study=study)
         y -= 0.5
+        if isinstance(subgroups, Sequence) and subgroups:
+            # Subgroup entries without their studies: one diamond per subgroup.
+            for group in subgroups:
+                if not isinstance(group, Mapping):
+                    continue
+                k = group.get("k")
+                label = f"{group.get('group')}" + (f" (k = {k})" if k is not None else "")
+                summary = _summary(group, label)
+                if summary is not None:
+                    add("summary", label, summary=_without_pi(summary), pooled=False)
+                    het = _heterogeneity(group)
+                    if het:
+                        add("note", het)
+            y -= 0.5
 
     if _is_regression(result):
         footer[:0] = _regression_note(result)
@@ -447,14 +479,20 @@ def _forest_rows(result: Mapping[str, Any], stem: str) -> tuple[list[_Row], list
     return rows, footer
 
 
+def _without_pi(summary: _Summary) -> _Summary:
+    return _Summary(summary.label, summary.estimate, summary.ci_lb, summary.ci_ub, None, None)
+
+
 def _summary_weight(rows: Sequence[_Row], index: int) -> str:
     """Weight text of a summary row: the sum of the weights of the studies it pools.
 
     Blank for the overall summary under subgroups (its weights are not the rows above).
     """
+    if not rows[index].pooled:
+        return ""
     total = 0.0
     for row in reversed(rows[:index]):
-        if row.kind == "summary":
+        if row.kind == "summary" and row.pooled:
             return ""
         if row.kind == "group":
             break
@@ -540,6 +578,11 @@ def _forest(result: Mapping[str, Any], stem: str) -> Figure:
     weight_w = 0.75 if show_weights else 0.0
     est_w = est_chars * _CHAR_IN * 0.95 + 0.1
     width = margin + label_w + plot_w + 0.15 + weight_w + est_w + margin
+    footer_chars = max([len(line) for line in footer] + [0])
+    extra = footer_chars * _CHAR_IN * 0.92 + 2 * margin - width
+    if extra > 0:  # a long footer line widens the plot area, not the gaps
+        plot_w += extra
+        width += extra
     footer_h = 0.17 * len(footer) + 0.1
     axis_h = 0.55
     header_h = 0.45
@@ -758,18 +801,14 @@ def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
     use_residuals = regression and all(r is not None for r in residuals)
     xs = [r for r in residuals if r is not None] if use_residuals else [s.yi for s in studies]
     ses = [s.sei for s in studies]
-    center: float | None
-    if use_residuals:
-        center = 0.0
-    elif regression:
-        center = None
-    else:
-        center = _float(result.get("estimate"))
+    # With moderators, analyse() keeps the model without moderators in the core keys: the
+    # funnel is drawn around its estimate (metafor draws residuals when a result has them).
+    center = 0.0 if use_residuals else _float(result.get("estimate"))
 
     se_max = max(ses) * 1.05
     fig = Figure(figsize=(5.6, 4.8), dpi=_DPI)
     FigureCanvasAgg(fig)
-    top = 0.97 - 0.045 * 2
+    top = 0.97 - 0.045 * 3
     ax = fig.add_axes((0.14, 0.12, 0.82, top - 0.12))
     ax.set_facecolor("#d9d9d9")
 
@@ -827,12 +866,18 @@ def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
 
     notes = []
     if regression and not use_residuals:
-        notes.append("meta-regression: observed effects, no pooled estimate")
-    egger = result.get("egger")
-    if isinstance(egger, Mapping) and _float(egger.get("statistic")) is not None:
         notes.append(
-            f"Egger's test: z = {_num(_float(egger.get('statistic')) or 0.0)}, "
-            f"{_pval(_float(egger.get('pval')))}"
+            "centred on the model without moderators"
+            if center is not None
+            else "meta-regression: observed effects, no pooled estimate"
+        )
+    egger = result.get("egger")
+    egger_stat = _float(egger.get("statistic")) if isinstance(egger, Mapping) else None
+    if isinstance(egger, Mapping) and egger_stat is not None:
+        egger_df = _float(egger.get("df"))
+        name = f"t({egger_df:.0f})" if egger_df is not None else "z"
+        notes.append(
+            f"Egger's test: {name} = {_num(egger_stat)}, {_pval(_float(egger.get('pval')))}"
         )
     label = f"{level:g}% pseudo-confidence region" if center is not None else ""
     if label:
