@@ -808,7 +808,25 @@ def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
     se_max = max(ses) * 1.05
     fig = Figure(figsize=(5.6, 4.8), dpi=_DPI)
     FigureCanvasAgg(fig)
-    top = 0.97 - 0.045 * 3
+    notes = []
+    if regression and not use_residuals:
+        notes.append(
+            "centred on the model without moderators"
+            if center is not None
+            else "meta-regression: observed effects, no pooled estimate"
+        )
+    egger = result.get("egger")
+    egger_stat = _float(egger.get("statistic")) if isinstance(egger, Mapping) else None
+    if isinstance(egger, Mapping) and egger_stat is not None:
+        egger_df = _float(egger.get("df"))
+        name = f"t({egger_df:.0f})" if egger_df is not None else "z"
+        notes.append(
+            f"Egger's test: {name} = {_num(egger_stat)}, {_pval(_float(egger.get('pval')))}"
+        )
+    label = f"{level:g}% pseudo-confidence region" if center is not None else ""
+    if label:
+        notes.insert(0, label)
+    top = 0.975 - 0.045 * len(notes)
     ax = fig.add_axes((0.14, 0.12, 0.82, top - 0.12))
     ax.set_facecolor("#d9d9d9")
 
@@ -864,24 +882,6 @@ def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
     for side in ("right", "top"):
         ax.spines[side].set_visible(False)
 
-    notes = []
-    if regression and not use_residuals:
-        notes.append(
-            "centred on the model without moderators"
-            if center is not None
-            else "meta-regression: observed effects, no pooled estimate"
-        )
-    egger = result.get("egger")
-    egger_stat = _float(egger.get("statistic")) if isinstance(egger, Mapping) else None
-    if isinstance(egger, Mapping) and egger_stat is not None:
-        egger_df = _float(egger.get("df"))
-        name = f"t({egger_df:.0f})" if egger_df is not None else "z"
-        notes.append(
-            f"Egger's test: {name} = {_num(egger_stat)}, {_pval(_float(egger.get('pval')))}"
-        )
-    label = f"{level:g}% pseudo-confidence region" if center is not None else ""
-    if label:
-        notes.insert(0, label)
     # Notes above the axes, never over the data.
     for j, note in enumerate(notes):
         fig.text(
