@@ -144,6 +144,7 @@ def render_report(report: VerifyReport) -> str:
             ]
         else:
             lines.append(f"  environment: {verdict(report.env_diff)}")
+            lines += [f"  note: {n}" for n in report.env_diff.notes]
     lines.append(_verdict_line(report))
     return "\n".join(lines)
 

@@ -307,3 +307,11 @@ def test_views_know_only_what_their_source_records(snapshot_file) -> None:
     assert set(view.sections) >= {"python", "system", "packages", "lock", "manifest", "env_vars"}
     lock = load_view(str(ROOT / "requirements.lock.txt"))
     assert set(lock.sections) == {"packages", "lock"}
+
+
+def test_another_runner_commit_is_a_note_not_a_difference(snapshot_file) -> None:
+    b = snapshot_file("b", _set("observed", "runner", "git_commit", "f" * 40))
+    proc = run_cli("env", "diff", snapshot_file("a"), b)
+    assert proc.returncode == 0, proc.stdout
+    assert "vs ffffffffffff (code, not environment)" in proc.stdout
+    assert proc.stdout.splitlines()[-1].startswith("identical; env ids match")
