@@ -32,6 +32,7 @@ attributes are arrays over analyses.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,9 @@ FISHER = "fisher-scoring"
 FALLBACK = "bounded-optimisation fallback"
 CLOSED = "closed form"
 ROOT = "root finding"
+#: ``algorithm`` values; batches keep small integer codes into this tuple until asked.
+ALGORITHMS = (CLOSED, FISHER, FALLBACK, ROOT)
+_CODE = {name: code for code, name in enumerate(ALGORITHMS)}
 
 KNHA_EE_WARNING = "Knapp & Hartung method is not meant to be used in the context of {} models."
 LL0_WARNING = (
@@ -100,21 +104,19 @@ class Control:
 
 
 class _Lazy:
-    """Results a plain fit does not pay for: computed on first access, then cached."""
+    """Results a plain fit does not pay for: computed on first access, then cached.
+
+    For one analysis (``single``) arrays are reduced to their only element; for a batch an
+    undefined value (``None``) becomes an all-``nan`` array of ``rows``.
+    """
 
     def __init__(
         self,
-        tau2_se: Callable[[], Any],
-        weights: Callable[[], FloatArray],
-        q_pval: Callable[[], Any],
+        funcs: Mapping[str, Callable[[], Any]],
         single: bool = False,
         rows: int | None = None,
     ) -> None:
-        self._funcs: dict[str, Callable[[], Any]] = {
-            "tau2_se": tau2_se,
-            "weights": weights,
-            "Q_pval": q_pval,
-        }
+        self._funcs = dict(funcs)
         self._values: dict[str, Any] = {}
         self.single = single
         self.rows = rows
@@ -167,7 +169,6 @@ class RMAResult:
     level: float
     converged: Num
     iterations: Num
-    algorithm: Any
     warnings: tuple[str, ...]
     lazy: _Lazy = field(repr=False, compare=False)
     vt: Num = None
@@ -187,6 +188,11 @@ class RMAResult:
     def Q_pval(self) -> Num:
         """p-value of the Q test (chi-square with Q_df df, survival function)."""
         return self.lazy.get("Q_pval")
+
+    @property
+    def algorithm(self) -> Any:
+        """How tau2 was found: one of :data:`ALGORITHMS` (an array of them for a batch)."""
+        return self.lazy.get("algorithm")
 
     @property
     def weights(self) -> FloatArray:
@@ -227,11 +233,13 @@ def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2) -> None:
     k = y.shape[-1]
     if k < min_k:
         raise AnalysisError(f"rma: need at least {min_k} studies, got k = {k}")
-    if not np.isfinite(y).all():
+    # reductions first (no temporaries); the element-wise check only to confirm a failure
+    if not np.isfinite(y.sum()) and not np.isfinite(y).all():
         raise AnalysisError("rma: yi contains missing or non-finite values")
-    if not np.isfinite(v).all():
+    vmin, vmax = v.min(), v.max()
+    if np.isnan(vmin) or np.isinf(vmax):
         raise AnalysisError("rma: vi contains missing or non-finite values")
-    if not (v > 0).all():
+    if vmin <= 0:
         raise AnalysisError("rma: vi must be strictly positive (found a zero or negative variance)")
 
 
@@ -302,33 +310,53 @@ def _solve_q(
 
 
 def _rsum(a: FloatArray) -> FloatArray:
-    """Row sums; a matrix-vector product is much faster than ``sum(axis=1)`` for short rows."""
-    if a.shape[0] == 1:
-        out: FloatArray = a.sum(axis=1)
-        return out
-    return np.asarray(a @ np.ones(a.shape[1]))
+    """Row sums. ``einsum`` is several times faster than ``sum(axis=1)`` on short rows and,
+    unlike a BLAS product, never starts threads (which spin and stall on a busy machine)."""
+    return np.asarray(np.einsum("ij->i", a))
 
 
 def _rdot(a: FloatArray, b: FloatArray) -> FloatArray:
-    """Row-wise dot products ``sum(a * b, axis=1)`` without the temporary."""
-    if a.shape[0] == 1:
-        return np.asarray(np.vecdot(a, b))
+    """Row-wise dot products ``sum(a * b, axis=1)`` without the temporary (no BLAS)."""
     return np.asarray(np.einsum("ij,ij->i", a, b))
 
 
-def _inv_plus(v: FloatArray, t: FloatArray) -> FloatArray:
-    """``1 / (v + t)`` row-wise, in place on one temporary (``1.0 / (v + t)`` hits a slow
-    numpy path for 2-D arrays)."""
-    s = v + t[:, None]
+_SCRATCH = threading.local()
+_SCRATCH_MAX = 1 << 19  # elements (4 MB) per buffer; larger work arrays are not kept
+
+
+def _scratch(name: str, shape: tuple[int, ...]) -> FloatArray:
+    """A per-thread work array reused across calls.
+
+    Fresh multi-megabyte temporaries cost more in page faults than the arithmetic on them;
+    reusing a few named buffers keeps a plain fit cheap. Only for values that never leave
+    the call (results and lazily computed values use fresh arrays).
+    """
+    size = int(np.prod(shape))
+    if size > _SCRATCH_MAX:
+        return np.empty(shape)
+    bufs: dict[str, FloatArray] | None = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    arr = bufs.get(name)
+    if arr is None or arr.shape != shape:
+        arr = bufs[name] = np.empty(shape)
+    return arr
+
+
+def _inv_plus(v: FloatArray, t: FloatArray, out: FloatArray | None = None) -> FloatArray:
+    """``1 / (v + t)`` row-wise, on one array (``1.0 / (v + t)`` hits a slow numpy path)."""
+    s = np.add(v, t[:, None], out=out)
     np.divide(1.0, s, out=s)
     return s
 
 
-def _gls(y: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+def _gls(
+    y: FloatArray, w: FloatArray, out: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Sum of weights, weighted mean and residuals, row-wise."""
     sw = _rsum(w)
     mu = _rdot(w, y) / sw
-    return sw, mu, y - mu[:, None]
+    return sw, mu, np.subtract(y, mu[:, None], out=out)
 
 
 def _qgen(t: FloatArray, y: FloatArray, v: FloatArray) -> FloatArray:
@@ -340,13 +368,35 @@ def _qgen(t: FloatArray, y: FloatArray, v: FloatArray) -> FloatArray:
 
 def _loglik(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
     """(Restricted) log-likelihood of the intercept-only model up to a constant, row-wise."""
-    s = v + t[:, None]
-    w = 1.0 / s
-    sw, _, r = _gls(y, w)
-    ll = -0.5 * (_rsum(np.log(s)) + _rdot(w * r, r))
+    shape = y.shape
+    s = np.add(v, t[:, None], out=_scratch("ll.s", shape))
+    w = np.divide(1.0, s, out=_scratch("ll.w", shape))
+    sw, _, r = _gls(y, w, out=_scratch("ll.r", shape))
+    q = _rdot(np.multiply(w, r, out=w), r)
+    ll = -0.5 * (_rsum(np.log(s, out=s)) + q)
     if reml:
         ll = ll - 0.5 * np.log(sw)
     return np.asarray(ll)
+
+
+def _loglik_grid(grid: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
+    """:func:`_loglik` at every tau2 of ``grid`` (rows x points), in blocks of rows."""
+    n, g = grid.shape
+    k = y.shape[1]
+    out = np.empty((n, g))
+    step = max(1, (1 << 22) // (g * k))
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        s = v[a:b, None, :] + grid[a:b, :, None]
+        w = 1.0 / s
+        sw = w.sum(axis=2)
+        mu = np.einsum("rgk,rk->rg", w, y[a:b]) / sw
+        r = y[a:b, None, :] - mu[:, :, None]
+        ll = -0.5 * (np.log(s).sum(axis=2) + np.einsum("rgk,rgk,rgk->rg", w, r, r))
+        if reml:
+            ll -= 0.5 * np.log(sw)
+        out[a:b] = ll
+    return out
 
 
 def _score(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
@@ -376,10 +426,16 @@ def _fisher(
     iters = np.zeros(n, dtype=np.int_)
     active = np.arange(n)
     ya, va, t = y, v, start.copy()
+    # work arrays reused by every iteration (fresh large temporaries cost page faults)
+    wbuf, rbuf, pbuf = (_scratch(f"fisher.{x}", y.shape) for x in "wrp")
     for it in range(1, con.maxiter + 2):
-        w = _inv_plus(va, t)
-        sw, _, r = _gls(ya, w)
-        wr = w * r
+        m = ya.shape[0]
+        w, r, wr = wbuf[:m], rbuf[:m], pbuf[:m]
+        np.add(va, t[:, None], out=w)
+        np.divide(1.0, w, out=w)
+        sw = _rsum(w)
+        np.subtract(ya, (_rdot(w, ya) / sw)[:, None], out=r)
+        np.multiply(w, r, out=wr)
         if method == "EB":
             adj = (_rdot(wr, r) * k / (k - 1) - k) / sw
         else:
@@ -388,7 +444,8 @@ def _fisher(
             if method == "ML":
                 adj = (ypppy - sw) / sw2
             else:
-                sw3 = _rdot(w * w, w)
+                np.multiply(w, w, out=r)
+                sw3 = _rdot(r, w)
                 tr_p = sw - sw2 / sw
                 tr_pp = sw2 - 2.0 * sw3 / sw + (sw2 / sw) ** 2
                 adj = (ypppy - tr_p) / tr_pp
@@ -422,7 +479,12 @@ def _fisher(
             keep = ~done
             if not keep.any():
                 break
-            active, ya, va, t = active[keep], ya[keep], va[keep], t[keep]
+            # compact the still-active rows into reused buffers (ping-pong, no page faults)
+            m2 = int(keep.sum())
+            side = it % 2
+            ya = np.compress(keep, ya, axis=0, out=_scratch(f"fisher.y{side}", y.shape)[:m2])
+            va = np.compress(keep, va, axis=0, out=_scratch(f"fisher.v{side}", y.shape)[:m2])
+            active, t = active[keep], t[keep]
     return tau2, conv, iters
 
 
@@ -438,9 +500,9 @@ def _fallback_ml(
     n = y.shape[0]
     spread = np.ptp(y, axis=1)
     upper = np.maximum(100.0, 10.0 * spread**2)
-    frac = np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 161)])
+    frac = np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 121)])
     grid = upper[:, None] * frac[None, :]
-    ll = np.stack([_loglik(grid[:, j], y, v, reml) for j in range(frac.size)], axis=1)
+    ll = _loglik_grid(grid, y, v, reml)
     best = np.argmax(ll, axis=1)
     rows = np.arange(n)
     tau2 = np.zeros(n)
@@ -486,21 +548,23 @@ class _EE:
 
     @classmethod
     def of(cls, y: FloatArray, v: FloatArray) -> _EE:
-        w = 1.0 / v
-        sw, mu, r = _gls(y, w)
-        return cls(w=w, sw=sw, sw2=_rdot(w, w), mu=mu, q=np.maximum(_rdot(w * r, r), 0.0))
+        """Valid during the call only: ``w`` is a scratch buffer."""
+        w = np.divide(1.0, v, out=_scratch("ee.w", y.shape))
+        sw, mu, r = _gls(y, w, out=_scratch("ee.r", y.shape))
+        wr = np.multiply(w, r, out=_scratch("ee.wr", y.shape))
+        return cls(w=w, sw=sw, sw2=_rdot(w, w), mu=mu, q=np.maximum(_rdot(wr, r), 0.0))
 
 
 def _tau2_batch(
     y: FloatArray, v: FloatArray, ee: _EE, method: str, con: Control
 ) -> tuple[FloatArray, FloatArray, NDArray[np.bool_], NDArray[np.int_], NDArray[Any], list[str]]:
     """Estimate tau2 for every row; returns tau2, the SJ start, convergence, iterations,
-    the algorithm per row and warnings."""
+    the algorithm code per row and warnings."""
     n, k = y.shape
     warnings: list[str] = []
     conv = np.ones(n, dtype=bool)
     iters = np.zeros(n, dtype=np.int_)
-    algorithm = np.full(n, CLOSED, dtype=object)
+    algorithm = np.zeros(n, dtype=np.int8)  # codes into ALGORITHMS
     tau0 = np.zeros(n)
     if method in ("EE", "FE"):
         return np.zeros(n), tau0, conv, iters, algorithm, warnings
@@ -510,19 +574,19 @@ def _tau2_batch(
     if method == "HS":
         return np.maximum((ee.q - k) / ee.sw, 0.0), tau0, conv, iters, algorithm, warnings
     ybar = _rsum(y) / k
-    ym = y - ybar[:, None]
+    ym = np.subtract(y, ybar[:, None], out=_scratch("tau.ym", y.shape))
     if method == "SJ":
         tau0 = _rdot(ym, ym) / k
         if con.tau2_init is not None:
             tau0 = np.full(n, float(con.tau2_init))
-        w = _inv_plus(v, tau0)
-        _, _, r = _gls(y, w)
-        tau2 = tau0 * _rdot(w * r, r) / (k - 1)
+        w = _inv_plus(v, tau0, out=_scratch("tau.w", y.shape))
+        _, _, r = _gls(y, w, out=_scratch("tau.r", y.shape))
+        tau2 = tau0 * _rdot(np.multiply(w, r, out=w), r) / (k - 1)
         return np.maximum(tau2, 0.0), tau0, conv, iters, algorithm, warnings
     if method == "PM":
         upper = np.maximum(100.0, 10.0 * _mad(y) ** 2)
         tau2, ok, nit, too_low = _solve_q(y, v, np.full(n, k - 1.0), upper, con.xrtol)
-        algorithm[:] = ROOT
+        algorithm[:] = _CODE[ROOT]
         if too_low.any():
             raise AnalysisError(
                 "rma: PM root lies above tau2.max = max(100, 10 mad(yi)^2)" + _rows_note(too_low, n)
@@ -536,7 +600,7 @@ def _tau2_batch(
         return np.maximum(he, 0.0), tau0, conv, iters, algorithm, warnings
     start = np.maximum(he, 0.0) if con.tau2_init is None else np.full(n, float(con.tau2_init))
     tau2, conv, iters = _fisher(y, v, method, start, con)
-    algorithm[:] = FISHER
+    algorithm[:] = _CODE[FISHER]
     failed = ~conv
     if failed.any():
         note = _rows_note(failed, n)
@@ -553,11 +617,11 @@ def _tau2_batch(
                 y[idx], v[idx], np.full(idx.size, k - 1.0), upper, con.xrtol
             )
             ok &= ~too_low
-            algorithm[idx] = ROOT
+            algorithm[idx] = _CODE[ROOT]
             what = "solved the equivalent PM equation by root finding"
         else:
             t_fb, ok = _fallback_ml(y[idx], v[idx], method == "REML", con)
-            algorithm[idx] = FALLBACK
+            algorithm[idx] = _CODE[FALLBACK]
             what = "used bounded maximisation of the " + (
                 "restricted likelihood" if method == "REML" else "likelihood"
             )
@@ -669,7 +733,7 @@ def _fit_batch(
             i2 = np.where(q > 0, np.maximum(0.0, 100.0 * (q - (k - 1)) / q), 0.0)
         h2 = q / (k - 1)
     else:
-        w = _inv_plus(v, tau2)
+        w = _inv_plus(v, tau2, out=_scratch("fit.w", y.shape))
         sw = _rsum(w)
         mu = _rdot(w, y) / sw
         i2 = 100.0 * tau2 / (vt + tau2)
@@ -682,8 +746,8 @@ def _fit_batch(
         if is_ee:
             rss = q
         else:
-            r = y - mu[:, None]
-            rss = _rdot(w * r, r)
+            r = np.subtract(y, mu[:, None], out=_scratch("ee.r", y.shape))
+            rss = _rdot(np.multiply(w, r, out=_scratch("ee.wr", y.shape)), r)
         s2w = np.where(rss <= _EPS, 0.0, rss / (k - 1))
         var_b = s2w * var_b
         df = float(k - 1)
@@ -695,12 +759,20 @@ def _fit_batch(
     crit = _crit(alpha, df)
     half = crit * se
     half_pi = crit * np.sqrt(var_b + tau2)
+    t_model = np.zeros_like(tau2) if is_ee else tau2
+
+    # computed on demand from the inputs (the work arrays above are reused by later calls)
+    def model_weights() -> tuple[FloatArray, FloatArray]:
+        wm = _inv_plus(v, t_model)
+        return wm, _rsum(wm)
 
     def tau2_se() -> FloatArray | None:
-        return _tau2_se(method, k, v, tau2=tau2, tau0=tau0, w=w, sw=sw)
+        wm, swm = model_weights()
+        return _tau2_se(method, k, v, tau2=tau2, tau0=tau0, w=wm, sw=swm)
 
     def weights() -> FloatArray:
-        return np.asarray(100.0 * w / sw[:, None])
+        wm, swm = model_weights()
+        return np.asarray(100.0 * wm / swm[:, None])
 
     def q_pval() -> FloatArray:
         return np.asarray(chdtrc(k - 1, q))
@@ -724,10 +796,17 @@ def _fit_batch(
         "pi_ub": mu + half_pi,
         "converged": conv,
         "iterations": iters,
-        "algorithm": algorithm,
         "warnings": tuple(warnings),
         "vt": vt,
-        "lazy": _Lazy(tau2_se, weights, q_pval, rows=y.shape[0]),
+        "lazy": _Lazy(
+            {
+                "tau2_se": tau2_se,
+                "weights": weights,
+                "Q_pval": q_pval,
+                "algorithm": lambda: np.array(ALGORITHMS, dtype=object)[algorithm],
+            },
+            rows=y.shape[0],
+        ),
     }
 
 
@@ -993,12 +1072,14 @@ def _fit_mods(
         level=100.0 * (1.0 - alpha),
         converged=conv,
         iterations=iters,
-        algorithm=algorithm,
         warnings=tuple(warnings),
         lazy=_Lazy(
-            lambda: tau2_se,
-            lambda: np.asarray(100.0 * fit.w / fit.w.sum()),
-            lambda: float(chdtrc(k - p, qe)),
+            {
+                "tau2_se": lambda: tau2_se,
+                "weights": lambda: np.asarray(100.0 * fit.w / fit.w.sum()),
+                "Q_pval": lambda: float(chdtrc(k - p, qe)),
+                "algorithm": lambda: algorithm,
+            }
         ),
         vt=vt,
         terms=terms,
