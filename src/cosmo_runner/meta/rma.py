@@ -146,6 +146,10 @@ class RMAResult:
     test of the moderators (an F statistic with ``test="knha"``) and ``R2`` the pseudo-R2
     (Raudenbush 2009) against the intercept-only model; ``pi_lb``/``pi_ub`` are ``None``.
     ``weights`` are the model's weights in percent.
+
+    ``tau2_se``, ``weights``, ``Q_pval`` and ``algorithm`` are computed on first access (a
+    plain fit does not pay for them) from the arrays passed to :func:`rma`: do not modify
+    those arrays in place before reading them.
     """
 
     k: int
