@@ -334,6 +334,12 @@ class _Runner:
         }
         if result.get("transformed"):
             record["summary"]["transformed"] = result["transformed"]
+        if result.get("coefficients"):
+            record["summary"].update(
+                coefficients=result["coefficients"],
+                moderator_tau2=result.get("moderator_tau2"),
+                R2=result.get("R2"),
+            )
         if self.run_dir is None:
             return
         path = self.run_dir / "results" / f"{entry['id']}.json"

@@ -51,6 +51,13 @@ def run_summary(log: dict[str, Any], log_path: Any) -> str:
             f"[{_fmt(summary['ci_lb'])}, {_fmt(summary['ci_ub'])}] tau2 {_fmt(summary['tau2'])} "
             f"I2 {_fmt(summary['I2'], 1)}%"
         )
+        moderators = [
+            f"    moderator {coef['term']}: {_fmt(coef['estimate'])} "
+            f"[{_fmt(coef['ci_lb'])}, {_fmt(coef['ci_ub'])}] p {coef['pval']:.3g}; "
+            f"residual tau2 {_fmt(summary.get('moderator_tau2'))}, R2 {_fmt(summary.get('R2'), 1)}%"
+            for coef in summary.get("coefficients") or []
+            if coef["term"] != "intrcpt"
+        ]
         transformed = summary.get("transformed")
         if transformed:
             line += (
@@ -58,6 +65,7 @@ def run_summary(log: dict[str, Any], log_path: Any) -> str:
                 f"[{_fmt(transformed['ci_lb'])}, {_fmt(transformed['ci_ub'])}])"
             )
         lines.append(line)
+        lines.extend(moderators)
     if log_path is not None:
         lines.append(f"  log: {log_path}")
     return "\n".join(lines)
