@@ -163,6 +163,7 @@ def test_env_ids_are_stated_when_they_differ(snapshot_file) -> None:
     assert "env ids differ (" in proc.stdout and "vs 0123456789abcdef)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_run_in_another_environment_that_failed_its_gate(tmp_path: Path) -> None:
     """A run in an environment where jsonschema has another version (a `.dist-info` of
     4.25.1 first on PYTHONPATH) fails its smoke gate but keeps its log; env diff names it."""

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import load_log, run_cli
 from tests.triage.conftest import make_run, manifest_copy, validators_only_spec
 
+pytestmark = pytest.mark.slow  # each test runs and replays a pipeline in subprocesses
+
 
 @pytest.fixture(scope="module")
 def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -15,6 +15,8 @@ from tests.triage.conftest import make_run
 
 RESULT = "results/bcg-reml.json"
 
+pytestmark = pytest.mark.slow  # each test runs and replays a pipeline in subprocesses
+
 
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
