@@ -287,6 +287,11 @@ def _analyse(
         result["tau2_ci"] = {"lb": _num(ci.tau2_lb), "ub": _num(ci.tau2_ub)}
         result["I2_ci"] = {"lb": _num(ci.I2_lb), "ub": _num(ci.I2_ub)}
         result["H2_ci"] = {"lb": _num(ci.H2_lb), "ub": _num(ci.H2_ub)}
+        if ci.lb_censored or ci.ub_censored:
+            result["warnings"].append(
+                "Q-profile interval for tau2 reaches the search limit max(100, 10 tau2); "
+                "the censored bound is reported at that limit"
+            )
 
     result["leave_one_out"] = None
     result["egger"] = None

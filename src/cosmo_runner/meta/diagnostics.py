@@ -54,8 +54,8 @@ def _data(yi: ArrayLike, vi: ArrayLike, min_k: int = 2) -> tuple[FloatArray, Flo
 class Tau2Interval:
     """Q-profile confidence intervals for tau2, tau, I2 and H2 (point estimates included).
 
-    ``lb_censored``/``ub_censored`` mark bounds that hit the search limits (metafor prints
-    them as ``<0`` or ``>tau2.max``).
+    ``lb_censored``/``ub_censored`` mark bounds that lie above the search limit ``tau2.max``
+    and are reported at it (metafor prints them as ``>tau2.max``).
     """
 
     level: float
@@ -120,10 +120,6 @@ def confint_tau2(
         ub, ub_cens = upper, True
     if too_low[0]:
         lb, lb_cens = upper, True
-    if lb == 0.0:
-        lb_cens = True
-    if ub == 0.0:
-        ub_cens = True
     vt = float(fit.vt)
 
     def i2(t: float) -> float:
