@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     python = sys.executable
     main_venv = ROOT / ".venv"
 
+    load_before = os.getloadavg()[0]
     parts: list[str] = []
     status = 0
     if "meta" in only:
@@ -111,11 +112,16 @@ def main(argv: list[str] | None = None) -> int:
             status |= code
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    threads = {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}
     header = (
         "# Benchmarks (`make bench`)\n\n"
         f"Measured {stamp} on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}"
         + (" (quick run: smaller budgets)" if args.quick else "")
+        + f"; 1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} "
+        "after (other work on the machine slows every column alike; the runs are "
+        "interleaved so ratios stay comparable); BLAS threads: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(threads.items())) or "library defaults")
         + ".\n"
     )
     RESULTS.write_text(header + "\n" + "\n".join(parts), encoding="utf-8")
