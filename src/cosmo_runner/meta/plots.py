@@ -6,18 +6,23 @@ returns (the JSON written to ``results/<id>.json``) and writes ``<stem>.<kind>.p
 
 - **Forest plot** (Lewis & Clarke 2001; metafor ``forest.rma``): one row per study with its
   label, its estimate and confidence interval (a square whose area is proportional to the
-  study's weight), its weight in percent and ``estimate [CI]`` as text; the summary diamond
-  with the prediction interval drawn as whiskers on its own row beneath it; a reference line
-  at the null; a footer with the model, the heterogeneity statistics (tau², I², Q, p) and the
-  test of the overall effect. Ratio measures (RR, OR) are drawn on the log scale with the
-  axis labelled in ratio units (metafor's ``atransf=exp``), ZCOR with the axis labelled in
-  correlations (``atransf=transf.ztor``). Meta-regressions have no single summary: the
-  studies are shown and the footer says "meta-regression: see coefficients". Subgroup
-  results get a block per group with its own diamond and the test of subgroup differences.
+  study's weight; a CI reaching far past the rest ends in an arrow), its weight in percent
+  and ``estimate [CI]`` as text; the summary diamond with the prediction interval drawn as
+  whiskers on its own row beneath it; a dashed reference line at the null; a footer with
+  the heterogeneity statistics (tau², I², Q, p) and the test of the overall effect. Ratio
+  measures (RR, OR) are drawn on the log scale with the axis labelled in ratio units
+  (metafor's ``atransf=exp``), ZCOR with the axis labelled in correlations
+  (``atransf=transf.ztor``); the text columns use the same scale.
+  Meta-regressions (a result with ``coefficients``) have no single summary: the studies are
+  shown and the footer says "no single summary; see coefficients", with the residual
+  heterogeneity and the test of moderators. Subgroups: a diamond per subgroup with its
+  heterogeneity under it (a block of studies per group when the subgroup entries list their
+  ``studies``), the overall diamond, and the test of subgroup differences.
 - **Funnel plot** (Sterne & Egger 2001; metafor ``funnel.rma``): estimates against their
   standard errors (inverted axis, 0 at the top), a vertical line at the pooled estimate and
   the pseudo-confidence region ``estimate ± z · SE`` (white triangle on grey, as metafor),
-  with Egger's regression test in a corner when the result has it.
+  with Egger's regression test above the plot when the result has it. With moderators it
+  is centred on the model without moderators (the core keys of the result), and says so.
 
 The output is byte-identical when the same result is rendered again: the figure is built on
 a :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot state machine), with
