@@ -72,7 +72,11 @@ def verdict(result: EnvDiff) -> str:
     """The one-line verdict: identical or how many differences where, and the env ids."""
     if result.identical:
         return f"identical; {env_id_phrase(result)}"
-    sections = ", ".join(f"{SECTION_NAMES.get(s, s)} {n}" for s, n in result.counts().items())
+    counts: dict[str, int] = {}
+    for section, n in result.counts().items():
+        name = SECTION_NAMES.get(section, section)
+        counts[name] = counts.get(name, 0) + n
+    sections = ", ".join(f"{name} {n}" for name, n in counts.items())
     return (
         f"different: {len(result.differences)} difference(s) ({sections}); {env_id_phrase(result)}"
     )
