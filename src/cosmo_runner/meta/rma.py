@@ -335,7 +335,9 @@ def _scratch(name: str, shape: tuple[int, ...]) -> FloatArray:
     reusing a few named buffers keeps a plain fit cheap. Only for values that never leave
     the call (results and lazily computed values use fresh arrays).
     """
-    size = int(np.prod(shape))
+    size = 1
+    for dim in shape:
+        size *= dim
     if size > _SCRATCH_MAX:
         return np.empty(shape)
     bufs: dict[str, FloatArray] | None = getattr(_SCRATCH, "bufs", None)
@@ -1206,5 +1208,10 @@ def rma(
     level_pct = 100.0 * (1.0 - alpha)
     if single:
         out["lazy"].single = True
-        out = {key: _scalar(val) for key, val in out.items()}
+        # one conversion for all the (1,)-shaped float arrays, then the rest one by one
+        keys = [key for key, val in out.items() if isinstance(val, np.ndarray)]
+        floats = [key for key in keys if out[key].dtype == np.float64]
+        values = np.concatenate([out[key] for key in floats]).tolist()
+        out.update(zip(floats, values, strict=True))
+        out.update((key, _scalar(out[key])) for key in keys if key not in floats)
     return RMAResult(method=m, test=test, level=level_pct, **out)
