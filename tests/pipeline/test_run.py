@@ -123,8 +123,9 @@ def test_four_parallel_runs_get_four_directories(example: Path, tmp_path: Path) 
         )
         for _ in range(4)
     ]
-    codes = [p.wait(timeout=300) for p in procs]
-    assert codes == [0, 0, 0, 0]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert codes == [0, 0, 0, 0], outputs
     run_dirs = sorted((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 4
     assert len({load_log(d)["run_id"] for d in run_dirs}) == 4
