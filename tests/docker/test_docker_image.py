@@ -135,6 +135,7 @@ def test_image_labels_and_environment_name_the_build(built: Build) -> None:
     assert env["COSMO_IN_CONTAINER"] == "1"
     assert env["PIP_NO_INDEX"] == "1"
     assert env["MPLCONFIGDIR"].startswith("/tmp/")
+    assert env["COSMO_MANIFEST"] == "/opt/cosmo-runner/environment.manifest.json"
     assert config["Config"]["Entrypoint"] == ["/usr/local/bin/cosmo-runner-entrypoint"]
 
 
@@ -368,10 +369,10 @@ def test_failing_smoke_test_fails_the_build(
 ) -> None:
     require_built(buildkit_build)
     context = copy_context(tmp_path / "context")
-    packaged = context / "src" / "cosmo_runner" / "data" / "environment.manifest.json"
-    manifest = json.loads(packaged.read_text(encoding="utf-8"))
+    path = context / "environment.manifest.json"  # the one the image's gate checks against
+    manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest["imports"]["modules"].append("module_that_is_not_installed")
-    packaged.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     repo = f"{TEST_REPO_PREFIX}-nosmoke"
     try:
         build = make_image(buildkit, "buildkit", repo, root=context)
