@@ -45,6 +45,7 @@ class RunOptions:
     analyses: bool = True  # False: `validate`, the dry run
     write: bool = True  # False: `validate` without --out
     input_overrides: dict[str, Path] = field(default_factory=dict)
+    spec_base: Path | None = None  # resolve the spec's relative paths here (verify's replay)
     command: list[str] = field(default_factory=list)
     cwd: Path | None = None
 
@@ -200,7 +201,7 @@ class _Runner:
             raise EnvironmentGateError(self.smoke.failures)
 
         self._begin("spec")
-        spec = spec_mod.load(options.spec_path)
+        spec = spec_mod.load(options.spec_path, options.spec_base)
         doc["spec"].update(name=spec.data["name"])
         self._begin("inputs")
         spec = self._apply_overrides(spec)
@@ -244,7 +245,7 @@ class _Runner:
                     f"(inputs: {', '.join(sorted(data['inputs']))})"
                 )
             data["inputs"][key]["path"] = str(path.resolve())
-        return spec_mod.Spec(spec.path, spec.raw, data)
+        return spec_mod.Spec(spec.path, spec.raw, data, spec.base_dir)
 
     def _run_validators(self, spec: spec_mod.Spec, tables: _TableCache) -> None:
         from cosmo_runner import validators as registry

@@ -43,10 +43,11 @@ class Spec:
     path: Path
     raw: bytes
     data: dict[str, Any]
+    base_dir: Path | None = None  # where relative paths resolve; default: the spec's folder
 
     @property
     def base(self) -> Path:
-        return self.path.parent
+        return self.base_dir or self.path.parent
 
     @property
     def validators(self) -> list[dict[str, Any]]:
@@ -112,13 +113,17 @@ def problems(data: Any) -> list[str]:
     return found
 
 
-def load(path: Path) -> Spec:
-    """Read and validate a spec; every problem at once in one :class:`SpecError`."""
+def load(path: Path, base_dir: Path | None = None) -> Spec:
+    """Read and validate a spec; every problem at once in one :class:`SpecError`.
+
+    Relative paths resolve against ``base_dir`` (a replay of a spec copy passes the
+    original spec's folder), else against the spec's own folder.
+    """
     raw, data = read(path)
     found = problems(data)
     if found:
         raise SpecError(str(path), found)
-    return Spec(path=path.resolve(), raw=raw, data=data)
+    return Spec(path=path.resolve(), raw=raw, data=data, base_dir=base_dir)
 
 
 def check_inputs(spec: Spec) -> list[dict[str, Any]]:

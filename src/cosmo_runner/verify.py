@@ -189,6 +189,12 @@ class VerifyReport:
         }
 
 
+def _original_spec_dir(log: dict[str, Any]) -> Path | None:
+    """The folder of the spec the original run read: its relative paths (schemas) resolve there."""
+    resolved = (log.get("spec") or {}).get("resolved")
+    return Path(resolved).parent if resolved else None
+
+
 def verify(options: VerifyOptions) -> VerifyReport:
     """Replay the run in ``options.run_dir`` and compare its outputs. See the module docstring."""
     if options.rtol is not None and not (options.rtol >= 0 and math.isfinite(options.rtol)):
@@ -204,6 +210,7 @@ def verify(options: VerifyOptions) -> VerifyReport:
     result = execute(
         RunOptions(
             spec_path=spec_copy,
+            spec_base=_original_spec_dir(log),
             out_dir=replay_dir,
             manifest=options.manifest,
             strict=options.strict,

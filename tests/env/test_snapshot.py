@@ -39,6 +39,8 @@ def test_env_id_depends_on_what_decides_results_only() -> None:
     assert state.lock is not None
     other_lock = Lock(state.lock.path, "0" * 64, state.lock.pins)
     assert snapshot.env_id(state.observed, other_lock, state.manifest) != base
+    drift = [{"name": "jsonschema", "locked": "4.26.0", "installed": "4.25.1"}]
+    assert snapshot.env_id(state.observed, state.lock, state.manifest, drift) != base
 
 
 def test_environment_allow_list_only(monkeypatch) -> None:

@@ -41,7 +41,8 @@ class EnvironmentState:
 
     @property
     def env_id(self) -> str:
-        return env_id(self.observed, self.lock, self.manifest)
+        drift = lock_drift(self.lock, self.distributions) if self.lock else []
+        return env_id(self.observed, self.lock, self.manifest, drift)
 
     def lock_verdict(self) -> dict[str, Any]:
         """Lock path, sha256 and a drift verdict of the installed packages against it."""
@@ -95,11 +96,18 @@ def lock_drift(lock: Lock, dists: dict[str, metadata.Distribution]) -> list[dict
     return drift
 
 
-def env_id(observed: dict[str, Any], lock: Lock | None, manifest: Manifest | None) -> str:
+def env_id(
+    observed: dict[str, Any],
+    lock: Lock | None,
+    manifest: Manifest | None,
+    drift: list[dict[str, Any]] | None = None,
+) -> str:
     """Short content hash of what decides results (not the kernel, not the host name).
 
     Lock and manifest sha256, Python implementation and version, OS family and libc,
-    machine, and numpy's BLAS/LAPACK identity.
+    machine, and numpy's BLAS/LAPACK identity. Installed packages that differ from the
+    lock (``drift``) are hashed too, so a drifted environment never shares the env id of
+    the environment its lock describes; an in-sync environment's id depends on the lock alone.
     """
     blas = observed.get("blas") or {}
     decisive = {
@@ -112,6 +120,8 @@ def env_id(observed: dict[str, Any], lock: Lock | None, manifest: Manifest | Non
         "machine": observed["machine"],
         "blas": {k: blas.get(k) for k in ("blas", "lapack")},
     }
+    if drift:
+        decisive["drift"] = drift
     canonical = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:ENV_ID_LENGTH]
 
