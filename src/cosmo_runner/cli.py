@@ -25,7 +25,8 @@ from cosmo_runner.errors import (
 
 EPILOG = """exit codes: 0 ok; 2 usage error, invalid spec or input, unusable output directory;
 3 environment gate failed; 4 validators found problems; 5 an analysis or step failed;
-130/143 interrupted (SIGINT/SIGTERM); env diff and verify: 0 same, 1 different, 2 error."""
+130/143 interrupted (SIGINT/SIGTERM); env diff: 0 same, 1 different, 2 error;
+verify: 0 reproduced, 1 differs, 2 error, 3 the replay failed its smoke gate."""
 
 
 class _Parser(argparse.ArgumentParser):
