@@ -381,3 +381,24 @@ def test_failing_smoke_test_fails_the_build(
     assert build.returncode != 0
     assert "RUN cosmo-runner smoke" in build.log
     assert "module_that_is_not_installed" in build.log
+
+
+def test_empty_wheelhouse_makes_the_plain_build_use_the_index(
+    buildkit: Docker, base_image: str, tmp_path: Path
+) -> None:
+    """The networked path (`docker build -f docker/Dockerfile .` on a fresh clone) cannot
+    succeed here; this shows it takes the index branch, still with --require-hashes: with
+    --network none pip then fails to reach the index for the first locked pin."""
+    context = copy_context(tmp_path / "context")
+    for wheel in (context / "docker" / "wheelhouse").glob("*.whl"):
+        wheel.unlink()
+    (context / "docker" / "wheelhouse" / ".keep").touch()
+    result = buildkit(
+        "build", "--network", "none", "--progress", "plain", "--target", "deps",
+        "--build-arg", f"BASE_IMAGE={base_image}", "-f", str(context / "docker" / "Dockerfile"),
+        str(context), timeout=600,
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert re.search(r"/simple/[a-z0-9-]+/", log), log[-3000:]  # it asked the index
+    assert re.search(r"No matching distribution found for \S+==\S+", log), log[-3000:]
