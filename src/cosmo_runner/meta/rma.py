@@ -32,6 +32,9 @@ attributes are arrays over analyses.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +97,7 @@ class Control:
     def from_mapping(cls, control: Mapping[str, Any] | Control | None) -> Control:
         """Build from a mapping with any of the field names (unknown keys are an error)."""
         if control is None:
-            return cls()
+            return _DEFAULT_CONTROL
         if isinstance(control, Control):
             return control
         unknown = sorted(set(control) - set(cls.__dataclass_fields__))
@@ -132,6 +135,9 @@ class _Lazy:
                     value = value.item()
             self._values[name] = value
         return self._values[name]
+
+
+_DEFAULT_CONTROL = Control()
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,15 @@ class RMAResult:
     QM_pval: Num = None
     R2: Num = None
 
+    @classmethod
+    def _make(cls, **values: Any) -> RMAResult:
+        """Construct without the generated ``__init__`` (30-odd ``object.__setattr__`` calls
+        are a fifth of a small fit); same fields and defaults."""
+        self = object.__new__(cls)
+        self.__dict__.update(_RESULT_DEFAULTS)
+        self.__dict__.update(values)
+        return self
+
     @property
     def tau2_se(self) -> Num:
         """Standard error of tau2 as metafor computes it per estimator (None/nan for EE)."""
@@ -208,6 +223,13 @@ class RMAResult:
     def batch(self) -> bool:
         """True when the fit covers several analyses (array attributes)."""
         return isinstance(self.tau2, np.ndarray) and self.terms is None
+
+
+_RESULT_DEFAULTS = {
+    f.name: f.default
+    for f in RMAResult.__dataclass_fields__.values()
+    if f.default is not dataclasses.MISSING
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -238,10 +260,11 @@ def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2) -> None:
     if k < min_k:
         raise AnalysisError(f"rma: need at least {min_k} studies, got k = {k}")
     # reductions first (no temporaries); the element-wise check only to confirm a failure
-    if not np.isfinite(y.sum()) and not np.isfinite(y).all():
+    if not math.isfinite(float(np.add.reduce(y, axis=None))) and not np.isfinite(y).all():
         raise AnalysisError("rma: yi contains missing or non-finite values")
-    vmin, vmax = v.min(), v.max()
-    if np.isnan(vmin) or np.isinf(vmax):
+    vmin = float(np.minimum.reduce(v, axis=None))
+    vmax = float(np.maximum.reduce(v, axis=None))
+    if math.isnan(vmin) or math.isinf(vmax):
         raise AnalysisError("rma: vi contains missing or non-finite values")
     if vmin <= 0:
         raise AnalysisError("rma: vi must be strictly positive (found a zero or negative variance)")
@@ -816,6 +839,190 @@ def _fit_batch(
     }
 
 
+#: Up to this k one analysis takes the scalar path (np.dot: BLAS stays single-threaded at
+#: this size); larger k the row-wise batch path, which reuses its work arrays.
+_SMALL_DOT = 4096
+_add = np.add.reduce  # the C reduction without ndarray.sum's Python wrapper
+
+
+@functools.lru_cache(maxsize=64)
+def _crit_cached(alpha: float, df: float | None) -> float:
+    return _crit(alpha, df)
+
+
+def _fit_single(
+    y: FloatArray, v: FloatArray, method: str, *, test: str, alpha: float, con: Control
+) -> dict[str, Any] | None:
+    """The intercept-only fit of ONE analysis with scalar arithmetic (the small-k fast path).
+
+    Same numbers as :func:`_fit_batch` (tested); returns ``None`` where the batch machinery
+    is needed (PM, Fisher scoring that does not converge), so the caller uses that instead.
+    """
+    k = y.shape[0]
+    if method == "PM" or k > _SMALL_DOT:
+        return None
+    dot = np.dot
+    w0 = 1.0 / v
+    sw0 = float(_add(w0))
+    r0 = y - float(dot(w0, y)) / sw0
+    q = max(float(dot(w0 * r0, r0)), 0.0)
+    sw0_2 = float(dot(w0, w0))
+    vt = (k - 1) / (sw0 - sw0_2 / sw0)
+    warnings: list[str] = []
+    tau0 = 0.0
+    code = _CODE[CLOSED]
+    conv, iters = True, 0
+    if method in ("EE", "FE"):
+        tau2 = 0.0
+    elif method == "DL":
+        tau2 = max((q - (k - 1)) / (sw0 - sw0_2 / sw0), 0.0)
+    elif method == "HS":
+        tau2 = max((q - k) / sw0, 0.0)
+    else:
+        ym = y - float(_add(y)) / k
+        ss = float(dot(ym, ym))
+        if method == "SJ":
+            tau0 = ss / k if con.tau2_init is None else float(con.tau2_init)
+            w = 1.0 / (v + tau0)
+            r = y - float(dot(w, y)) / float(_add(w))
+            tau2 = max(tau0 * float(dot(w * r, r)) / (k - 1), 0.0)
+        else:
+            he = ss / (k - 1) - float(_add(v)) / k
+            if method == "HE":
+                tau2 = max(he, 0.0)
+            else:
+                start = max(he, 0.0) if con.tau2_init is None else float(con.tau2_init)
+                found = _fisher_single(y, v, method, start, con)
+                if found is None:
+                    return None
+                tau2, iters = found
+                code = _CODE[FISHER]
+                if method in ("ML", "REML") and con.ll0check and tau2 > con.threshold:
+                    reml = method == "REML"
+                    y2, v2 = y[None, :], v[None, :]
+                    pair = _loglik(np.array([tau2]), y2, v2, reml)[0]
+                    if float(_loglik(np.zeros(1), y2, v2, reml)[0]) - float(pair) > con.tol:
+                        tau2 = 0.0
+                        warnings.append(LL0_WARNING)
+    is_ee = method in ("EE", "FE")
+    if is_ee:
+        sw, mu = sw0, float(dot(w0, y)) / sw0
+        i2 = max(0.0, 100.0 * (q - (k - 1)) / q) if q > 0 else 0.0
+        h2 = q / (k - 1)
+    else:
+        w = 1.0 / (v + tau2)
+        sw = float(_add(w))
+        mu = float(dot(w, y)) / sw
+        i2 = 100.0 * tau2 / (vt + tau2)
+        h2 = tau2 / vt + 1.0
+    var_b = 1.0 / sw
+    df: float | None = None
+    if test == "knha":
+        if is_ee:
+            warnings.append(KNHA_EE_WARNING.format(method))
+            rss = q
+        else:
+            r = y - mu
+            rss = float(dot(w * r, r))
+        var_b = (0.0 if rss <= _EPS else rss / (k - 1)) * var_b
+        df = float(k - 1)
+    se = math.sqrt(var_b)
+    stat = mu / se if se > 0 else (math.copysign(math.inf, mu) if mu != 0 else math.nan)
+    tail = ndtr(-abs(stat)) if df is None else stdtr(df, -abs(stat))
+    pval = 2.0 * float(tail)
+    crit = _crit_cached(alpha, df)
+    half = crit * se
+    half_pi = crit * math.sqrt(var_b + tau2)
+
+    def model_weights() -> tuple[FloatArray, FloatArray]:
+        wm = _inv_plus(v[None, :], np.array([0.0 if is_ee else tau2]))
+        return wm, _rsum(wm)
+
+    def tau2_se() -> FloatArray | None:
+        wm, swm = model_weights()
+        t2, t0 = np.array([tau2]), np.array([tau0])
+        return _tau2_se(method, k, v[None, :], tau2=t2, tau0=t0, w=wm, sw=swm)
+
+    def weights() -> FloatArray:
+        wm, swm = model_weights()
+        return np.asarray(100.0 * wm / swm[:, None])
+
+    lazy = _Lazy(
+        {
+            "tau2_se": tau2_se,
+            "weights": weights,
+            "Q_pval": lambda: float(chdtrc(k - 1, q)),
+            "algorithm": lambda: ALGORITHMS[code],
+        },
+        single=True,
+    )
+    return {
+        "k": k,
+        "estimate": mu,
+        "se": se,
+        "statistic": stat,
+        "df": df,
+        "pval": pval,
+        "ci_lb": mu - half,
+        "ci_ub": mu + half,
+        "tau2": tau2,
+        "tau": math.sqrt(tau2),
+        "I2": i2,
+        "H2": h2,
+        "Q": q,
+        "Q_df": k - 1,
+        "pi_lb": mu - half_pi,
+        "pi_ub": mu + half_pi,
+        "converged": conv,
+        "iterations": iters,
+        "warnings": tuple(warnings),
+        "vt": vt,
+        "lazy": lazy,
+    }
+
+
+def _fisher_single(
+    y: FloatArray, v: FloatArray, method: str, start: float, con: Control
+) -> tuple[float, int] | None:
+    """:func:`_fisher` for one analysis; ``None`` when it does not converge."""
+    k = y.shape[0]
+    t = start
+    dot = np.dot
+    for it in range(1, con.maxiter + 2):
+        w = 1.0 / (v + t)
+        sw = float(_add(w))
+        r = y - float(dot(w, y)) / sw
+        wr = w * r
+        if method == "EB":
+            adj = (float(dot(wr, r)) * k / (k - 1) - k) / sw
+        else:
+            ypppy = float(dot(wr, wr))
+            sw2 = float(dot(w, w))
+            if method == "ML":
+                adj = (ypppy - sw) / sw2
+            else:
+                sw3 = float(dot(w * w, w))
+                adj = (ypppy - (sw - sw2 / sw)) / (sw2 - 2.0 * sw3 / sw + (sw2 / sw) ** 2)
+        adj *= con.stepadj
+        if math.isnan(adj):
+            adj = 0.0
+        if t + adj < 0.0:
+            if t > 0.0:
+                adj = math.ldexp(adj, -math.ceil(math.log2(-adj / t)))
+                while t + adj < 0.0:
+                    adj /= 2.0
+            else:
+                adj = 0.0
+        new = t + adj
+        change = abs(t - new)
+        t = new
+        if it > con.maxiter:
+            return None
+        if change <= con.threshold:
+            return max(t, 0.0), it
+    return None
+
+
 # --------------------------------------------------------------------- meta-regression
 
 
@@ -1202,10 +1409,14 @@ def rma(
             y, v, x, terms=("intrcpt", *names), method=m, test=test, alpha=alpha, con=con
         )
     single = y.ndim == 1
+    level_pct = 100.0 * (1.0 - alpha)
+    if single:
+        fast = _fit_single(y, v, m, test=test, alpha=alpha, con=con)
+        if fast is not None:
+            return RMAResult._make(method=m, test=test, level=level_pct, **fast)
     y2 = y[None, :] if single else np.ascontiguousarray(y)
     v2 = v[None, :] if single else np.ascontiguousarray(v)
     out = _fit_batch(y2, v2, m, test=test, alpha=alpha, con=con)
-    level_pct = 100.0 * (1.0 - alpha)
     if single:
         out["lazy"].single = True
         # one conversion for all the (1,)-shaped float arrays, then the rest one by one
