@@ -215,3 +215,39 @@ def test_meta_regression_matches_the_notes() -> None:
     assert pytest.approx(12.5905, abs=1e-4) == knha.QM
     assert knha.QM_df == (1, 11)
     assert knha.pi_lb is None
+
+
+# A random k = 20 set (the benchmark's design) whose restricted likelihood is bimodal:
+# metafor 3.8.1 returns tau2 = 0 (logLik -14.38909), a local maximum; the global one is
+# tau2 = 0.0322755 (metafor's logLik at that tau2: -14.36002).
+BIMODAL_YI = [
+    1.0980396815806517, -0.606570482913533, -0.8900304131020089, 0.16056092134854405,
+    0.2954374780455471, 1.0404344133049461, 0.5167833778857724, 0.05471911830226914,
+    -0.0272269005464999, -0.5353702664588071, 0.5177084339292832, 0.4616016672403674,
+    0.44420404600407376, 0.5299421876329555, 0.4513381695212177, 0.5072561922669669,
+    0.3734946377646629, 0.259925950079001, 0.04648324196193437, 0.6041825199082023,
+]  # fmt: skip
+BIMODAL_VI = [
+    0.20423268577330664, 0.3187486081158766, 0.1412885320403246, 0.2701369574950957,
+    0.3727844462638909, 0.2575034079637104, 0.41586897713117793, 0.32601876747325165,
+    0.38081987868514855, 0.3690358749976997, 0.08142497343542192, 0.47245567499400654,
+    0.05154216939599653, 0.43362129944466227, 0.4198922351809356, 0.07405044262773074,
+    0.013000321514200285, 0.4779490765010026, 0.1654106795511867, 0.1338057357725818,
+]  # fmt: skip
+
+
+def test_multimodal_likelihood_uses_the_global_maximum() -> None:
+    res = rma(BIMODAL_YI, BIMODAL_VI)
+    assert res.tau2 == pytest.approx(0.0322755, rel=1e-5)
+    assert res.algorithm == "bounded-optimisation fallback"
+    assert res.converged is True  # Fisher scoring converged, to the wrong (local) maximum
+    assert any("multimodal" in w for w in res.warnings)
+    y, v = np.asarray(BIMODAL_YI)[None, :], np.asarray(BIMODAL_VI)[None, :]
+    gap = _loglik(np.array([res.tau2]), y, v, True) - _loglik(np.zeros(1), y, v, True)
+    assert gap[0] == pytest.approx(-14.36002 - -14.38909, abs=1e-5)  # metafor's logLik
+    metafor_like = rma(BIMODAL_YI, BIMODAL_VI, control={"global_check": False})
+    assert metafor_like.tau2 == 0.0
+    assert metafor_like.algorithm == "fisher-scoring"
+    batch = rma(np.tile(BIMODAL_YI, (3, 1)), np.tile(BIMODAL_VI, (3, 1)))
+    np.testing.assert_allclose(batch.tau2, res.tau2, rtol=1e-12)
+    assert list(batch.algorithm) == ["bounded-optimisation fallback"] * 3

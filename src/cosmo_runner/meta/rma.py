@@ -13,7 +13,8 @@ The model is ``y_i = x_i' beta + u_i + e_i`` with ``e_i ~ N(0, v_i)`` and ``u_i 
 - ``EB``: empirical Bayes (Morris 1983; Berkey et al. 1995), metafor's iteration;
 - ``PM``: Paule & Mandel (1982), the root of the generalised ``Q(tau2) = k - p``.
 
-Where Fisher scoring does not converge (it can oscillate), the fit falls back to a bounded
+Beyond metafor: where Fisher scoring stops at a local maximum of a multimodal likelihood
+(``Control.global_check``), or does not converge (it can oscillate), the fit uses a bounded
 maximisation of the (restricted) log-likelihood, a grid bracket followed by a root of the
 score with :func:`scipy.optimize.elementwise.find_root` (Chandrupatla's bracketing method,
 vectorised over analyses); ``algorithm`` and ``warnings`` say so. ``EB`` falls back to the
@@ -65,10 +66,16 @@ _CODE = {name: code for code, name in enumerate(ALGORITHMS)}
 
 KNHA_EE_WARNING = "Knapp & Hartung method is not meant to be used in the context of {} models."
 LL0_WARNING = (
-    "Fisher scoring algorithm may have gotten stuck at a local maximum; setting tau^2 = 0 "
+    "Fisher scoring algorithm may have gotten stuck at a local maximum{}; setting tau^2 = 0 "
     "(the likelihood at tau^2 = 0 is higher)."
 )
 _EPS = float(np.finfo(np.float64).eps)
+#: tau2 values (times var(yi)) at which ``global_check`` evaluates the likelihood
+_GLOBAL_FRACS = np.array([0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.5, 2.5])
+MULTIMODAL_WARNING = (
+    "The {} likelihood is multimodal: Fisher scoring stopped at a local maximum{}; "
+    "used the global maximum found by bounded maximisation."
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,12 @@ class Control:
     at most ``threshold``, give up after ``maxiter`` iterations. ``tol`` is the tolerance of
     the likelihood check at tau2 = 0 (``ll0check``). ``stepadj`` scales every step.
     ``tau2_init`` replaces the HE start. ``fallback`` enables the bounded maximisation when
-    Fisher scoring does not converge. Root finding (PM, the fallback, Q-profile intervals)
+    Fisher scoring does not converge. ``global_check`` (ML, REML; beyond metafor) compares
+    the converged estimate with the likelihood at a few tau2 values spread over
+    ``(0.05 .. 2.5) var(yi)``; where one is higher by more than ``tol`` the likelihood is
+    multimodal and Fisher scoring stopped at a local maximum, so the global maximum is found
+    by the bounded maximisation (with a warning). ``global_check=False`` gives metafor's
+    result exactly. (Intercept-only models; meta-regressions follow metafor.) Root finding (PM, the fallback, Q-profile intervals)
     always converges to machine precision (relative ``xrtol``), which is where metafor's
     ``uniroot`` (tol ~1.2e-4) is headed.
     """
@@ -91,6 +103,7 @@ class Control:
     tau2_init: float | None = None
     ll0check: bool = True
     fallback: bool = True
+    global_check: bool = True
     xrtol: float = 4 * _EPS
 
     @classmethod
@@ -673,8 +686,53 @@ def _tau2_batch(
                 tau2[idx[stuck]] = 0.0
                 mask = np.zeros(n, dtype=bool)
                 mask[idx[stuck]] = True
-                warnings.append(LL0_WARNING + _rows_note(mask, n))
+                warnings.append(LL0_WARNING.format(_rows_note(mask, n)))
+    if method in ("ML", "REML") and con.global_check and conv.any():
+        _global_check(
+            y, v, ym=ym, tau2=tau2, conv=conv, algorithm=algorithm, warnings=warnings,
+            reml=method == "REML", con=con,
+        )  # fmt: skip
     return np.maximum(tau2, 0.0), tau0, conv, iters, algorithm, warnings
+
+
+def _global_check(
+    y: FloatArray,
+    v: FloatArray,
+    *,
+    ym: FloatArray,
+    tau2: FloatArray,
+    conv: NDArray[np.bool_],
+    algorithm: NDArray[np.int8],
+    warnings: list[str],
+    reml: bool,
+    con: Control,
+) -> None:
+    """Replace local maxima of the (restricted) likelihood by the global one, in place."""
+    n, k = y.shape
+    idx = np.flatnonzero(conv)
+    whole = idx.size == n
+    yb, vb = (y, v) if whole else (y[idx], v[idx])
+    s2 = (_rdot(ym, ym) / k) if whole else (_rdot(ym[idx], ym[idx]) / k)
+    ll_est = _loglik(tau2[idx], yb, vb, reml)
+    best = np.full(idx.size, -np.inf)
+    for frac in _GLOBAL_FRACS:
+        np.maximum(best, _loglik(s2 * frac, yb, vb, reml), out=best)
+    better = best > ll_est + con.tol
+    if not better.any():
+        return
+    rows = idx[better]
+    t_glob, ok = _fallback_ml(y[rows], v[rows], reml, con)
+    gain = _loglik(t_glob, y[rows], v[rows], reml) > ll_est[better]
+    use = rows[ok & gain]
+    if use.size == 0:
+        return
+    tau2[use] = t_glob[ok & gain]
+    algorithm[use] = _CODE[FALLBACK]
+    mask = np.zeros(n, dtype=bool)
+    mask[use] = True
+    kind = "restricted" if reml else "ML"
+
+    warnings.append(MULTIMODAL_WARNING.format(kind, _rows_note(mask, n)))
 
 
 def _rows_note(mask: NDArray[np.bool_], n: int) -> str:
@@ -903,7 +961,14 @@ def _fit_single(
                     pair = _loglik(np.array([tau2]), y2, v2, reml)[0]
                     if float(_loglik(np.zeros(1), y2, v2, reml)[0]) - float(pair) > con.tol:
                         tau2 = 0.0
-                        warnings.append(LL0_WARNING)
+                        warnings.append(LL0_WARNING.format(""))
+                if method in ("ML", "REML") and con.global_check:
+                    reml = method == "REML"
+                    y2, v2 = y[None, :], v[None, :]
+                    at = _loglik(np.array([tau2]), y2, v2, reml)[0]
+                    grid = _loglik_grid((ss / k) * _GLOBAL_FRACS[None, :], y2, v2, reml)
+                    if float(grid.max()) > float(at) + con.tol:
+                        return None  # multimodal: the batch path finds the global maximum
     is_ee = method in ("EE", "FE")
     if is_ee:
         sw, mu = sw0, float(dot(w0, y)) / sw0
@@ -1180,7 +1245,7 @@ def _tau2_x(
         reml = method == "REML"
         if _loglik_x(0.0, x, y, v, reml) - _loglik_x(t, x, y, v, reml) > con.tol:
             t = 0.0
-            warnings.append(LL0_WARNING)
+            warnings.append(LL0_WARNING.format(""))
     return max(t, 0.0), 0.0, conv, it, algorithm, warnings
 
 
