@@ -209,3 +209,15 @@ def test_importing_cosmo_runner_does_not_import_numpy() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
     code = "import sys, cosmo_runner.meta; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_leave_one_out_is_skipped_above_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cosmo_runner.meta.analysis as analysis_mod
+
+    monkeypatch.setattr(analysis_mod, "LEAVE1OUT_MAX_K", 5)
+    rng = np.random.default_rng(2)
+    table = {"yi": [str(x) for x in rng.normal(size=8)], "vi": ["0.1"] * 4 + ["0.2"] * 4}
+    res = analyse({"id": "big", "input": "x", "measure": "GEN", "method": "DL"}, table)
+    assert res["leave_one_out"] is None
+    assert any("leave-one-out not computed: k = 8 > 5" in w for w in res["warnings"])
+    assert res["egger"] is not None

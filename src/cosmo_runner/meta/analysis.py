@@ -21,7 +21,8 @@ cells got +1/2).
 
 Diagnostics: ``tau2_ci, I2_ci, H2_ci`` (Q-profile, ``{lb, ub}``; ``None`` for EE, which
 has no heterogeneity term), ``leave_one_out`` (``[{label, estimate, se, pval, ci_lb, ci_ub,
-tau2, I2, Q}]``; ``None`` when k < 3), ``egger`` (``{statistic, df, pval, limit_estimate,
+tau2, I2, Q}]``; ``None`` when k < 3 or k > :data:`LEAVE1OUT_MAX_K`, with the reason in
+``warnings``), ``egger`` (``{statistic, df, pval, limit_estimate,
 limit_ci_lb, limit_ci_ub}``; ``None`` when k < 3 or when the test cannot be computed, e.g.
 all ``vi`` equal, with the reason in ``warnings``), ``transformed`` (RR and OR: ``exp``;
 ZCOR: ``tanh``, back to r; else ``None``): ``{estimate, ci_lb, ci_ub, pi_lb, pi_ub}``.
@@ -50,7 +51,7 @@ from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, regtest, subg
 from cosmo_runner.meta.effects import REQUIRED_COLUMNS, EffectSizes, escalc
 from cosmo_runner.meta.rma import RMAResult, rma
 
-__all__ = ["CORE_KEYS", "RESULT_KEYS", "analyse"]
+__all__ = ["CORE_KEYS", "LEAVE1OUT_MAX_K", "RESULT_KEYS", "analyse"]
 
 #: Keys of the core fit, present in every result (and in each subgroup entry).
 CORE_KEYS = (
@@ -111,6 +112,9 @@ RESULT_KEYS = (
 )
 
 _ALTERNATIVES = {"bi": "n1i", "di": "n2i", "vi": "sei"}
+
+#: Leave-one-out costs k fits of k - 1 studies (seconds at k = 5000); above this it is skipped.
+LEAVE1OUT_MAX_K = 5000
 
 
 def _num(x: Any) -> float | None:
@@ -296,11 +300,18 @@ def _analyse(
     result["leave_one_out"] = None
     result["egger"] = None
     if es.k >= 3:
-        try:
-            l1o = leave1out(yi, vi, method=method, test=test, level=level)
-        except AnalysisError as exc:
-            result["warnings"].append(f"leave-one-out not computed: {exc.message}")
+        l1o = None
+        if es.k > LEAVE1OUT_MAX_K:
+            result["warnings"].append(
+                f"leave-one-out not computed: k = {es.k} > {LEAVE1OUT_MAX_K} "
+                "(k refits of k - 1 studies)"
+            )
         else:
+            try:
+                l1o = leave1out(yi, vi, method=method, test=test, level=level)
+            except AnalysisError as exc:
+                result["warnings"].append(f"leave-one-out not computed: {exc.message}")
+        if l1o is not None:
             result["leave_one_out"] = [
                 {
                     "label": es.labels[i],
