@@ -106,6 +106,10 @@ def test_moderators_knha_and_subgroups() -> None:
     groups = [g["group"] for g in res["subgroups"]]
     assert groups == ["far", "near"]
     assert all(set(CORE_KEYS) <= set(g) for g in res["subgroups"])
+    far = res["subgroups"][0]
+    assert len(far["studies"]) == far["k"]
+    assert sum(s["weight_percent"] for s in far["studies"]) == pytest.approx(100.0)
+    assert sum(g["k"] for g in res["subgroups"]) == res["k"]
     # the test of subgroup differences: Q between on the subgroup estimates
     est = np.array([g["estimate"] for g in res["subgroups"]])
     w = 1.0 / np.array([g["se"] for g in res["subgroups"]]) ** 2

@@ -33,8 +33,8 @@ QE_df, QE_pval, R2`` (``None`` for EE), ``moderator_tau2, moderator_I2`` (residu
 ``moderator_warnings``, and
 the core keys still describe the model without moderators.
 
-With ``columns.subgroup``: ``subgroups: [{group, k, estimate, se, ci_lb, ci_ub, pval, tau2,
-I2, Q, ...}]`` and ``subgroup_test: {Q, df, pval}`` (see
+With ``columns.subgroup``: ``subgroups: [{group, <core keys>, studies}]`` (each group's
+own fit; ``studies`` as above with the group's weights) and ``subgroup_test: {Q, df, pval}`` (see
 :func:`cosmo_runner.meta.diagnostics.subgroups` for the test).
 """
 
@@ -419,6 +419,16 @@ def _subgroups(
     for group, fit in zip(sub.groups, sub.fits, strict=True):
         entry: dict[str, Any] = {"group": group}
         entry.update(_core(fit))
+        members = [i for i, g in enumerate(groups) if g == group]
+        entry["studies"] = [
+            {
+                "label": es.labels[i],
+                "yi": _num(es.yi[i]),
+                "vi": _num(es.vi[i]),
+                "weight_percent": _num(w),
+            }
+            for i, w in zip(members, fit.weights, strict=True)
+        ]
         entries.append(entry)
     return {
         "subgroups": entries,
