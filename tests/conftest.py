@@ -87,6 +87,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     skipped = reporter.stats.get("skipped", []) if reporter is not None else []
     if skipped:
         for report in skipped:
-            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            print(f"\nCI=true: skipped test not allowed: {report.nodeid}: {reason}", file=sys.stderr)
+            reason = (
+                report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            )
+            print(
+                f"\nCI=true: skipped test not allowed: {report.nodeid}: {reason}", file=sys.stderr
+            )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

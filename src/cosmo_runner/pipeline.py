@@ -317,7 +317,11 @@ class _Runner:
                 record.update(
                     status="failed", error={"type": type(exc).__name__, "message": str(exc)}
                 )
-                failures.append(f"analysis {entry['id']!r}: {exc}")
+                failures.append(
+                    str(exc)
+                    if str(exc).startswith(f"analysis {entry['id']!r}")
+                    else f"analysis {entry['id']!r}: {exc}"
+                )
             except Exception as exc:
                 record.update(status="failed", error=_error_record(exc))
                 failures.append(f"analysis {entry['id']!r}: {type(exc).__name__}: {exc}")
