@@ -33,13 +33,19 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results.md"
 
 
-def section(cmd: list[str], title: str) -> tuple[str, int]:
+def section(cmd: list[str], title: str, heading: str) -> tuple[str, int]:
     """Run one benchmark; its stdout is the section (stderr streams to the terminal)."""
     print(f"\n==> {title}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
-    out = proc.stdout.rstrip() + "\n"
+    out = proc.stdout.strip()
+    if not out.startswith("#"):
+        out = f"{heading}\n\n{out}".rstrip()
+    out += "\n"
     if proc.returncode != 0:
-        out += f"\n_{title}: the benchmark exited with status {proc.returncode}._\n"
+        out += (
+            f"\n**{title}: the benchmark failed (exit status {proc.returncode}); "
+            "see the terminal output of `make bench`.**\n"
+        )
     print(out, flush=True)
     return out, proc.returncode
 
@@ -81,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     if "meta" in only:
         cmd = [python, str(BENCH / "bench_meta.py")] + (["--quick"] if args.quick else [])
-        out, code = section(cmd, "meta-analysis engine")
+        out, code = section(cmd, "meta-analysis engine", "### Meta-analysis engine")
         parts.append(out)
         status |= code
     if "env" in only:
         cmd = [python, str(BENCH / "bench_env.py"), "--venv", str(main_venv)]
         cmd += ["--repeats", "5"] if args.quick else []
-        out, code = section(cmd, "environment gate")
+        out, code = section(cmd, "environment gate", "### Environment gate")
         parts.append(out)
         status |= code
     if "docker" in only:
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             parts.append(text)
         else:
             runner = ["bash"] if script.suffix == ".sh" else [str(main_venv / "bin" / "python")]
-            out, code = section([*runner, str(script)], "docker build")
+            out, code = section([*runner, str(script)], "docker build", title)
             parts.append(out)
             status |= code
 
