@@ -20,6 +20,8 @@ Only the standard library: this runs before any project environment exists.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import os
 import platform
@@ -27,7 +29,7 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,6 +253,24 @@ def use_local_engine() -> None:
         os.environ["DOCKER_HOST"] = hostfile.read_text(encoding="utf-8").strip()
 
 
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """One docker build at a time on this machine. Docker 20.10's BuildKit (0.8) can panic
+    and take dockerd down when builds sharing steps run concurrently ("failed to get
+    edge", moby/moby#42414), e.g. two test sessions against one engine."""
+    path = Path(os.environ.get("COSMO_DOCKER_BUILD_LOCK", "/tmp/cosmo-docker-build.lock"))
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another docker build to finish (lock {path})")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def log(message: str) -> None:
     print(f"[image] {message}", file=sys.stderr, flush=True)
 
@@ -303,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             buildkit=buildkit,
             extra=args.build_args,
         )
-        run(cmd)
+        with build_lock():
+            run(cmd)
     except ImageError as exc:
         log(f"error: {exc}")
         return 1

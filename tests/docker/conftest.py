@@ -13,6 +13,8 @@ per session with ``make image`` on the base from ``make base-image``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -101,6 +103,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(problem)
 
 
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """The lock scripts/docker/image.py holds around every build (see build_lock there):
+    concurrent BuildKit builds can crash Docker 20.10's daemon."""
+    path = Path(os.environ.get("COSMO_DOCKER_BUILD_LOCK", "/tmp/cosmo-docker-build.lock"))
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @dataclass
 class Docker:
     """A docker client binary plus the environment that selects its builder."""
@@ -122,15 +137,16 @@ class Docker:
         check: bool = False,
         input_text: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.client, *args],
-            env=self.env,
-            input=input_text,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        with build_lock() if args[:1] == ("build",) else contextlib.nullcontext():
+            result = subprocess.run(
+                [self.client, *args],
+                env=self.env,
+                input=input_text,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"docker {' '.join(args)} exited {result.returncode}:\n"
