@@ -31,7 +31,8 @@ DOCKER_ROOT = Path(os.environ.get("COSMO_DOCKER_ROOT", "/tmp/cosmo-docker"))
 BASE_IMAGE = os.environ.get("COSMO_TEST_BASE_IMAGE", "cosmo-base:bookworm")
 BUILDKIT_CLIENT = os.environ.get("COSMO_BUILDKIT_DOCKER", "/usr/bin/docker")
 LEGACY_CLIENT = os.environ.get("COSMO_LEGACY_DOCKER", "/usr/local/bin/docker")
-TEST_REPO_PREFIX = "cosmo-runner-test"
+# Per session, so that concurrent sessions on one engine never remove each other's images.
+TEST_REPO_PREFIX = f"cosmo-runner-test-{os.getpid()}"
 BUILD_TIMEOUT = 900  # seconds; a cold build takes well under a minute here
 RUN_TIMEOUT = 180
 
