@@ -8,7 +8,7 @@ is the mean of ``number`` back-to-back calls, so that fast rows are timed well a
 clock's resolution.
 
 Timed: the core fit as each library's user gets it -- estimate, se, tau2 and the 95% CI
-(z test):
+(z test); turning each library's result into arrays for the agreement check is not timed:
 
 - cosmo-runner: ``rma(yi, vi, method=...)`` -- 1-D for one analysis, 2-D (analyses x
   studies) for the batch; its result holds far more (Q, I2, H2, PI, convergence).
@@ -23,6 +23,12 @@ Agreement: estimate, se, tau2, ci_lb and ci_ub against each peer, as the largest
 only where its tau2 >= 0. PyMARE's REML is a bounded numerical optimisation and cosmo-runner
 stops Fisher scoring where metafor does (|step| < 1e-5), so REML agrees to ~1e-5 only; the
 tolerance there is 1e-4 (1e-6 everywhere else).
+
+Allocator state: glibc serves large arrays by mmap (fresh pages, page faults on every
+call) until a large mmapped block is freed, which raises its mmap threshold for the rest of
+the process. Which library happens to run first would then decide how fast the others are
+(PyMARE's 10 000 x 20 DL fit: ~10 ms before, ~3 ms after). The benchmark frees one 16 MiB
+array up front so that every implementation and every row runs in the same, fast state.
 
 Usage: ``python bench/bench_meta.py [--quick] [--seed N]``; prints a markdown section.
 """
@@ -61,9 +67,16 @@ class Case:
 
 @dataclass
 class Impl:
+    """``fit`` is timed and returns the library's own result; ``extract`` (untimed) turns it
+    into arrays for the agreement check."""
+
     name: str
-    fit: Callable[[], dict[str, np.ndarray]]
+    fit: Callable[[], Any]
+    extract: Callable[[Any], dict[str, np.ndarray]]
     tol: float
+
+    def values(self) -> dict[str, np.ndarray]:
+        return self.extract(self.fit())
 
 
 def make_data(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -76,41 +89,54 @@ def make_data(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndar
 # --------------------------------------------------------------------------- implementations
 
 
-def cosmo(case: Case) -> Callable[[], dict[str, np.ndarray]]:
-    def fit() -> dict[str, np.ndarray]:
-        r = rma(case.yi, case.vi, method=case.method, test="z", level=95)
+def cosmo(case: Case) -> tuple[Callable[[], Any], Callable[[Any], dict[str, np.ndarray]]]:
+    """The result object holds estimate, se, tau2, CI (and Q, I2, H2, PI, convergence)."""
+
+    def fit() -> Any:
+        return rma(case.yi, case.vi, method=case.method, test="z", level=95)
+
+    def extract(r: Any) -> dict[str, np.ndarray]:
         out = {key: np.atleast_1d(np.asarray(getattr(r, key), dtype=float)) for key in KEYS}
         out["iterations"] = np.atleast_1d(np.asarray(r.iterations, dtype=float))
         return out
 
-    return fit
+    return fit, extract
 
 
-def statsmodels_dl(case: Case) -> Callable[[], dict[str, np.ndarray]]:
+def statsmodels_dl(
+    case: Case,
+) -> tuple[Callable[[], Any], Callable[[Any], dict[str, np.ndarray]]]:
+    """One ``combine_effects`` + ``conf_int`` per analysis (it is not vectorised)."""
     from statsmodels.stats.meta_analysis import combine_effects
 
-    rows_y = np.atleast_2d(case.yi)
-    rows_v = np.atleast_2d(case.vi)
+    rows = list(zip(np.atleast_2d(case.yi), np.atleast_2d(case.vi), strict=True))
 
-    def fit() -> dict[str, np.ndarray]:
-        out = np.empty((len(rows_y), 5))
-        for i, (y, v) in enumerate(zip(rows_y, rows_v, strict=True)):
+    def fit() -> Any:
+        out = []
+        for y, v in rows:
             res = combine_effects(y, v, method_re="dl", use_t=False)
-            ci = res.conf_int(use_t=False)[1]  # random effects, scale 1
-            out[i] = res.mean_effect_re, res.sd_eff_w_re, res.tau2, ci[0], ci[1]
-        return dict(zip(KEYS, out.T, strict=True))
+            out.append((res, res.conf_int(use_t=False)[1]))  # random effects, scale 1
+        return out
 
-    return fit
+    def extract(fits: Any) -> dict[str, np.ndarray]:
+        table = np.array(
+            [(r.mean_effect_re, r.sd_eff_w_re, r.tau2, ci[0], ci[1]) for r, ci in fits]
+        )
+        return dict(zip(KEYS, table.T, strict=True))
+
+    return fit, extract
 
 
-def pymare_fit(case: Case) -> Callable[[], dict[str, np.ndarray]]:
+def pymare_fit(case: Case) -> tuple[Callable[[], Any], Callable[[Any], dict[str, np.ndarray]]]:
+    """Its estimators on parallel data sets (studies x analyses); se and CI from its
+    covariance are part of the timed fit (PyMARE's fit does not compute them)."""
     from pymare.estimators import DerSimonianLaird, VarianceBasedLikelihoodEstimator
 
     y = np.atleast_2d(case.yi).T.copy()  # studies x analyses
     v = np.atleast_2d(case.vi).T.copy()
     x = np.ones((y.shape[0], 1))
 
-    def fit() -> dict[str, np.ndarray]:
+    def fit() -> Any:
         if case.method == "DL":
             est = DerSimonianLaird(small_sample_correction="wald")
         else:
@@ -118,16 +144,13 @@ def pymare_fit(case: Case) -> Callable[[], dict[str, np.ndarray]]:
         est.fit(y, v, x)
         beta = est.params_["fe_params"][0]
         se = np.sqrt(est.params_["inv_cov"][0, 0])
-        tau2 = np.ravel(est.params_["tau2"])
-        return {
-            "estimate": beta,
-            "se": se,
-            "tau2": tau2,
-            "ci_lb": beta - Z95 * se,
-            "ci_ub": beta + Z95 * se,
-        }
+        return beta, se, est.params_["tau2"], beta - Z95 * se, beta + Z95 * se
 
-    return fit
+    def extract(out: Any) -> dict[str, np.ndarray]:
+        beta, se, tau2, lb, ub = out
+        return {"estimate": beta, "se": se, "tau2": np.ravel(tau2), "ci_lb": lb, "ci_ub": ub}
+
+    return fit, extract
 
 
 # --------------------------------------------------------------------------- timing
@@ -179,7 +202,7 @@ def reml_loglik(tau2: np.ndarray, yi: np.ndarray, vi: np.ndarray) -> np.ndarray:
 
 def agreement(case: Case, ours: dict[str, np.ndarray], impl: Impl) -> tuple[bool, str, list[str]]:
     """Cell text and footnotes for one peer."""
-    theirs = impl.fit()
+    theirs = impl.values()
     mask = np.ones_like(theirs["tau2"], dtype=bool)
     scope = ""
     if impl.name == "statsmodels":
@@ -225,7 +248,7 @@ def tight_agreement(case: Case, peer: Impl) -> str:
     """REML converged tightly (threshold 1e-10, untimed) against the peer."""
     r = rma(case.yi, case.vi, method=case.method, test="z", control={"threshold": 1e-10})
     ours = {key: np.atleast_1d(np.asarray(getattr(r, key), dtype=float)) for key in KEYS}
-    diff = per_analysis_diff(ours, peer.fit())
+    diff = per_analysis_diff(ours, peer.values())
     return f"tight fit (threshold 1e-10) vs {peer.name}: median {np.median(diff):.0e}, max {diff.max():.0e}"
 
 
@@ -240,12 +263,20 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def warm_allocator() -> None:
+    """Free one 16 MiB array: glibc then keeps arrays up to that size on the heap (see the
+    module docstring); a no-op elsewhere."""
+    block = np.ones(2 * 1024 * 1024)
+    del block
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=20260401)
     parser.add_argument("--quick", action="store_true", help="smaller budget (a smoke run)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # peers' deprecation chatter must not skew the timing
+    warm_allocator()
     rng = np.random.default_rng(args.seed)
 
     shapes = [
@@ -270,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         f"interleaved, median of ≥{min_repeats} repeats (each the mean of n calls). "
         f"Python {platform.python_version()}, numpy {version('numpy')}, "
         f"scipy {version('scipy')}, statsmodels {version('statsmodels')}, "
-        f"PyMARE {version('pymare')}; {platform.machine()}, {_cpus()} CPUs. "
+        f"PyMARE {version('pymare')}; {platform.machine()}, {_cpus()} CPUs; allocator "
+        "warmed up front (see bench_meta.py). "
         "Ratio = fastest peer / cosmo-runner (target ≥ 2x). Agreement: largest "
         "|Δ|/max(1,|peer|) over estimate, se, tau2, CI bounds (tolerance 1e-6; 1e-4 for "
         "PyMARE's REML).",
@@ -283,14 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     all_agree = True
     footnotes: list[str] = []
     for case in cases:
-        impls = [Impl("cosmo-runner", cosmo(case), 0.0)]
+        impls = [Impl("cosmo-runner", *cosmo(case), 0.0)]
         if case.method == "DL":
-            impls.append(Impl("statsmodels", statsmodels_dl(case), TOL))
+            impls.append(Impl("statsmodels", *statsmodels_dl(case), TOL))
         impls.append(
-            Impl("PyMARE", pymare_fit(case), TOL if case.method == "DL" else TOL_REML_PYMARE)
+            Impl("PyMARE", *pymare_fit(case), TOL if case.method == "DL" else TOL_REML_PYMARE)
         )
         medians, repeats, _numbers = measure(impls, min_repeats=min_repeats, budget_s=budget)
-        ours = impls[0].fit()
+        ours = impls[0].values()
         cells = []
         for impl in impls[1:]:
             ok, cell, notes = agreement(case, ours, impl)
