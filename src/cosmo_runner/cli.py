@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -237,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     except CosmoError as exc:
         _report_error(exc, debug)
         return exit_code_for(exc)
+    except BrokenPipeError:  # `cosmo-runner smoke | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("cosmo-runner: interrupted", file=sys.stderr)
         return 130
