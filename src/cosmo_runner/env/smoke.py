@@ -9,6 +9,7 @@ Pure checks over an :class:`~cosmo_runner.env.snapshot.EnvironmentState`: each r
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -204,18 +205,23 @@ print(json.dumps(out))
 
 
 class ImportProbes:
-    """Required imports, checked in fresh interpreters, one per top-level package, in parallel.
+    """Required imports, checked in fresh interpreters running side by side.
 
     A fresh interpreter sees exactly what a pipeline run would import, unaffected by what
-    this process already loaded; running the packages side by side keeps the gate fast.
+    this process already loaded. The top-level packages are spread over as many
+    interpreters as there are CPUs (more would only import numpy again and again), the
+    packages with the most required modules first, each to the least loaded interpreter.
     """
 
     def __init__(self, modules: list[str], severity: str) -> None:
         self.modules = modules
         self.severity = severity
-        groups: dict[str, list[str]] = {}
+        packages: dict[str, list[str]] = {}
         for module in modules:
-            groups.setdefault(module.split(".")[0], []).append(module)
+            packages.setdefault(module.split(".")[0], []).append(module)
+        bins: list[list[str]] = [[] for _ in range(max(1, min(os.cpu_count() or 1, len(packages))))]
+        for group in sorted(packages.values(), key=len, reverse=True):
+            min(bins, key=len).extend(group)
         self.procs = [
             (
                 group,
@@ -226,7 +232,8 @@ class ImportProbes:
                     text=True,
                 ),
             )
-            for group in groups.values()
+            for group in bins
+            if group
         ]
 
     def collect(self) -> list[Check]:
