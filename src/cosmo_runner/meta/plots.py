@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +51,7 @@ from matplotlib.patches import Polygon
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from cosmo_runner.errors import AnalysisError
+from cosmo_runner.runlog import write_atomic
 
 __all__ = ["FORMATS", "KINDS", "MAX_FOREST_ROWS", "render"]
 
@@ -115,7 +114,7 @@ def render(
             fig = _forest(result, stem) if kind == "forest" else _funnel(result, stem)
             for fmt in FORMATS:
                 path = plots_dir / f"{stem}.{kind}.{fmt}"
-                _write_atomic(path, _figure_bytes(fig, fmt))
+                write_atomic(path, _figure_bytes(fig, fmt))
                 written.append(path)
     return written
 
@@ -944,22 +943,3 @@ def _figure_bytes(fig: Figure, fmt: str) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=_DPI, metadata=_SAVE_METADATA[fmt])
     return buffer.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
