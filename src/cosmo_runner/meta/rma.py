@@ -131,9 +131,11 @@ class _Lazy:
         funcs: Mapping[str, Callable[[], Any]],
         single: bool = False,
         rows: int | None = None,
+        values: dict[str, Any] | None = None,
     ) -> None:
         self._funcs = dict(funcs)
-        self._values: dict[str, Any] = {}
+        # already computed values (taken as they are, not reduced or filled)
+        self._values: dict[str, Any] = {} if values is None else values
         self.single = single
         self.rows = rows
 
@@ -168,25 +170,20 @@ class RMAResult:
 
     ``tau2_se``, ``weights``, ``Q_pval`` and ``algorithm`` are computed on first access (a
     plain fit does not pay for them) from the arrays passed to :func:`rma`: do not modify
-    those arrays in place before reading them.
+    those arrays in place before reading them. For a batch, ``statistic``, ``pval``,
+    ``tau``, ``I2``, ``H2``, ``pi_lb`` and ``pi_ub`` are also computed on first access (from
+    per-analysis results kept by the fit, not from the inputs).
     """
 
     k: int
     estimate: Num
     se: Num
-    statistic: Num
     df: Num
-    pval: Num
     ci_lb: Num
     ci_ub: Num
     tau2: Num
-    tau: Num
-    I2: Num
-    H2: Num
     Q: Num
     Q_df: int
-    pi_lb: Num
-    pi_ub: Num
     method: str
     test: str
     level: float
@@ -210,6 +207,41 @@ class RMAResult:
         self.__dict__.update(_RESULT_DEFAULTS)
         self.__dict__.update(values)
         return self
+
+    @property
+    def statistic(self) -> Num:
+        """Test statistic of the estimate (z, or t with ``test="knha"``)."""
+        return self.lazy.get("statistic")
+
+    @property
+    def pval(self) -> Num:
+        """Two-sided p-value of the estimate."""
+        return self.lazy.get("pval")
+
+    @property
+    def tau(self) -> Num:
+        """Square root of tau2."""
+        return self.lazy.get("tau")
+
+    @property
+    def I2(self) -> Num:
+        """I2 (percent): share of the total variability due to heterogeneity."""
+        return self.lazy.get("I2")
+
+    @property
+    def H2(self) -> Num:
+        """H2: total variability over sampling variability."""
+        return self.lazy.get("H2")
+
+    @property
+    def pi_lb(self) -> Num:
+        """Lower bound of the prediction interval (None with moderators)."""
+        return self.lazy.get("pi_lb")
+
+    @property
+    def pi_ub(self) -> Num:
+        """Upper bound of the prediction interval (None with moderators)."""
+        return self.lazy.get("pi_ub")
 
     @property
     def tau2_se(self) -> Num:
@@ -823,15 +855,10 @@ def _fit_batch(
     is_ee = method in ("EE", "FE")
     if is_ee:
         w, sw, mu = ee.w, ee.sw, ee.mu
-        with np.errstate(divide="ignore", invalid="ignore"):
-            i2 = np.where(q > 0, np.maximum(0.0, 100.0 * (q - (k - 1)) / q), 0.0)
-        h2 = q / (k - 1)
     else:
         w = _inv_plus(v, tau2, out=_scratch("fit.w", y.shape))
         sw = _rsum(w)
         mu = _rdot(w, y) / sw
-        i2 = 100.0 * tau2 / (vt + tau2)
-        h2 = tau2 / vt + 1.0
     var_b = 1.0 / sw
     df: float | None = None
     if test == "knha":
@@ -846,18 +873,12 @@ def _fit_batch(
         var_b = s2w * var_b
         df = float(k - 1)
     se = np.sqrt(var_b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        stat = mu / se
-    abs_stat = np.abs(stat)
-    pval = 2.0 * (ndtr(-abs_stat) if df is None else stdtr(df, -abs_stat))
-    crit = _crit(alpha, df)
+    crit = _crit_cached(alpha, df)
     half = crit * se
-    half_pi = crit * np.sqrt(var_b + tau2)
-    t_model = np.zeros_like(tau2) if is_ee else tau2
 
     # computed on demand from the inputs (the work arrays above are reused by later calls)
     def model_weights() -> tuple[FloatArray, FloatArray]:
-        wm = _inv_plus(v, t_model)
+        wm = _inv_plus(v, np.zeros_like(tau2) if is_ee else tau2)
         return wm, _rsum(wm)
 
     def tau2_se() -> FloatArray | None:
@@ -871,36 +892,58 @@ def _fit_batch(
     def q_pval() -> FloatArray:
         return np.asarray(chdtrc(k - 1, q))
 
+    # per-analysis statistics beyond the core fit, from the small arrays above
+    def statistic() -> FloatArray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.asarray(mu / se)
+
+    def pval() -> FloatArray:
+        abs_stat = np.abs(statistic())  # not lazy.get: reduced to a float for one analysis
+        return np.asarray(2.0 * (ndtr(-abs_stat) if df is None else stdtr(df, -abs_stat)))
+
+    def i2() -> FloatArray:
+        if is_ee:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(q > 0, np.maximum(0.0, 100.0 * (q - (k - 1)) / q), 0.0)
+        return np.asarray(100.0 * tau2 / (vt + tau2))
+
+    def h2() -> FloatArray:
+        return np.asarray(q / (k - 1) if is_ee else tau2 / vt + 1.0)
+
+    def half_pi() -> FloatArray:
+        return np.asarray(crit * np.sqrt(var_b + tau2))
+
+    lazy = _Lazy(
+        {
+            "tau2_se": tau2_se,
+            "weights": weights,
+            "Q_pval": q_pval,
+            "algorithm": lambda: np.array(ALGORITHMS, dtype=object)[algorithm],
+            "statistic": statistic,
+            "pval": pval,
+            "tau": lambda: np.sqrt(tau2),
+            "I2": i2,
+            "H2": h2,
+            "pi_lb": lambda: mu - half_pi(),
+            "pi_ub": lambda: mu + half_pi(),
+        },
+        rows=y.shape[0],
+    )
     return {
         "k": k,
         "estimate": mu,
         "se": se,
-        "statistic": stat,
         "df": df,
-        "pval": pval,
         "ci_lb": mu - half,
         "ci_ub": mu + half,
         "tau2": tau2,
-        "tau": np.sqrt(tau2),
-        "I2": i2,
-        "H2": h2,
         "Q": q,
         "Q_df": k - 1,
-        "pi_lb": mu - half_pi,
-        "pi_ub": mu + half_pi,
         "converged": conv,
         "iterations": iters,
         "warnings": tuple(warnings),
         "vt": vt,
-        "lazy": _Lazy(
-            {
-                "tau2_se": tau2_se,
-                "weights": weights,
-                "Q_pval": q_pval,
-                "algorithm": lambda: np.array(ALGORITHMS, dtype=object)[algorithm],
-            },
-            rows=y.shape[0],
-        ),
+        "lazy": lazy,
     }
 
 
@@ -1065,24 +1108,26 @@ def _fit_single(
             "algorithm": lambda: ALGORITHMS[code],
         },
         single=True,
+        values={
+            "statistic": stat,
+            "pval": pval,
+            "tau": math.sqrt(tau2),
+            "I2": i2,
+            "H2": h2,
+            "pi_lb": mu - half_pi,
+            "pi_ub": mu + half_pi,
+        },
     )
     return {
         "k": k,
         "estimate": mu,
         "se": se,
-        "statistic": stat,
         "df": df,
-        "pval": pval,
         "ci_lb": mu - half,
         "ci_ub": mu + half,
         "tau2": tau2,
-        "tau": math.sqrt(tau2),
-        "I2": i2,
-        "H2": h2,
         "Q": q,
         "Q_df": k - 1,
-        "pi_lb": mu - half_pi,
-        "pi_ub": mu + half_pi,
         "converged": conv,
         "iterations": iters,
         "warnings": tuple(warnings),
@@ -1377,19 +1422,12 @@ def _fit_mods(
         k=k,
         estimate=beta,
         se=se,
-        statistic=stat,
         df=df,
-        pval=np.asarray(pval),
         ci_lb=beta - crit * se,
         ci_ub=beta + crit * se,
         tau2=tau2,
-        tau=float(np.sqrt(tau2)),
-        I2=i2,
-        H2=h2,
         Q=qe,
         Q_df=k - p,
-        pi_lb=None,
-        pi_ub=None,
         method=method,
         test=test,
         level=100.0 * (1.0 - alpha),
@@ -1402,7 +1440,16 @@ def _fit_mods(
                 "weights": lambda: np.asarray(100.0 * fit.w / fit.w.sum()),
                 "Q_pval": lambda: float(chdtrc(k - p, qe)),
                 "algorithm": lambda: algorithm,
-            }
+            },
+            values={
+                "statistic": stat,
+                "pval": np.asarray(pval),
+                "tau": float(np.sqrt(tau2)),
+                "I2": i2,
+                "H2": h2,
+                "pi_lb": None,
+                "pi_ub": None,
+            },
         ),
         vt=vt,
         terms=terms,
