@@ -1508,69 +1508,6 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-#: Closed-form fits of batches with at least this many elements are split by rows over
-#: the CPUs: their work is a few long numpy passes that release the GIL. Iterative
-#: estimators (ML, REML, EB, PM) loop over many small steps and stay on one thread, as do
-#: small batches, where the hand-over costs more than it saves.
-_PARALLEL_MIN = 100_000
-_POOL: list[Any] = []  # one executor, created on first use and shared by every call
-_POOL_LOCK = threading.Lock()
-
-
-def _executor(workers: int) -> Any:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with _POOL_LOCK:
-        if not _POOL:
-            _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cosmo-rma"))
-        return _POOL[0]
-
-
-def _fit_rows(
-    y: FloatArray, v: FloatArray, method: str, *, test: str, alpha: float, con: Control
-) -> dict[str, Any]:
-    """:func:`_fit_batch`, over row blocks side by side for large closed-form batches.
-
-    Analyses are independent and every row's arithmetic is the same in a block as in the
-    whole, so concatenating the blocks' results gives identical numbers (tested).
-    """
-    import os
-
-    rows = y.shape[0]
-    workers = min(os.cpu_count() or 1, rows)
-    if workers < 2 or method not in _CLOSED_FORM or y.size < _PARALLEL_MIN:
-        return _fit_batch(y, v, method, test=test, alpha=alpha, con=con)
-    edges = [rows * i // workers for i in range(workers + 1)]
-
-    def block(i: int) -> dict[str, Any]:
-        a, b = edges[i], edges[i + 1]
-        return _fit_batch(y[a:b], v[a:b], method, test=test, alpha=alpha, con=con)
-
-    pending = [_executor(workers).submit(block, i) for i in range(1, workers)]
-    parts = [block(0)] + [f.result() for f in pending]  # this thread takes the first block
-    return _merge_rows(parts, rows)
-
-
-def _merge_rows(parts: list[dict[str, Any]], rows: int) -> dict[str, Any]:
-    """Concatenate row blocks of :func:`_fit_batch` results (arrays, lazy values, warnings)."""
-    merged: dict[str, Any] = {}
-    for key, first in parts[0].items():
-        if isinstance(first, np.ndarray):
-            merged[key] = np.concatenate([p[key] for p in parts])
-        elif key == "warnings":
-            merged[key] = tuple(dict.fromkeys(w for p in parts for w in p[key]))
-        elif key == "lazy":
-            lazies = [p["lazy"] for p in parts]
-
-            def joined(name: str, lazies: list[_Lazy] = lazies) -> FloatArray:
-                return np.concatenate([np.atleast_1d(z.get(name)) for z in lazies])
-
-            merged[key] = _Lazy({n: functools.partial(joined, n) for n in first._funcs}, rows=rows)
-        else:  # k, df, Q_df: the same for every block
-            merged[key] = first
-    return merged
-
-
 def rma(
     yi: ArrayLike,
     vi: ArrayLike,
@@ -1636,7 +1573,7 @@ def rma(
             return RMAResult._make(method=m, test=test, level=level_pct, **fast)
     y2 = y[None, :] if single else np.ascontiguousarray(y)
     v2 = v[None, :] if single else np.ascontiguousarray(v)
-    out = _fit_rows(y2, v2, m, test=test, alpha=alpha, con=con)
+    out = _fit_batch(y2, v2, m, test=test, alpha=alpha, con=con)
     if single:
         out["lazy"].single = True
         # one conversion for all the (1,)-shaped float arrays, then the rest one by one
