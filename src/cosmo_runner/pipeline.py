@@ -139,9 +139,7 @@ def execute(options: RunOptions) -> RunResult:
         run_dir, run_id = prepare_out_dir(options.out_dir, cwd)
     else:
         run_dir, run_id = None, new_run_id()
-    log = RunLog((run_dir or cwd) / LOG_NAME, run_id, options.command)
-    if not options.write:
-        log.save = lambda: None  # type: ignore[method-assign]  # dry run writes nothing
+    log = RunLog(run_dir / LOG_NAME if run_dir else None, run_id, options.command, cwd)
     runner = _Runner(options, log, run_dir)
     error: BaseException | None = None
     with _signals_as_errors():
@@ -374,7 +372,7 @@ class _Runner:
 
 
 class _TableCache:
-    """Each CSV input is read once per run, shared by validators' callers and analyses."""
+    """Each CSV input is read once for all the analyses of a run (validators read their own)."""
 
     def __init__(self) -> None:
         self._tables: dict[Path, Table] = {}

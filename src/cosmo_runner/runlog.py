@@ -63,7 +63,8 @@ def file_record(path: Path, root: Path) -> dict[str, Any]:
 class RunLog:
     """The run log document and its file; every ``save`` is an atomic rewrite."""
 
-    def __init__(self, path: Path, run_id: str, command: list[str]) -> None:
+    def __init__(self, path: Path | None, run_id: str, command: list[str], cwd: Path) -> None:
+        """``path`` None: a dry run (``validate`` without ``--out``) that writes nothing."""
         self.path = path
         self._t0 = time.perf_counter()
         self._step_t0: dict[str, float] = {}
@@ -77,7 +78,7 @@ class RunLog:
             "finished_at": None,
             "duration_s": None,
             "timings": {},
-            "out_dir": str(path.parent),
+            "out_dir": str(path.parent if path else cwd),
             "environment": None,
             "smoke": None,
             "spec": None,
@@ -96,7 +97,8 @@ class RunLog:
             self.doc["timings"][name] = round(time.perf_counter() - self._step_t0.pop(name), 6)
 
     def save(self) -> None:
-        write_atomic(self.path, dumps(self.doc))
+        if self.path is not None:
+            write_atomic(self.path, dumps(self.doc))
 
     def finish(self, status: str, exit_code: int, error: dict[str, Any] | None = None) -> None:
         for name in list(self._step_t0):
