@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_PY = ROOT / "scripts" / "docker" / "image.py"
+sys.path.insert(0, str(IMAGE_PY.parent))
+from build_context import copy_context  # noqa: E402
+
 REPO = "cosmo-runner-bench"
 BUILDERS = {
     # name: (client, DOCKER_BUILDKIT, description)
@@ -30,22 +32,6 @@ BUILDERS = {
     "legacy": ("/usr/local/bin/docker", None, "legacy builder (`/usr/local/bin/docker`)"),
 }
 DEPS_MARKER = "-r /opt/cosmo-runner/requirements.lock.txt"
-
-
-def copy_context(dest: Path) -> None:
-    listed = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    wheelhouse = dest / "docker" / "wheelhouse"
-    wheelhouse.mkdir(parents=True, exist_ok=True)
-    for wheel in (ROOT / "docker" / "wheelhouse").glob("*.whl"):
-        shutil.copy2(wheel, wheelhouse / wheel.name)
 
 
 def build(context: Path, builder: str, base: str | None, *, no_cache: bool) -> tuple[float, str]:

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts" / "docker"))
+from build_context import copy_context  # noqa: E402, F401 - shared with bench, used by the tests
+
 DOCKER_ROOT = Path(os.environ.get("COSMO_DOCKER_ROOT", "/tmp/cosmo-docker"))
 BASE_IMAGE = os.environ.get("COSMO_TEST_BASE_IMAGE", "cosmo-base:bookworm")
 BUILDKIT_CLIENT = os.environ.get("COSMO_BUILDKIT_DOCKER", "/usr/bin/docker")
@@ -216,31 +220,6 @@ def require_built(build: Build) -> Build:
         f"make image ({build.builder}) failed with exit {build.returncode}:\n{build.log[-6000:]}"
     )
     return build
-
-
-def copy_context(dest: Path) -> Path:
-    """A copy of the working tree as a build context: what git tracks or would track,
-    plus the wheelhouse's wheels (hard links when possible)."""
-    listed = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        src = ROOT / rel
-        if not src.is_file():
-            continue  # deleted in the working tree
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
-    wheelhouse = dest / "docker" / "wheelhouse"
-    wheelhouse.mkdir(parents=True, exist_ok=True)
-    for wheel in (ROOT / "docker" / "wheelhouse").glob("*.whl"):
-        try:
-            os.link(wheel, wheelhouse / wheel.name)
-        except OSError:
-            shutil.copy2(wheel, wheelhouse / wheel.name)
-    return dest
 
 
 @pytest.fixture(scope="session")
