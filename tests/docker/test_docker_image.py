@@ -10,6 +10,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -352,7 +353,10 @@ def test_source_only_change_rebuilds_without_reinstalling_dependencies(
     first: Build = require_built(request.getfixturevalue(f"{builder}_build"))
     context = copy_context(tmp_path / "context")
     init = context / "src" / "cosmo_runner" / "__init__.py"
-    init.write_text(init.read_text(encoding="utf-8") + "# source-only change\n", "utf-8")
+    # unique per run: the engine's cache outlives a test session, and a change it has
+    # already built would come from the cache
+    marker = f"# source-only change {time.time_ns()}\n"
+    init.write_text(init.read_text(encoding="utf-8") + marker, "utf-8")
     repo = f"{TEST_REPO_PREFIX}-rebuild-{builder}"
     try:
         rebuild = require_built(make_image(docker, builder, repo, root=context))
