@@ -104,6 +104,63 @@ def test_bad_input_is_a_clear_error(yi: object, vi: object, message: str) -> Non
         rma(yi, vi)  # type: ignore[arg-type]
 
 
+BAD_VALUES = [
+    ("yi", np.nan, "yi contains missing"),
+    ("yi", -np.inf, "yi contains missing"),
+    ("vi", np.nan, "vi contains missing"),
+    ("vi", np.inf, "vi contains missing"),
+    ("vi", -np.inf, "vi contains missing"),
+    ("vi", 0.0, "strictly positive"),
+    ("vi", -0.0, "strictly positive"),
+    ("vi", -0.2, "strictly positive"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), BAD_VALUES)
+@pytest.mark.parametrize("shape", [(7,), (6000,), (30, 7)], ids=["small", "long", "batch"])
+@pytest.mark.parametrize("method", ["DL", "REML", "PM"])
+def test_bad_values_are_named_on_every_path(
+    field: str, value: float, message: str, shape: tuple[int, ...], method: str
+) -> None:
+    """The value checks ride on the first pass of each fit path (scalar, long, batch):
+    every kind of bad value is still named, with no numpy warning on the way."""
+    y, v = np.full(shape, 0.3), np.full(shape, 0.1)
+    (y if field == "yi" else v)[(-1,) * len(shape)] = value
+    with np.errstate(all="raise"), pytest.raises(AnalysisError, match=message):
+        rma(y, v, method=method)
+
+
+@pytest.mark.parametrize("shape", [(5,), (6000,), (3, 5)], ids=["small", "long", "batch"])
+def test_finite_input_that_overflows_is_a_clear_error(shape: tuple[int, ...]) -> None:
+    v = np.full(shape, 0.1)
+    v[..., 0] = 1e-320  # a subnormal variance: its weight 1/vi is inf
+    with pytest.raises(AnalysisError, match="overflow double precision"):
+        rma(np.full(shape, 0.3), v, method="DL")
+
+
+@pytest.mark.parametrize("shape", [(12,), (6000,), (4, 12)], ids=["small", "long", "batch"])
+def test_q_is_accurate_for_effects_with_a_large_common_offset(shape: tuple[int, ...]) -> None:
+    """Q from ``sum w y^2 - mu sum w y`` cancels when the effects share a large offset; such
+    rows are recomputed from residuals. Reference: residuals about a correctly rounded
+    weighted mean, summed with ``math.fsum``."""
+    import math
+
+    rng = np.random.default_rng(5)
+    v = rng.uniform(0.01, 0.5, shape)
+    y = 1e4 + rng.normal(0.0, 0.3, shape)
+    res = rma(y, v, method="EE")
+
+    def exact_q(yr: np.ndarray, vr: np.ndarray) -> float:
+        w = 1.0 / vr
+        mu = math.fsum(w * yr) / math.fsum(w)
+        return math.fsum(w * (yr - mu) ** 2)
+
+    rows = [(y, v)] if y.ndim == 1 else list(zip(y, v, strict=True))
+    qs = np.atleast_1d(res.Q)
+    for (yr, vr), q in zip(rows, qs, strict=True):
+        assert q == pytest.approx(exact_q(yr, vr), rel=1e-11)
+
+
 def test_bad_options_are_clear_errors() -> None:
     with pytest.raises(AnalysisError, match="unknown method 'XX'"):
         rma(BCG_YI, BCG_VI, method="XX")

@@ -39,7 +39,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -296,7 +296,13 @@ def _alpha(level: float) -> float:
     return 1.0 - lev
 
 
-def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2) -> None:
+def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2, *, values: bool = True) -> None:
+    """Shapes and ``k``; with ``values``, also finite ``yi`` and finite, positive ``vi``.
+
+    Intercept-only fits skip the value checks here: :meth:`_EE.of` and :func:`_fit_single`
+    confirm them from their own first pass over the data (``1/vi`` finite and positive, the
+    weighted mean finite) and call this function again only to name a failure.
+    """
     if y.shape != v.shape:
         raise AnalysisError(f"rma: yi has shape {y.shape} but vi has shape {v.shape}")
     if y.ndim not in (1, 2):
@@ -304,6 +310,8 @@ def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2) -> None:
     k = y.shape[-1]
     if k < min_k:
         raise AnalysisError(f"rma: need at least {min_k} studies, got k = {k}")
+    if not values:
+        return
     # reductions first (no temporaries); the element-wise check only to confirm a failure
     if y.size <= _SMALL_DOT:
         total = np.add.reduce(y, axis=None)
@@ -313,10 +321,19 @@ def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2) -> None:
         raise AnalysisError("rma: yi contains missing or non-finite values")
     vmin = float(np.minimum.reduce(v, axis=None))
     vmax = float(np.maximum.reduce(v, axis=None))
-    if math.isnan(vmin) or math.isinf(vmax):
+    if not math.isfinite(vmin) or math.isinf(vmax):
         raise AnalysisError("rma: vi contains missing or non-finite values")
     if vmin <= 0:
         raise AnalysisError("rma: vi must be strictly positive (found a zero or negative variance)")
+
+
+def _bad_values(y: FloatArray, v: FloatArray) -> NoReturn:
+    """Raise for data whose equal-effects sums are not finite: name the bad input, or say
+    that finite inputs overflowed."""
+    _check_data(y, v)
+    raise AnalysisError(
+        "rma: yi / vi overflow double precision (extreme effect sizes or variance ratio)"
+    )
 
 
 def _mad(y: FloatArray) -> FloatArray:
@@ -627,13 +644,39 @@ class _EE:
 
     @classmethod
     def of(cls, y: FloatArray, v: FloatArray) -> _EE:
-        """Valid during the call only: ``w`` is a scratch buffer."""
-        w = np.divide(1.0, v, out=_scratch("ee.w", y.shape))
-        sw, mu, r = _gls(y, w, out=_scratch("ee.r", y.shape))
-        wr = np.multiply(w, r, out=_scratch("ee.wr", y.shape))
+        """The equal-effects fit of every row, and the value checks of :func:`_check_data`.
+
+        Valid during the call only: ``w`` is a scratch buffer. ``Q`` comes from the sums
+        ``sum w y^2 - mu sum w y`` (one pass fewer than residuals); a row where that
+        difference cancels more than :data:`_Q_CANCEL` of ``sum w y^2`` (its relative
+        rounding error could exceed ~1e-13) is recomputed from residuals, as are rows with
+        ``Q`` near 0 (identical effects).
+        """
+        shape = y.shape
+        with np.errstate(all="ignore"):  # bad values are named below, not warned about
+            w = np.divide(1.0, v, out=_scratch("ee.w", shape))
+            wmin = float(np.minimum.reduce(w, axis=None))
+            sw = _rsum(w)
+            wy = np.multiply(w, y, out=_scratch("ee.wy", shape))
+            swy = _rsum(wy)
+            mu = swy / sw
+            # w > 0 everywhere <=> vi positive and not +inf (nan fails the comparison);
+            # then mu + sw is finite unless yi is not or the sums overflowed
+            if not wmin > 0 or not np.isfinite(mu + sw).all():
+                _bad_values(y, v)
+            swyy = _rdot(wy, y)
+            q = swyy - mu * swy
         sw2 = _rdot(w, w)
-        q = np.maximum(_rdot(wr, r), 0.0)
+        redo = np.flatnonzero(q * _Q_CANCEL < swyy)
+        if redo.size:
+            ws, r = w[redo], y[redo] - mu[redo, None]
+            q[redo] = _rdot(ws * r, r)
+        q = np.maximum(q, 0.0)
         return cls(w=w, sw=sw, sw2=sw2, mu=mu, q=q, trp=sw - sw2 / sw)
+
+
+#: :meth:`_EE.of` recomputes Q from residuals where ``sum w y^2 > _Q_CANCEL * Q``.
+_Q_CANCEL = 1e3
 
 
 def _tau2_batch(
@@ -1004,14 +1047,23 @@ def _fit_single(
         dot, add = _dot_long, _sum_long
     else:
         return None
-    w0 = 1.0 / v
-    sw0 = float(add(w0))
-    mu0 = float(dot(w0, y)) / sw0
-    r0 = y - mu0
-    if k > _SMALL_DOT:  # long vectors: one fresh temporary fewer
-        q = max(float(dot(w0, np.square(r0, out=r0))), 0.0)
-    else:
-        q = max(float(dot(w0 * r0, r0)), 0.0)
+    # the equal-effects fit and the value checks together, as in _EE.of
+    with np.errstate(all="ignore"):
+        w0 = np.divide(1.0, v)
+        if not float(np.minimum.reduce(w0)) > 0:
+            _bad_values(y, v)
+        sw0 = float(add(w0))
+        wy = np.multiply(w0, y)
+        swy = float(add(wy))
+        mu0 = swy / sw0  # sw0 > 0
+        if not math.isfinite(mu0 + sw0):  # yi not finite, or the sums overflowed
+            _bad_values(y, v)
+        swyy = float(dot(wy, y))
+    q = swyy - mu0 * swy
+    if q * _Q_CANCEL < swyy:  # cancellation: Q from residuals
+        r0 = np.subtract(y, mu0, out=wy)
+        q = float(dot(w0, np.square(r0, out=r0)))
+    q = max(q, 0.0)
     sw0_2 = float(dot(w0, w0))
     vt = (k - 1) / (sw0 - sw0_2 / sw0)
     warnings: list[str] = []
@@ -1537,7 +1589,8 @@ def rma(
         v = np.asarray(vi, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise AnalysisError("rma: yi and vi must be numeric") from exc
-    _check_data(y, v)
+    # intercept-only fits check the values in their first pass (_EE.of, _fit_single)
+    _check_data(y, v, values=mods is not None)
     if mods is not None:
         if y.ndim != 1:
             raise AnalysisError("rma: moderators are supported for one analysis (1-D yi) only")
