@@ -308,3 +308,14 @@ def test_multimodal_likelihood_uses_the_global_maximum() -> None:
     batch = rma(np.tile(BIMODAL_YI, (3, 1)), np.tile(BIMODAL_VI, (3, 1)))
     np.testing.assert_allclose(batch.tau2, res.tau2, rtol=1e-12)
     assert list(batch.algorithm) == ["bounded-optimisation fallback"] * 3
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 20), (409, 20), (410, 20), (10_000, 20), (10_001, 20), (3, 2000), (50, 7)]
+)
+def test_row_sums_in_blas_blocks_equal_numpy(shape: tuple[int, int]) -> None:
+    from cosmo_runner.meta.rma import _rsum
+
+    a = np.random.default_rng(2).uniform(0.1, 10.0, shape)
+    np.testing.assert_allclose(_rsum(a), a.sum(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(_rsum(a[:, ::2]), a[:, ::2].sum(axis=1), rtol=1e-14)

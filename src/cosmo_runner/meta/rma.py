@@ -402,10 +402,40 @@ def _solve_q(
 # ------------------------------------------------------------ intercept-only estimators
 
 
+#: Elements per BLAS call in :func:`_rsum`: below OpenBLAS's size for threading a matrix-
+#: vector product (2304 x GEMM_MULTITHREAD_THRESHOLD = 9216 by default), so every call stays
+#: on the calling thread.
+_GEMV_BLOCK = 8192
+
+
+@functools.lru_cache(maxsize=16)
+def _ones(k: int) -> FloatArray:
+    ones = np.ones(k)
+    ones.flags.writeable = False
+    return ones
+
+
 def _rsum(a: FloatArray) -> FloatArray:
-    """Row sums. ``einsum`` is several times faster than ``sum(axis=1)`` on short rows and,
-    unlike a BLAS product, never starts threads (which spin and stall on a busy machine)."""
-    return np.asarray(np.einsum("ij->i", a))
+    """Row sums, as BLAS matrix-vector products with a vector of ones over blocks of rows.
+
+    ~2x faster than ``einsum`` on short rows (k = 20: 37 vs 73 µs for 10 000 rows) and
+    ~8x faster than ``sum(axis=1)``. Each block is one ``gemv`` under OpenBLAS's threading
+    size, so no BLAS threads start (they spin and stall when other work holds the cores);
+    ``np.matvec`` loops over the blocks in C. Long rows and non-contiguous arrays: ``einsum``.
+    """
+    n, k = a.shape
+    rows = _GEMV_BLOCK // k
+    if rows < 8 or not a.flags.c_contiguous:
+        return np.asarray(np.einsum("ij->i", a))
+    ones = _ones(k)
+    if n <= rows:
+        return np.asarray(np.matvec(a, ones))
+    m = n - n % rows
+    out = np.empty(n)
+    np.matvec(a[:m].reshape(-1, rows, k), ones, out=out[:m].reshape(-1, rows))
+    if m < n:
+        np.matvec(a[m:], ones, out=out[m:])
+    return out
 
 
 def _rdot(a: FloatArray, b: FloatArray) -> FloatArray:
