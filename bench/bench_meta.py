@@ -20,10 +20,12 @@ Timed: the core fit as each library's user gets it -- estimate, se, tau2 and the
 
 Agreement: estimate, se, tau2, ci_lb and ci_ub against each peer, as the largest
 ``|a - b| / max(1, |b|)``. statsmodels does not truncate DL's tau2 at 0, so it is compared
-only where its tau2 >= 0. PyMARE's REML is a bounded numerical optimisation and cosmo-runner
-stops Fisher scoring where metafor does (|step| < 1e-5), so REML agrees to ~1e-5 only; the
-tolerance there is 1e-4 (1e-6 everywhere else). Two more rows time REML converged tightly
-(threshold 1e-10) and hold it to 1e-6 against PyMARE.
+only where its tau2 >= 0. REML is timed twice per shape: at cosmo-runner's default, which is
+metafor's stopping rule (|step| < 1e-5, so that results equal metafor's), held to 1e-4 against
+PyMARE's bounded optimisation; and converged tightly (threshold 1e-10), held to 1e-6 like
+the DL rows -- the "PyMARE's precision" comparison. Where the default stops short of the
+maximum (slow convergence near tau2 = 0), a note says by how much and which fit has the
+higher restricted likelihood.
 
 Allocator state: glibc serves large arrays by mmap (fresh pages, page faults on every
 call) until a large mmapped block is freed, which raises its mmap threshold for the rest of
@@ -235,7 +237,7 @@ def agreement(case: Case, ours: dict[str, np.ndarray], impl: Impl) -> tuple[bool
             f"{gain:.1e}). cosmo-runner took {int(iters.min())}-{int(iters.max())} Fisher "
             "scoring iterations there: near tau2 = 0 the iteration converges slowly and "
             "metafor's stopping rule (|step| < 1e-5, kept as the default) ends it ~1e-4 short "
-            "of the maximum; the tight fit below agrees with PyMARE."
+            "of the maximum, as metafor's own fit does; the tight row agrees with PyMARE."
         )
         if at_zero:
             note += (
@@ -244,14 +246,6 @@ def agreement(case: Case, ours: dict[str, np.ndarray], impl: Impl) -> tuple[bool
             )
         notes.append(note)
     return False, cell, notes
-
-
-def tight_agreement(case: Case, peer: Impl) -> str:
-    """REML converged tightly (threshold 1e-10, untimed) against the peer."""
-    r = rma(case.yi, case.vi, method=case.method, test="z", control={"threshold": 1e-10})
-    ours = {key: np.atleast_1d(np.asarray(getattr(r, key), dtype=float)) for key in KEYS}
-    diff = per_analysis_diff(ours, peer.values())
-    return f"tight fit (threshold 1e-10) vs {peer.name}: median {np.median(diff):.0e}, max {diff.max():.0e}"
 
 
 # --------------------------------------------------------------------------- main
@@ -297,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     # timed too, and compared with PyMARE at 1e-6 like the DL rows.
     tight = {"threshold": 1e-10}
     cases += [
-        Case(f"REML tight (1e-10) {name}", "REML", *data[name], control=tight)
-        for name in ("k = 100 000", "10 000 analyses × k = 20")
+        Case(f"REML tight (1e-10) {name}", "REML", *data[name], control=tight) for name, _ in shapes
     ]
     budget = 0.5 if args.quick else 3.0
     min_repeats = 5 if args.quick else 7
@@ -314,14 +307,15 @@ def main(argv: list[str] | None = None) -> int:
         "warmed up front (see bench_meta.py). "
         "Ratio = fastest peer / cosmo-runner (target ≥ 2x). Agreement: largest "
         "|Δ|/max(1,|peer|) over estimate, se, tau2, CI bounds (tolerance 1e-6; 1e-4 for "
-        "PyMARE's REML).",
+        "REML at cosmo-runner's default, metafor's stopping rule; the tight rows converge "
+        "Fisher scoring to |step| < 1e-10).",
         "",
         "| row | cosmo-runner | statsmodels | PyMARE | ratio vs fastest peer | agreement |",
         "|---|---:|---:|---:|---:|---|",
     ]
     print("\n".join(lines[:3]), file=sys.stderr)
     all_met = True
-    all_agree = True
+    agree = {"strict": True, "metafor": True}  # 1e-6 rows; REML at metafor's stopping rule
     footnotes: list[str] = []
     for case in cases:
         impls = [Impl("cosmo-runner", *cosmo(case), 0.0)]
@@ -334,11 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for impl in impls[1:]:
             ok, cell, notes = agreement(case, ours, impl)
-            all_agree &= ok
+            group = "metafor" if case.method == "REML" and case.control is None else "strict"
+            agree[group] &= ok
             cells.append(cell)
             footnotes += notes
-            if case.method == "REML" and case.control is None:
-                footnotes.append(f"{case.name}: {tight_agreement(case, impl)}.")
         peers = {name: t for name, t in medians.items() if name != "cosmo-runner"}
         fastest = min(peers.values())
         ratio = fastest / medians["cosmo-runner"]
@@ -355,8 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Notes:", "", *[f"- {note}" for note in footnotes]]
     lines += [
         "",
-        f"Target ≥ {TARGET:g}x in every row: {'met' if all_met else 'NOT met'}; "
-        f"agreement within tolerance: {'yes' if all_agree else 'NO'}.",
+        f"Target ≥ {TARGET:g}x in every row: {'met' if all_met else 'NOT met'}. "
+        f"Agreement to 1e-6 in the DL and tight REML rows: {'yes' if agree['strict'] else 'NO'}; "
+        "REML at metafor's stopping rule within 1e-4 of PyMARE: "
+        f"{'yes' if agree['metafor'] else 'not everywhere (see the notes)'}.",
         "",
     ]
     print("\n".join(lines))
