@@ -260,7 +260,7 @@ def test_reml_fallback_finds_the_restricted_likelihood_maximum() -> None:
         np.testing.assert_allclose(res.estimate, s["estimate"], rtol=1e-8)
         np.testing.assert_allclose(res.se, s["se"], rtol=1e-7)
         # and it is a true maximum: no neighbouring tau2 does better
-        from cosmo_runner.meta.rma import _loglik
+        from cosmo_runner.meta._rowwise import _loglik
 
         y, v = np.asarray(s["yi"])[None, :], np.asarray(s["vi"])[None, :]
         best = _loglik(np.array([res.tau2]), y, v, True)[0]

@@ -8,7 +8,8 @@ from scipy.optimize import minimize_scalar
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta import rma
-from cosmo_runner.meta.rma import METHODS, _loglik
+from cosmo_runner.meta._rowwise import _loglik
+from cosmo_runner.meta.rma import METHODS
 
 # dat.bcg log risk ratios (metafor escalc), used for the checked values of the notes
 BCG_YI = np.array([
@@ -314,7 +315,7 @@ def test_multimodal_likelihood_uses_the_global_maximum() -> None:
     "shape", [(1, 20), (409, 20), (410, 20), (10_000, 20), (10_001, 20), (3, 2000), (50, 7)]
 )
 def test_row_sums_in_blas_blocks_equal_numpy(shape: tuple[int, int]) -> None:
-    from cosmo_runner.meta.rma import _rsum
+    from cosmo_runner.meta._rowwise import _rsum
 
     a = np.random.default_rng(2).uniform(0.1, 10.0, shape)
     np.testing.assert_allclose(_rsum(a), a.sum(axis=1), rtol=1e-14)

@@ -22,7 +22,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import chdtrc, chdtri
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta.rma import Control, RMAResult, _check_data, _solve_q, rma
+from cosmo_runner.meta._rowwise import _check_data, _solve_q
+from cosmo_runner.meta.rma import Control, RMAResult, rma
 
 __all__ = [
     "EggerTest",

@@ -1,0 +1,282 @@
+"""The vocabulary of :func:`cosmo_runner.meta.rma`: methods, tests, algorithm names and
+warnings, the fitting controls (:class:`Control`) and the result (:class:`RMAResult`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cosmo_runner.errors import AnalysisError
+
+FloatArray = NDArray[np.float64]
+
+
+#: A float for one analysis, a float array over analyses for a batch.
+Num = Any
+
+
+METHODS = ("EE", "FE", "DL", "HE", "HS", "SJ", "ML", "REML", "EB", "PM")
+
+
+TESTS = ("z", "knha")
+
+
+FISHER = "fisher-scoring"
+
+
+FALLBACK = "bounded-optimisation fallback"
+
+
+CLOSED = "closed form"
+
+
+ROOT = "root finding"
+
+
+#: ``algorithm`` values; batches keep small integer codes into this tuple until asked.
+ALGORITHMS = (CLOSED, FISHER, FALLBACK, ROOT)
+
+
+_CODE = {name: code for code, name in enumerate(ALGORITHMS)}
+
+
+KNHA_EE_WARNING = "Knapp & Hartung method is not meant to be used in the context of {} models."
+
+
+LL0_WARNING = (
+    "Fisher scoring algorithm may have gotten stuck at a local maximum{}; setting tau^2 = 0 "
+    "(the likelihood at tau^2 = 0 is higher)."
+)
+
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+#: tau2 values (times var(yi)) at which ``global_check`` evaluates the likelihood
+_GLOBAL_FRACS = np.array([0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.5, 2.5])
+
+
+MULTIMODAL_WARNING = (
+    "The {} likelihood is multimodal: Fisher scoring stopped at a local maximum{}; "
+    "used the global maximum found by bounded maximisation."
+)
+
+
+@dataclass(frozen=True)
+class Control:
+    """Algorithm settings (metafor's ``control`` list; defaults are metafor 3.8's).
+
+    ``threshold`` and ``maxiter`` govern Fisher scoring (ML, REML, EB): stop when the step is
+    at most ``threshold``, give up after ``maxiter`` iterations. ``tol`` is the tolerance of
+    the likelihood check at tau2 = 0 (``ll0check``). ``stepadj`` scales every step.
+    ``tau2_init`` replaces the HE start. ``fallback`` enables the bounded maximisation when
+    Fisher scoring does not converge. ``global_check`` (ML, REML; beyond metafor) compares
+    the converged estimate with the likelihood at a few tau2 values spread over
+    ``(0.05 .. 2.5) var(yi)``; where one is higher by more than ``tol`` the likelihood is
+    multimodal and Fisher scoring stopped at a local maximum, so the global maximum is found
+    by the bounded maximisation (with a warning). ``global_check=False`` gives metafor's
+    result exactly. (Intercept-only models; meta-regressions follow metafor.) Root finding (PM, the fallback, Q-profile intervals)
+    always converges to machine precision (relative ``xrtol``), which is where metafor's
+    ``uniroot`` (tol ~1.2e-4) is headed.
+    """
+
+    threshold: float = 1e-5
+    maxiter: int = 100
+    tol: float = _EPS**0.25
+    stepadj: float = 1.0
+    tau2_init: float | None = None
+    ll0check: bool = True
+    fallback: bool = True
+    global_check: bool = True
+    xrtol: float = 4 * _EPS
+
+    @classmethod
+    def from_mapping(cls, control: Mapping[str, Any] | Control | None) -> Control:
+        """Build from a mapping with any of the field names (unknown keys are an error)."""
+        if control is None:
+            return _DEFAULT_CONTROL
+        if isinstance(control, Control):
+            return control
+        unknown = sorted(set(control) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise AnalysisError(f"rma: unknown control setting(s): {', '.join(unknown)}")
+        return cls(**dict(control))
+
+
+class _Lazy:
+    """Results a plain fit does not pay for: computed on first access, then cached.
+
+    For one analysis (``single``) arrays are reduced to their only element; for a batch an
+    undefined value (``None``) becomes an all-``nan`` array of ``rows``.
+    """
+
+    def __init__(
+        self,
+        funcs: Mapping[str, Callable[[], Any]],
+        single: bool = False,
+        rows: int | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        self._funcs = dict(funcs)
+        # already computed values (taken as they are, not reduced or filled)
+        self._values: dict[str, Any] = {} if values is None else values
+        self.single = single
+        self.rows = rows
+
+    def get(self, name: str) -> Any:
+        if name not in self._values:
+            value = self._funcs[name]()
+            if value is None and not self.single and self.rows is not None:
+                value = np.full(self.rows, np.nan)  # undefined for every analysis
+            if self.single and isinstance(value, np.ndarray):
+                value = value[0]
+                if isinstance(value, np.generic):
+                    value = value.item()
+            self._values[name] = value
+        return self._values[name]
+
+
+_DEFAULT_CONTROL = Control()
+
+
+@dataclass(frozen=True)
+class RMAResult:
+    """The fitted model; attribute names follow metafor and the JSON result keys.
+
+    For one analysis the numbers are floats (``None`` where undefined, e.g. ``df`` for the
+    z-test or ``tau2_se`` for EE); for a batch they are arrays over analyses (``nan`` where
+    undefined for every analysis). With moderators, ``estimate``, ``se``, ``statistic``,
+    ``pval``, ``ci_lb`` and ``ci_ub`` are arrays over the model terms (``terms``, the
+    intercept first), ``Q`` is the residual heterogeneity statistic QE, ``QM`` the omnibus
+    test of the moderators (an F statistic with ``test="knha"``) and ``R2`` the pseudo-R2
+    (Raudenbush 2009) against the intercept-only model; ``pi_lb``/``pi_ub`` are ``None``.
+    ``weights`` are the model's weights in percent.
+
+    ``tau2_se``, ``weights``, ``Q_pval`` and ``algorithm`` are computed on first access (a
+    plain fit does not pay for them) from the arrays passed to :func:`rma`: do not modify
+    those arrays in place before reading them. For a batch, ``statistic``, ``pval``,
+    ``tau``, ``I2``, ``H2``, ``pi_lb`` and ``pi_ub`` are also computed on first access (from
+    per-analysis results kept by the fit, not from the inputs).
+    """
+
+    k: int
+    estimate: Num
+    se: Num
+    df: Num
+    ci_lb: Num
+    ci_ub: Num
+    tau2: Num
+    Q: Num
+    Q_df: int
+    method: str
+    test: str
+    level: float
+    converged: Num
+    iterations: Num
+    warnings: tuple[str, ...]
+    lazy: _Lazy = field(repr=False, compare=False)
+    vt: Num = None
+    terms: tuple[str, ...] | None = None
+    vb: FloatArray | None = None
+    QM: Num = None
+    QM_df: tuple[int, ...] | None = None
+    QM_pval: Num = None
+    R2: Num = None
+
+    @classmethod
+    def _make(cls, **values: Any) -> RMAResult:
+        """Construct without the generated ``__init__`` (30-odd ``object.__setattr__`` calls
+        are a fifth of a small fit); same fields and defaults."""
+        self = object.__new__(cls)
+        self.__dict__.update(_RESULT_DEFAULTS)
+        self.__dict__.update(values)
+        return self
+
+    @property
+    def statistic(self) -> Num:
+        """Test statistic of the estimate (z, or t with ``test="knha"``)."""
+        return self.lazy.get("statistic")
+
+    @property
+    def pval(self) -> Num:
+        """Two-sided p-value of the estimate."""
+        return self.lazy.get("pval")
+
+    @property
+    def tau(self) -> Num:
+        """Square root of tau2."""
+        return self.lazy.get("tau")
+
+    @property
+    def I2(self) -> Num:
+        """I2 (percent): share of the total variability due to heterogeneity."""
+        return self.lazy.get("I2")
+
+    @property
+    def H2(self) -> Num:
+        """H2: total variability over sampling variability."""
+        return self.lazy.get("H2")
+
+    @property
+    def pi_lb(self) -> Num:
+        """Lower bound of the prediction interval (None with moderators)."""
+        return self.lazy.get("pi_lb")
+
+    @property
+    def pi_ub(self) -> Num:
+        """Upper bound of the prediction interval (None with moderators)."""
+        return self.lazy.get("pi_ub")
+
+    @property
+    def tau2_se(self) -> Num:
+        """Standard error of tau2 as metafor computes it per estimator (None/nan for EE)."""
+        return self.lazy.get("tau2_se")
+
+    @property
+    def Q_pval(self) -> Num:
+        """p-value of the Q test (chi-square with Q_df df, survival function)."""
+        return self.lazy.get("Q_pval")
+
+    @property
+    def algorithm(self) -> Any:
+        """How tau2 was found: one of :data:`ALGORITHMS` (an array of them for a batch)."""
+        return self.lazy.get("algorithm")
+
+    @property
+    def weights(self) -> FloatArray:
+        """The model's weights in percent (per study; analyses x studies for a batch)."""
+        out: FloatArray = self.lazy.get("weights")
+        return out
+
+    @property
+    def batch(self) -> bool:
+        """True when the fit covers several analyses (array attributes)."""
+        return isinstance(self.tau2, np.ndarray) and self.terms is None
+
+
+_RESULT_DEFAULTS = {
+    f.name: f.default
+    for f in RMAResult.__dataclass_fields__.values()
+    if f.default is not dataclasses.MISSING
+}
+
+
+def _canonical_method(method: str) -> str:
+    m = str(method).upper()
+    if m not in METHODS:
+        raise AnalysisError(f"rma: unknown method {method!r} (one of {', '.join(METHODS)})")
+    return m
+
+
+def _alpha(level: float) -> float:
+    lev = float(level)
+    if lev > 1:
+        lev = lev / 100.0
+    if not 0 < lev < 1:
+        raise AnalysisError(f"rma: level must be in (0, 100), got {level!r}")
+    return 1.0 - lev
