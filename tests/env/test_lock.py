@@ -62,7 +62,7 @@ def test_static_lock_check_passes_and_fails_on_an_unsatisfied_pin(tmp_path: Path
     shutil.copytree(ROOT / "src", copy / "src")
     text = (copy / "pyproject.toml").read_text()
     (copy / "pyproject.toml").write_text(
-        text.replace('"numpy>=2.0"', '"numpy>=99"').replace(
+        text.replace('"numpy>=2.2"', '"numpy>=99"').replace(
             '"packaging>=24",', '"packaging>=24",\n    "requests",'
         )
     )

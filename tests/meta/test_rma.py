@@ -162,6 +162,69 @@ def test_q_is_accurate_for_effects_with_a_large_common_offset(shape: tuple[int, 
         assert q == pytest.approx(exact_q(yr, vr), rel=1e-11)
 
 
+@pytest.mark.parametrize("shape", [(7,), (6000,), (3, 7)], ids=["small", "long", "batch"])
+def test_huge_effects_give_a_result_or_a_clear_error_never_nan(shape: tuple[int, ...]) -> None:
+    v = np.full(shape, 0.1)
+    try:  # sum w y^2 overflows; residuals give Q = 0 unless the mean rounds off 1e200
+        same = rma(np.full(shape, 1e200), v, method="DL")
+    except AnalysisError as exc:
+        assert "overflow double precision" in str(exc)
+    else:
+        assert np.all(np.asarray(same.Q) == 0.0)
+        assert np.all(np.asarray(same.estimate) == pytest.approx(1e200))
+    spread = np.full(shape, 1e200)
+    spread[..., 0] = -1e200  # sum w y^2 overflows
+    with pytest.raises(AnalysisError, match="overflow double precision"):
+        rma(spread, v, method="DL")
+    tiny = np.full(shape, 0.1)
+    tiny[..., 0] = 1e-200  # finite weight 1e200, but sum w^2 overflows
+    with pytest.raises(AnalysisError, match="overflow double precision"):
+        rma(np.full(shape, 0.3), tiny, method="DL")
+
+
+def test_an_empty_batch_is_a_clear_error() -> None:
+    with pytest.raises(AnalysisError, match="no analyses"):
+        rma(np.empty((0, 5)), np.empty((0, 5)))
+
+
+@pytest.mark.parametrize("shape", [(12,), (6000,), (5, 12)], ids=["small", "long", "batch"])
+def test_q_from_sums_keeps_13_digits_below_the_recompute_threshold(
+    shape: tuple[int, ...],
+) -> None:
+    """An offset chosen so that ``sum w y^2 / Q`` is 60: Q comes from the sums (no
+    recompute) and is still accurate to 5e-13 against fsum-based residuals."""
+    import math
+
+    from cosmo_runner.meta._intercept import _Q_CANCEL
+
+    rng = np.random.default_rng(8)
+    v = rng.uniform(0.01, 0.5, shape)
+    d = rng.normal(0.0, 1.0, shape) * np.sqrt(v)
+    w = 1.0 / v
+    sw = w.sum(axis=-1, keepdims=True)
+    mu_d = (w * d).sum(axis=-1, keepdims=True) / sw
+    q0 = (w * (d - mu_d) ** 2).sum(axis=-1, keepdims=True)
+    # sum w y^2 = Q + sw mu^2: move each row's weighted mean to make the ratio 60
+    y = d - mu_d + np.sqrt(59.0 * q0 / sw)
+    res = rma(y, v, method="EE")
+    rows = [(y, v)] if y.ndim == 1 else list(zip(y, v, strict=True))
+    for (yr, vr), q in zip(rows, np.atleast_1d(res.Q), strict=True):
+        w = 1.0 / vr
+        ratio = math.fsum(w * yr * yr) / q
+        assert ratio == pytest.approx(60.0) and ratio < _Q_CANCEL  # the sums branch
+        mu = math.fsum(w * yr) / math.fsum(w)
+        assert q == pytest.approx(math.fsum(w * (yr - mu) ** 2), rel=5e-13)
+
+
+def test_public_names_stay_importable_from_rma() -> None:
+    import importlib
+
+    rma_module = importlib.import_module("cosmo_runner.meta.rma")
+
+    assert rma_module.FISHER in rma_module.ALGORITHMS
+    assert rma_module.RMAResult.__module__ == "cosmo_runner.meta.rma"
+
+
 def test_bad_options_are_clear_errors() -> None:
     with pytest.raises(AnalysisError, match="unknown method 'XX'"):
         rma(BCG_YI, BCG_VI, method="XX")

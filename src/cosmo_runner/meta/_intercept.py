@@ -196,10 +196,10 @@ class _EE:
         """The equal-effects fit of every row, and the value checks of :func:`_check_data`.
 
         Valid during the call only: ``w`` is a scratch buffer. ``Q`` comes from the sums
-        ``sum w y^2 - mu sum w y`` (one pass fewer than residuals); a row where that
-        difference cancels more than :data:`_Q_CANCEL` of ``sum w y^2`` (its relative
-        rounding error could exceed ~1e-13) is recomputed from residuals, as are rows with
-        ``Q`` near 0 (identical effects).
+        ``sum w y^2 - mu sum w y`` (one pass fewer than residuals); its rounding error is
+        about ``eps sum w y^2``, so a row where ``sum w y^2 > _Q_CANCEL * Q`` (relative error
+        above ~1e-13; also ``Q`` near 0, identical effects) is recomputed from residuals.
+        Sums that overflow (huge ``|yi|``, subnormal ``vi``) are an error, never a NaN.
         """
         shape = y.shape
         with np.errstate(all="ignore"):  # bad values are named below, not warned about
@@ -209,23 +209,26 @@ class _EE:
             wy = np.multiply(w, y, out=_scratch("ee.wy", shape))
             swy = _rsum(wy)
             mu = swy / sw
-            # w > 0 everywhere <=> vi positive and not +inf (nan fails the comparison);
-            # then mu + sw is finite unless yi is not or the sums overflowed
+            # min(w) > 0 rules out NaN, negative, -0.0 and +inf variances; a zero or
+            # subnormal vi has an infinite weight and, like a non-finite yi, makes mu + sw
+            # non-finite
             if not wmin > 0 or not np.isfinite(mu + sw).all():
                 _bad_values(y, v)
             swyy = _rdot(wy, y)
             q = swyy - mu * swy
-        sw2 = _rdot(w, w)
-        redo = np.flatnonzero(q * _Q_CANCEL < swyy)
-        if redo.size:
-            ws, r = w[redo], y[redo] - mu[redo, None]
-            q[redo] = _rdot(ws * r, r)
+            sw2 = _rdot(w, w)
+            redo = np.flatnonzero(~(q * _Q_CANCEL >= swyy))  # NaN (inf - inf) too
+            if redo.size:
+                ws, r = w[redo], y[redo] - mu[redo, None]
+                q[redo] = _rdot(ws * r, r)
+            if not np.isfinite(q + sw2).all():  # sum w y^2 or sum w^2 overflowed
+                _bad_values(y, v)
         q = np.maximum(q, 0.0)
         return cls(w=w, sw=sw, sw2=sw2, mu=mu, q=q, trp=sw - sw2 / sw)
 
 
 #: :meth:`_EE.of` recomputes Q from residuals where ``sum w y^2 > _Q_CANCEL * Q``.
-_Q_CANCEL = 1e3
+_Q_CANCEL = 1e2
 
 
 def _tau2_batch(
@@ -559,12 +562,14 @@ def _fit_single(
         if not math.isfinite(mu0 + sw0):  # yi not finite, or the sums overflowed
             _bad_values(y, v)
         swyy = float(dot(wy, y))
-    q = swyy - mu0 * swy
-    if q * _Q_CANCEL < swyy:  # cancellation: Q from residuals
-        r0 = np.subtract(y, mu0, out=wy)
-        q = float(dot(w0, np.square(r0, out=r0)))
+        q = swyy - mu0 * swy
+        if not q * _Q_CANCEL >= swyy:  # cancellation (or inf - inf): Q from residuals
+            r0 = np.subtract(y, mu0, out=wy)
+            q = float(dot(w0, np.square(r0, out=r0)))
+        sw0_2 = float(dot(w0, w0))
+        if not math.isfinite(q + sw0_2):
+            _bad_values(y, v)
     q = max(q, 0.0)
-    sw0_2 = float(dot(w0, w0))
     vt = (k - 1) / (sw0 - sw0_2 / sw0)
     warnings: list[str] = []
     tau0 = 0.0

@@ -25,13 +25,15 @@ def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2, *, values: bool = 
     """Shapes and ``k``; with ``values``, also finite ``yi`` and finite, positive ``vi``.
 
     Intercept-only fits skip the value checks here: :meth:`_EE.of` and :func:`_fit_single`
-    confirm them from their own first pass over the data (``1/vi`` finite and positive, the
-    weighted mean finite) and call this function again only to name a failure.
+    confirm them from their own first pass over the data (every ``1/vi`` positive, the
+    weighted mean and the sums finite) and call this function again only to name a failure.
     """
     if y.shape != v.shape:
         raise AnalysisError(f"rma: yi has shape {y.shape} but vi has shape {v.shape}")
     if y.ndim not in (1, 2):
         raise AnalysisError("rma: yi and vi must be 1-D (one analysis) or 2-D (analyses x studies)")
+    if y.ndim == 2 and y.shape[0] == 0:
+        raise AnalysisError("rma: no analyses (the 2-D yi and vi have 0 rows)")
     k = y.shape[-1]
     if k < min_k:
         raise AnalysisError(f"rma: need at least {min_k} studies, got k = {k}")

@@ -43,7 +43,15 @@ from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._intercept import _fit_batch, _fit_single
 from cosmo_runner.meta._metareg import _fit_mods
 from cosmo_runner.meta._model import (
+    ALGORITHMS,
+    CLOSED,
+    FALLBACK,
+    FISHER,
+    KNHA_EE_WARNING,
+    LL0_WARNING,
     METHODS,
+    MULTIMODAL_WARNING,
+    ROOT,
     TESTS,
     Control,
     RMAResult,
@@ -53,7 +61,24 @@ from cosmo_runner.meta._model import (
 )
 from cosmo_runner.meta._rowwise import _check_data
 
-__all__ = ["METHODS", "TESTS", "Control", "RMAResult", "rma"]
+__all__ = [
+    "ALGORITHMS",
+    "CLOSED",
+    "FALLBACK",
+    "FISHER",
+    "KNHA_EE_WARNING",
+    "LL0_WARNING",
+    "METHODS",
+    "MULTIMODAL_WARNING",
+    "ROOT",
+    "TESTS",
+    "Control",
+    "RMAResult",
+    "rma",
+]
+
+# documented (repr, help, pickles) where users import them
+Control.__module__ = RMAResult.__module__ = __name__
 
 
 def _scalar(value: Any) -> Any:
