@@ -182,6 +182,20 @@ def test_huge_effects_give_a_result_or_a_clear_error_never_nan(shape: tuple[int,
         rma(np.full(shape, 0.3), tiny, method="DL")
 
 
+@pytest.mark.parametrize("method", ["REML", "DL", "PM", "EE"])
+def test_moderator_models_with_overflowing_values_are_clear_errors(method: str) -> None:
+    y = np.array([1e200, -1e200, 1e200, 0.1, 0.2, 0.3])
+    v = np.full(6, 0.1)
+    with np.errstate(all="raise"), pytest.raises(AnalysisError, match="overflow double"):
+        rma(y, v, mods=np.arange(6.0), method=method)
+    tiny = np.array([1e-200, 0.1, 0.1, 0.1, 0.1, 0.1])
+    with np.errstate(all="raise"), pytest.raises(AnalysisError, match="overflow double"):
+        rma(np.linspace(0.0, 0.5, 6), tiny, mods=np.arange(6.0), method=method)
+    big = np.array([1e300, 2e300, 0, 1, 2, 3])
+    with np.errstate(all="raise"), pytest.raises(AnalysisError, match=r"overflow double|full rank"):
+        rma(np.linspace(0.0, 0.5, 6), v, mods=big, method=method)
+
+
 def test_an_empty_batch_is_a_clear_error() -> None:
     with pytest.raises(AnalysisError, match="no analyses"):
         rma(np.empty((0, 5)), np.empty((0, 5)))

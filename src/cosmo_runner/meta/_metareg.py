@@ -7,12 +7,13 @@ test QM (F with knha), residual heterogeneity QE and pseudo-R2.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy.special import chdtrc, fdtrc, ndtr, stdtr
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta._intercept import _fit_batch
+from cosmo_runner.meta._intercept import _EE, _fit_batch
 from cosmo_runner.meta._model import (
     _EPS,
     CLOSED,
@@ -123,9 +124,12 @@ def _tau2_x(
 
     def q_root(upper: float) -> float:
         target = float(k - p)
-        if _qgen_x(0.0, x, y, v) < target:
+        q0, qu = _qgen_x(0.0, x, y, v), _qgen_x(upper, x, y, v)
+        if not np.isfinite([q0, qu]).all():
+            raise AnalysisError(_OVERFLOW)
+        if q0 < target:
             return 0.0
-        if _qgen_x(upper, x, y, v) > target:
+        if qu > target:
             raise AnalysisError("rma: PM root lies above tau2.max = max(100, 10 mad(yi)^2)")
         return _brentq(lambda t: _qgen_x(t, x, y, v) - target, 0.0, upper, con.xrtol)
 
@@ -205,7 +209,26 @@ def _fallback_x(x: FloatArray, y: FloatArray, v: FloatArray, reml: bool, con: Co
     raise AnalysisError("rma: bounded maximisation of the likelihood found no interior maximum")
 
 
-def _fit_mods(
+_OVERFLOW = "rma: yi, vi or moderators overflow double precision (extreme values)"
+
+
+def _fit_mods(y: FloatArray, v: FloatArray, x: FloatArray, **options: Any) -> RMAResult:
+    """:func:`_fit_mods_core` with an overflow guard: values too large for doubles are an
+    :class:`~cosmo_runner.errors.AnalysisError`, never a NaN result, a numpy warning or a
+    Python ``OverflowError``."""
+    _EE.of(y[None, :], v[None, :])  # the intercept-only value and overflow checks
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            res = _fit_mods_core(y, v, x, **options)
+    except (OverflowError, ZeroDivisionError) as exc:
+        raise AnalysisError(_OVERFLOW) from exc
+    core = [res.tau2, res.Q, *np.ravel(res.estimate), *np.ravel(res.se)]
+    if not np.isfinite(core).all():
+        raise AnalysisError(_OVERFLOW)
+    return res
+
+
+def _fit_mods_core(
     y: FloatArray,
     v: FloatArray,
     x: FloatArray,
