@@ -192,8 +192,73 @@ def test_moderator_models_with_overflowing_values_are_clear_errors(method: str) 
     with np.errstate(all="raise"), pytest.raises(AnalysisError, match="overflow double"):
         rma(np.linspace(0.0, 0.5, 6), tiny, mods=np.arange(6.0), method=method)
     big = np.array([1e300, 2e300, 0, 1, 2, 3])
-    with np.errstate(all="raise"), pytest.raises(AnalysisError, match=r"overflow double|full rank"):
+    with (
+        np.errstate(all="raise"),
+        pytest.raises(AnalysisError, match=r"overflow double|double precision|full rank"),
+    ):
         rma(np.linspace(0.0, 0.5, 6), v, mods=big, method=method)
+
+
+DOMINANT_Y = np.array([0.0, 1.0, -1.0, 0.5, 2.0, -0.3])
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("vmin", [1e-8, 1e-14, 1e-18], ids=["1e8", "1e14", "1e18"])
+@pytest.mark.parametrize("batch", [False, True], ids=["one", "batch"])
+def test_one_dominant_variance_is_a_warned_result_or_a_clear_error(
+    method: str, vmin: float, batch: bool
+) -> None:
+    """A variance ratio past metafor's 1e7 carries its warning; where the trace of P
+    cancels away in double precision the fit is an error naming the ratio, never NaN,
+    inf or a ZeroDivisionError."""
+    v = np.array([vmin, 1.0, 1.2, 0.8, 1.1, 0.9])
+    y = DOMINANT_Y
+    if batch:
+        y, v = np.vstack([y, y + 0.1, DOMINANT_Y]), np.vstack([v, v, np.full(6, 0.5)])
+    try:
+        with np.errstate(all="raise"):
+            res = rma(y, v, method=method)
+    except AnalysisError as exc:
+        assert "double precision" in str(exc) and "max(vi) / min(vi)" in str(exc)
+        if batch:
+            assert "rows 0, 1)" in str(exc)  # the third analysis is fine
+        return
+    core = [res.estimate, res.se, res.tau2, res.ci_lb, res.ci_ub, res.Q, res.I2, res.H2]
+    assert np.isfinite(np.asarray(core, dtype=float)).all()
+    assert any(w.startswith("Ratio of largest to smallest") for w in res.warnings)
+    if batch:
+        assert any("in 2 of 3 analyses (rows 0, 1)" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize("vmin", [1e-12, 1e-16, 1e-18, 1e-30])
+@pytest.mark.parametrize("batch", [False, True], ids=["one", "batch"])
+def test_trace_of_p_does_not_cancel_with_one_dominant_weight(vmin: float, batch: bool) -> None:
+    """vt = (k - 1) / tr(P) and DL's tau2 against exact rational arithmetic, where
+    ``sum w - sum w^2 / sum w`` loses every digit in double precision."""
+    from fractions import Fraction
+
+    v = np.array([vmin, 1.0, 1.2, 0.8, 1.1, 0.9])
+    w = [1 / Fraction(x) for x in v]
+    sw, sw2 = sum(w), sum(x * x for x in w)
+    ys = [Fraction(x) for x in DOMINANT_Y]
+    mu = sum(a * b for a, b in zip(w, ys, strict=True)) / sw
+    q = sum(a * (b - mu) ** 2 for a, b in zip(w, ys, strict=True))
+    trp = sw - sw2 / sw
+    res = rma(np.vstack([DOMINANT_Y] * 2) if batch else DOMINANT_Y,
+              np.vstack([v] * 2) if batch else v, method="DL")  # fmt: skip
+    assert np.asarray(res.vt) == pytest.approx(float(5 / trp), rel=1e-12)
+    assert np.asarray(res.tau2) == pytest.approx(float(max((q - 5) / trp, 0)), rel=1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_huge_variances_are_a_result_or_a_clear_error(method: str) -> None:
+    v = np.full(6, 1e200)  # sum w^2 underflows to 0
+    try:
+        res = rma(DOMINANT_Y * 1e100, v, method=method)
+    except AnalysisError as exc:
+        assert "double precision" in str(exc)
+    else:
+        assert np.isfinite([res.estimate, res.se, res.tau2, res.Q]).all()
 
 
 def test_an_empty_batch_is_a_clear_error() -> None:

@@ -39,7 +39,7 @@ def test_lazy_batch_statistics_equal_the_eager_formulas(method: str, test: str) 
         crit = -stdtrit(k - 1.0, 0.025)
     if method in ("EE", "FE"):
         with np.errstate(divide="ignore", invalid="ignore"):
-            i2 = np.where(q > 0, np.maximum(0.0, 100.0 * (q - (k - 1)) / q), 0.0)
+            i2 = np.where(q > 0, np.maximum(0.0, 100.0 * ((q - (k - 1)) / q)), 0.0)
         h2 = q / (k - 1)
     else:
         i2 = 100.0 * tau2 / (vt + tau2)

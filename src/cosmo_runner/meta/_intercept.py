@@ -28,6 +28,8 @@ from cosmo_runner.meta._model import (
     LL0_WARNING,
     MULTIMODAL_WARNING,
     ROOT,
+    VARRATIO_LIMIT,
+    VARRATIO_WARNING,
     Control,
     FloatArray,
     _Lazy,
@@ -51,6 +53,7 @@ from cosmo_runner.meta._rowwise import (
     _scratch,
     _solve_q,
     _sum_long,
+    _trace_p,
 )
 
 
@@ -190,6 +193,7 @@ class _EE:
     mu: FloatArray
     q: FloatArray
     trp: FloatArray  # trace of P = W - w w'/sum w: sum w - sum w^2 / sum w
+    wratio: float  # max(w) / min(w) over all rows: an upper bound of each row's vi ratio
 
     @classmethod
     def of(cls, y: FloatArray, v: FloatArray) -> _EE:
@@ -205,6 +209,7 @@ class _EE:
         with np.errstate(all="ignore"):  # bad values are named below, not warned about
             w = np.divide(1.0, v, out=_scratch("ee.w", shape))
             wmin = float(np.minimum.reduce(w, axis=None))
+            wmax = float(np.maximum.reduce(w, axis=None))
             sw = _rsum(w)
             wy = np.multiply(w, y, out=_scratch("ee.wy", shape))
             swy = _rsum(wy)
@@ -224,7 +229,8 @@ class _EE:
             if not np.isfinite(q + sw2).all():  # sum w y^2 or sum w^2 overflowed
                 _bad_values(y, v)
         q = np.maximum(q, 0.0)
-        return cls(w=w, sw=sw, sw2=sw2, mu=mu, q=q, trp=sw - sw2 / sw)
+        trp = _trace_p(w, sw, sw2)
+        return cls(w=w, sw=sw, sw2=sw2, mu=mu, q=q, trp=trp, wratio=wmax / wmin)
 
 
 #: :meth:`_EE.of` recomputes Q from residuals where ``sum w y^2 > _Q_CANCEL * Q``.
@@ -427,9 +433,13 @@ def _fit_batch(
 
     ``tau2_se`` and ``weights`` are returned as zero-argument callables (computed on demand).
     """
-    k = y.shape[1]
+    n, k = y.shape
     ee = _EE.of(y, v)
     tau2, tau0, conv, iters, algorithm, warnings = _tau2_batch(y, v, ee, method, con)
+    if ee.wratio >= VARRATIO_LIMIT:  # some row may reach metafor's limit: check each
+        extreme = np.max(v, axis=1) / np.min(v, axis=1) >= VARRATIO_LIMIT
+        if extreme.any():
+            warnings.insert(0, VARRATIO_WARNING[:-1] + _rows_note(extreme, n) + ".")
     q = ee.q
     vt = (k - 1) / ee.trp
     is_ee = method in ("EE", "FE")
@@ -484,7 +494,7 @@ def _fit_batch(
     def i2() -> FloatArray:
         if is_ee:
             with np.errstate(divide="ignore", invalid="ignore"):
-                return np.where(q > 0, np.maximum(0.0, 100.0 * (q - (k - 1)) / q), 0.0)
+                return np.where(q > 0, np.maximum(0.0, 100.0 * ((q - (k - 1)) / q)), 0.0)
         return np.asarray(100.0 * tau2 / (vt + tau2))
 
     def h2() -> FloatArray:
@@ -553,7 +563,8 @@ def _fit_single(
     # the equal-effects fit and the value checks together, as in _EE.of
     with np.errstate(all="ignore"):
         w0 = np.divide(1.0, v)
-        if not float(np.minimum.reduce(w0)) > 0:
+        wmin = float(np.minimum.reduce(w0))
+        if not wmin > 0:
             _bad_values(y, v)
         sw0 = float(add(w0))
         wy = np.multiply(w0, y)
@@ -570,15 +581,18 @@ def _fit_single(
         if not math.isfinite(q + sw0_2):
             _bad_values(y, v)
     q = max(q, 0.0)
-    vt = (k - 1) / (sw0 - sw0_2 / sw0)
+    trp = float(_trace_p(w0[None, :], np.array([sw0]), np.array([sw0_2]))[0])
+    vt = (k - 1) / trp
     warnings: list[str] = []
+    if float(np.maximum.reduce(w0)) / wmin >= VARRATIO_LIMIT:
+        warnings.append(VARRATIO_WARNING)
     tau0 = 0.0
     code = _CODE[CLOSED]
     conv, iters = True, 0
     if method in ("EE", "FE"):
         tau2 = 0.0
     elif method == "DL":
-        tau2 = max((q - (k - 1)) / (sw0 - sw0_2 / sw0), 0.0)
+        tau2 = max((q - (k - 1)) / trp, 0.0)
     elif method == "HS":
         tau2 = max((q - k) / sw0, 0.0)
     else:
@@ -617,7 +631,7 @@ def _fit_single(
     is_ee = method in ("EE", "FE")
     if is_ee:
         sw, mu = sw0, mu0
-        i2 = max(0.0, 100.0 * (q - (k - 1)) / q) if q > 0 else 0.0
+        i2 = max(0.0, 100.0 * ((q - (k - 1)) / q)) if q > 0 else 0.0
         h2 = q / (k - 1)
     else:
         w = 1.0 / (v + tau2) if k <= _SMALL_DOT else _inv_plus(v[None, :], np.array([tau2]))[0]

@@ -22,6 +22,8 @@ from cosmo_runner.meta._model import (
     KNHA_EE_WARNING,
     LL0_WARNING,
     ROOT,
+    VARRATIO_LIMIT,
+    VARRATIO_WARNING,
     Control,
     FloatArray,
     RMAResult,
@@ -126,7 +128,7 @@ def _tau2_x(
         target = float(k - p)
         q0, qu = _qgen_x(0.0, x, y, v), _qgen_x(upper, x, y, v)
         if not np.isfinite([q0, qu]).all():
-            raise AnalysisError(_OVERFLOW)
+            raise OverflowError("generalised Q is not finite")  # rma names the problem
         if q0 < target:
             return 0.0
         if qu > target:
@@ -209,23 +211,11 @@ def _fallback_x(x: FloatArray, y: FloatArray, v: FloatArray, reml: bool, con: Co
     raise AnalysisError("rma: bounded maximisation of the likelihood found no interior maximum")
 
 
-_OVERFLOW = "rma: yi, vi or moderators overflow double precision (extreme values)"
-
-
 def _fit_mods(y: FloatArray, v: FloatArray, x: FloatArray, **options: Any) -> RMAResult:
-    """:func:`_fit_mods_core` with an overflow guard: values too large for doubles are an
-    :class:`~cosmo_runner.errors.AnalysisError`, never a NaN result, a numpy warning or a
-    Python ``OverflowError``."""
-    _EE.of(y[None, :], v[None, :])  # the intercept-only value and overflow checks
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            res = _fit_mods_core(y, v, x, **options)
-    except (OverflowError, ZeroDivisionError) as exc:
-        raise AnalysisError(_OVERFLOW) from exc
-    core = [res.tau2, res.Q, *np.ravel(res.estimate), *np.ravel(res.se)]
-    if not np.isfinite(core).all():
-        raise AnalysisError(_OVERFLOW)
-    return res
+    """:func:`_fit_mods_core` after the intercept-only first pass over ``yi`` and ``vi``,
+    whose checks name bad values and overflowing sums (``rma`` checks the result)."""
+    _EE.of(y[None, :], v[None, :])
+    return _fit_mods_core(y, v, x, **options)
 
 
 def _fit_mods_core(
@@ -243,6 +233,8 @@ def _fit_mods_core(
     if k <= p:
         raise AnalysisError(f"rma: need more studies (k = {k}) than model coefficients (p = {p})")
     tau2, tau0, conv, iters, algorithm, warnings = _tau2_x(x, y, v, method, con)
+    if float(v.max()) / float(v.min()) >= VARRATIO_LIMIT:
+        warnings.insert(0, VARRATIO_WARNING)
     is_ee = method in ("EE", "FE")
     fit = _WLS(x, y, 1.0 / (v + tau2))
     vb = fit.a.copy()
@@ -279,7 +271,7 @@ def _fit_mods_core(
     qe = max(fe.rss, 0.0)
     vt = (k - p) / fe.tr_p()
     if is_ee:
-        i2 = max(0.0, 100.0 * (qe - (k - p)) / qe) if qe > 0 else 0.0
+        i2 = max(0.0, 100.0 * ((qe - (k - p)) / qe)) if qe > 0 else 0.0
         h2 = qe / (k - p)
         r2: float | None = None
     else:

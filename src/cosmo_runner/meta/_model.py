@@ -46,6 +46,12 @@ _CODE = {name: code for code, name in enumerate(ALGORITHMS)}
 
 
 KNHA_EE_WARNING = "Knapp & Hartung method is not meant to be used in the context of {} models."
+#: metafor's warning when max(vi) / min(vi) >= 1 / evtol (evtol = 1e-7)
+VARRATIO_WARNING = (
+    "Ratio of largest to smallest sampling variance extremely large. May not be able to "
+    "obtain stable results."
+)
+VARRATIO_LIMIT = 1e7
 
 
 LL0_WARNING = (

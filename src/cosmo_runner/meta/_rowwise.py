@@ -261,6 +261,35 @@ def _score(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArra
     return np.asarray(ypppy - sw)
 
 
+#: :func:`_trace_p` recomputes rows where ``sum w > _TRP_CANCEL * tr(P)``.
+_TRP_CANCEL = 1e5
+
+
+def _trace_p(w: FloatArray, sw: FloatArray, sw2: FloatArray) -> FloatArray:
+    """Row-wise trace of ``P = W - w w' / sum w`` of the intercept-only model (metafor's
+    ``trP``), ``sum w - sum w^2 / sum w``.
+
+    When one weight dominates a row (variance ratios beyond ~1e10) that difference cancels:
+    its error is about ``eps sum w``. Such rows are recomputed without cancellation as
+    ``(sum_{i != d} w_i (sum w - w_i) + w_d sum_{i != d} w_i) / sum w``, ``d`` the largest
+    weight, so DL's tau2, ``vt``, I2 and H2 stay accurate where metafor's own ``trP`` does
+    not (metafor warns above a variance ratio of 1e7).
+    """
+    trp = sw - sw2 / sw
+    redo = np.flatnonzero(~(trp * _TRP_CANCEL >= sw))
+    if redo.size:
+        rest = w[redo]  # a copy
+        rows = np.arange(redo.size)
+        top = np.argmax(rest, axis=1)
+        w_top = rest[rows, top].copy()
+        rest[rows, top] = 0.0
+        s_rest = rest.sum(axis=1)
+        total = w_top + s_rest
+        other = np.einsum("ij,ij->i", rest, total[:, None] - rest)
+        trp[redo] = (other + w_top * s_rest) / total
+    return trp
+
+
 def _rows_note(mask: NDArray[np.bool_], n: int) -> str:
     if n == 1:
         return ""

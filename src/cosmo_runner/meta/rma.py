@@ -33,6 +33,7 @@ attributes are arrays over analyses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,12 +55,13 @@ from cosmo_runner.meta._model import (
     ROOT,
     TESTS,
     Control,
+    FloatArray,
     RMAResult,
     _alpha,
     _canonical_method,
     _Lazy,
 )
-from cosmo_runner.meta._rowwise import _check_data
+from cosmo_runner.meta._rowwise import _check_data, _rows_note
 
 __all__ = [
     "ALGORITHMS",
@@ -79,6 +81,40 @@ __all__ = [
 
 # documented (repr, help, pickles) where users import them
 Control.__module__ = RMAResult.__module__ = __name__
+
+
+def _precision_message(v: FloatArray, rows: str) -> str:
+    ratio = float(np.max(v)) / float(np.min(v))
+    return (
+        f"rma: the fit is not finite in double precision{rows} (max(vi) / min(vi) = "
+        f"{ratio:.3g}): the variance ratio or the scale of yi and vi is too extreme; "
+        "rescale yi and vi or check the study with the extreme variance"
+    )
+
+
+def _check_finite(res: RMAResult, v: FloatArray) -> None:
+    """The core of every fit is finite and ``vt > 0`` (trace of P not cancelled away), or
+    the fit is an error naming the analyses: never a NaN or inf result."""
+    core = [res.estimate, res.se, res.tau2, res.ci_lb, res.ci_ub, res.Q, res.vt]
+    if res.batch:
+        # quick pass: the CI bounds are finite when estimate and se are; min(vt) is NaN
+        # if any vt is
+        total = res.estimate + res.se
+        total += res.tau2
+        total += res.Q
+        total += res.vt
+        if math.isfinite(float(np.add.reduce(total))) and float(np.min(res.vt)) > 0:
+            return
+        good = np.asarray(res.vt) > 0
+        for value in core:
+            good &= np.isfinite(value)
+        if not good.all():
+            rows = np.flatnonzero(~good)
+            raise AnalysisError(_precision_message(v[rows], _rows_note(~good, good.size)))
+        return
+    finite = all(np.isfinite(np.asarray(value, dtype=np.float64)).all() for value in core)
+    if not (finite and float(res.vt) > 0):
+        raise AnalysisError(_precision_message(v, ""))
 
 
 def _scalar(value: Any) -> Any:
@@ -119,6 +155,26 @@ def rma(
         v = np.asarray(vi, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise AnalysisError("rma: yi and vi must be numeric") from exc
+    try:
+        with np.errstate(all="ignore"):  # a fit that leaves double precision fails below
+            res = _fit(y, v, m, test=test, alpha=alpha, con=con, mods=mods, mod_names=mod_names)
+    except (ZeroDivisionError, OverflowError) as exc:
+        raise AnalysisError(_precision_message(v, "")) from exc
+    _check_finite(res, v)
+    return res
+
+
+def _fit(
+    y: FloatArray,
+    v: FloatArray,
+    m: str,
+    *,
+    test: str,
+    alpha: float,
+    con: Control,
+    mods: ArrayLike | None,
+    mod_names: Sequence[str] | None,
+) -> RMAResult:
     # intercept-only fits check the values in their first pass (_EE.of, _fit_single)
     _check_data(y, v, values=mods is not None)
     if mods is not None:
