@@ -103,6 +103,9 @@ def test_moderators_knha_and_subgroups() -> None:
     assert res["QE"] == pytest.approx(30.7331, abs=1e-4)
     assert res["QE_df"] == 11
     assert res["R2"] == pytest.approx(75.6245, abs=1e-4)
+    assert res["moderator_converged"] is True
+    assert res["moderator_iterations"] > 0
+    assert res["moderator_algorithm"] == "fisher-scoring"
     groups = [g["group"] for g in res["subgroups"]]
     assert groups == ["far", "near"]
     assert all(set(CORE_KEYS) <= set(g) for g in res["subgroups"])

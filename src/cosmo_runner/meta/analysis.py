@@ -30,8 +30,10 @@ ZCOR: ``tanh``, back to r; else ``None``): ``{estimate, ci_lb, ci_ub, pi_lb, pi_
 With ``moderators``: ``coefficients: [{term, estimate, se, statistic, pval, ci_lb, ci_ub}]``,
 ``QM, QM_df`` (a list: ``[m]``, or ``[m, k - p]`` for the F test with knha), ``QM_pval, QE,
 QE_df, QE_pval, R2`` (``None`` for EE), ``moderator_tau2, moderator_I2`` (residual),
-``moderator_warnings``, and
-the core keys still describe the model without moderators.
+``moderator_warnings``, ``moderator_converged, moderator_iterations, moderator_algorithm``
+(as the core keys, for the moderator fit), and the core keys still describe the model
+without moderators. ``converged`` is about Fisher scoring: after a fallback it is false and
+``algorithm`` names the method that produced the (valid) tau2.
 
 With ``columns.subgroup``: ``subgroups: [{group, <core keys>, studies}]`` (each group's
 own fit; ``studies`` as above with the group's weights) and ``subgroup_test: {Q, df, pval}`` (see
@@ -107,6 +109,9 @@ RESULT_KEYS = (
     "moderator_tau2",
     "moderator_I2",
     "moderator_warnings",
+    "moderator_converged",
+    "moderator_iterations",
+    "moderator_algorithm",
     "subgroups",
     "subgroup_test",
 )
@@ -211,8 +216,9 @@ def _undefined_note(result: dict[str, Any]) -> None:
     """Say why a core number is null (never a silent NaN)."""
     if result["se"] == 0.0 or result["statistic"] is None:
         result["warnings"].append(
-            "the standard error is 0 (all effects identical under knha): statistic and "
-            "p-value are undefined and reported as null"
+            "the standard error is 0 (e.g. identical effects under knha): the test statistic "
+            "is not finite and reported as null; the p-value is what metafor reports (0 for a "
+            "non-zero estimate)"
         )
 
 
@@ -399,6 +405,9 @@ def _moderators(
         "moderator_tau2": _num(fit.tau2),
         "moderator_I2": _num(fit.I2),
         "moderator_warnings": list(fit.warnings),
+        "moderator_converged": bool(fit.converged),
+        "moderator_iterations": int(fit.iterations),
+        "moderator_algorithm": str(fit.algorithm),
     }
 
 
