@@ -36,6 +36,7 @@ from cosmo_runner.meta._model import (
 )
 from cosmo_runner.meta._rowwise import (
     _SMALL_DOT,
+    _TRP_CANCEL,
     _add,
     _bad_values,
     _crit_cached,
@@ -581,7 +582,9 @@ def _fit_single(
         if not math.isfinite(q + sw0_2):
             _bad_values(y, v)
     q = max(q, 0.0)
-    trp = float(_trace_p(w0[None, :], np.array([sw0]), np.array([sw0_2]))[0])
+    trp = sw0 - sw0_2 / sw0
+    if not trp * _TRP_CANCEL >= sw0:  # one dominant weight: recompute without cancellation
+        trp = float(_trace_p(w0[None, :], np.array([sw0]), np.array([sw0_2]))[0])
     vt = (k - 1) / trp
     warnings: list[str] = []
     if float(np.maximum.reduce(w0)) / wmin >= VARRATIO_LIMIT:

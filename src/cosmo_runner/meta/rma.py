@@ -112,7 +112,10 @@ def _check_finite(res: RMAResult, v: FloatArray) -> None:
             rows = np.flatnonzero(~good)
             raise AnalysisError(_precision_message(v[rows], _rows_note(~good, good.size)))
         return
-    finite = all(np.isfinite(np.asarray(value, dtype=np.float64)).all() for value in core)
+    finite = all(
+        math.isfinite(value) if isinstance(value, float) else bool(np.isfinite(value).all())
+        for value in core
+    )
     if not (finite and float(res.vt) > 0):
         raise AnalysisError(_precision_message(v, ""))
 
