@@ -194,7 +194,7 @@ class _EE:
     mu: FloatArray
     q: FloatArray
     trp: FloatArray  # trace of P = W - w w'/sum w: sum w - sum w^2 / sum w
-    wratio: float  # max(w) / min(w) over all rows: an upper bound of each row's vi ratio
+    wratio: float  # max(sum w) / min(w) over all rows: bounds each row's vi ratio
 
     @classmethod
     def of(cls, y: FloatArray, v: FloatArray) -> _EE:
@@ -210,7 +210,6 @@ class _EE:
         with np.errstate(all="ignore"):  # bad values are named below, not warned about
             w = np.divide(1.0, v, out=_scratch("ee.w", shape))
             wmin = float(np.minimum.reduce(w, axis=None))
-            wmax = float(np.maximum.reduce(w, axis=None))
             sw = _rsum(w)
             wy = np.multiply(w, y, out=_scratch("ee.wy", shape))
             swy = _rsum(wy)
@@ -231,7 +230,8 @@ class _EE:
                 _bad_values(y, v)
         q = np.maximum(q, 0.0)
         trp = _trace_p(w, sw, sw2)
-        return cls(w=w, sw=sw, sw2=sw2, mu=mu, q=q, trp=trp, wratio=wmax / wmin)
+        # max(w) <= max(sum w): a bound on every row's vi ratio without another pass
+        return cls(w=w, sw=sw, sw2=sw2, mu=mu, q=q, trp=trp, wratio=float(np.max(sw)) / wmin)
 
 
 #: :meth:`_EE.of` recomputes Q from residuals where ``sum w y^2 > _Q_CANCEL * Q``.
@@ -587,7 +587,8 @@ def _fit_single(
         trp = float(_trace_p(w0[None, :], np.array([sw0]), np.array([sw0_2]))[0])
     vt = (k - 1) / trp
     warnings: list[str] = []
-    if float(np.maximum.reduce(w0)) / wmin >= VARRATIO_LIMIT:
+    # max(w) <= sum w: the exact ratio only when the bound reaches metafor's limit
+    if sw0 / wmin >= VARRATIO_LIMIT and float(np.maximum.reduce(w0)) / wmin >= VARRATIO_LIMIT:
         warnings.append(VARRATIO_WARNING)
     tau0 = 0.0
     code = _CODE[CLOSED]

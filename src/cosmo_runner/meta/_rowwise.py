@@ -276,8 +276,9 @@ def _trace_p(w: FloatArray, sw: FloatArray, sw2: FloatArray) -> FloatArray:
     not (metafor warns above a variance ratio of 1e7).
     """
     trp = sw - sw2 / sw
-    redo = np.flatnonzero(~(trp * _TRP_CANCEL >= sw))
-    if redo.size:
+    fine = trp * _TRP_CANCEL >= sw
+    if not fine.all():
+        redo = np.flatnonzero(~fine)
         rest = w[redo]  # a copy
         rows = np.arange(redo.size)
         top = np.argmax(rest, axis=1)

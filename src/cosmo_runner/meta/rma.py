@@ -99,11 +99,9 @@ def _check_finite(res: RMAResult, v: FloatArray) -> None:
     if res.batch:
         # quick pass: the CI bounds are finite when estimate and se are; min(vt) is NaN
         # if any vt is
-        total = res.estimate + res.se
-        total += res.tau2
-        total += res.Q
-        total += res.vt
-        if math.isfinite(float(np.add.reduce(total))) and float(np.min(res.vt)) > 0:
+        add = np.add.reduce
+        total = add(res.estimate) + add(res.se) + add(res.tau2) + add(res.Q) + add(res.vt)
+        if math.isfinite(float(total)) and float(np.min(res.vt)) > 0:
             return
         good = np.asarray(res.vt) > 0
         for value in core:
