@@ -5,7 +5,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 PIP_INSTALL := $(VPY) -m pip install --disable-pip-version-check --no-input --require-hashes --no-deps
 UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --generate-hashes --allow-unsafe \
-	--no-emit-index-url --no-emit-find-links --python-version 3.11 --python-platform linux
+	--no-emit-index-url --no-emit-find-links --universal --fork-strategy fewest --python-version 3.11
 
 .PHONY: help venv dev run smoke test lint typecheck lock lock-check bench .venv-bench clean \
 	docker-up docker-down base-image image
