@@ -94,3 +94,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 f"\nCI=true: skipped test not allowed: {report.nodeid}: {reason}", file=sys.stderr
             )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def venv_copy(tmp_path: Path) -> Any:
+    """A hard-linked copy of the test venv to perturb (see tests/envcopy.py)."""
+    from tests.envcopy import VenvCopy
+
+    return VenvCopy(tmp_path / "venv")

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cosmo_runner.env.lock import parse_pins, read_lock
+from cosmo_runner.env import optional
+from cosmo_runner.env.lock import parse_entries, parse_pins, read_lock
 from cosmo_runner.errors import ManifestError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +76,57 @@ def test_static_lock_check_passes_and_fails_on_an_unsatisfied_pin(tmp_path: Path
     assert bad.returncode == 1
     assert "numpy==" in bad.stderr and "does not satisfy numpy>=99" in bad.stderr
     assert "requests (project.dependencies) is missing" in bad.stderr
+
+
+MARKED = (
+    "a==1.0 ; python_full_version < '3.12' \\\n    --hash=sha256:aa\n"
+    "a==2.0 ; python_full_version >= '3.12' \\\n    --hash=sha256:bb\n"
+    "winonly==0.4.6 ; sys_platform == 'win32' \\\n    --hash=sha256:cc\n"
+    "plain==3.0 \\\n    --hash=sha256:dd\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("python", "expected"),
+    [("3.11.7", {"a": "1.0", "plain": "3.0"}), ("3.13.0", {"a": "2.0", "plain": "3.0"})],
+)
+def test_markers_select_the_pins_for_an_interpreter(python: str, expected: dict[str, str]) -> None:
+    env = {"python_full_version": python, "python_version": python.rsplit(".", 1)[0]}
+    assert parse_pins(MARKED, "x.txt", env) == expected
+
+
+def test_entries_keep_every_line_with_its_marker() -> None:
+    entries = parse_entries(MARKED, "x.txt")
+    assert [(p.name, p.version, p.marker) for p in entries][1:3] == [
+        ("a", "2.0", "python_full_version >= '3.12'"),
+        ("winonly", "0.4.6", "sys_platform == 'win32'"),
+    ]
+
+
+def test_two_applying_pins_of_one_name_are_an_error() -> None:
+    with pytest.raises(ManifestError, match=r"x\.txt: a is pinned twice"):
+        parse_pins("a==1.0 --hash=sha256:aa\na==2.0 --hash=sha256:bb\n", "x.txt")
+
+
+def test_without_packaging_marked_pins_are_unevaluated_not_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(optional, "available", lambda name: name != "packaging")
+    path = tmp_path / "lock.txt"
+    path.write_text(MARKED, encoding="utf-8")
+    lock = read_lock(path)
+    assert lock.pins == {"plain": "3.0"}
+    assert lock.unevaluated == {"a": ("1.0", "2.0"), "winonly": ("0.4.6",)}
+
+
+def test_false_marker_pin_is_neither_missing_nor_extra(tmp_path: Path) -> None:
+    from importlib import metadata
+
+    from cosmo_runner.env.snapshot import lock_drift
+
+    path = tmp_path / "lock.txt"
+    path.write_text(MARKED, encoding="utf-8")
+    lock = read_lock(path)
+    assert "winonly" not in lock.pins and any(p.name == "winonly" for p in lock.entries)
+    plain = metadata.PathDistribution(tmp_path)  # no metadata: version None
+    assert [d["name"] for d in lock_drift(lock, {"plain": plain})] == ["a", "plain"]

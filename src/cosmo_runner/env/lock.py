@@ -1,28 +1,65 @@
-"""Read a hashed lock file (``name==version`` with ``--hash`` options) without pip.
+"""Read a hashed lock file (``name==version [; marker]`` with ``--hash`` options) without pip.
 
-The lock is produced by ``uv pip compile --generate-hashes`` (see its header). Only the
-pinned names and versions matter at run time; hashes are pip's business at install time.
+The lock is produced by ``uv pip compile --universal --generate-hashes`` (see its header):
+one file for every supported Python, with PEP 508 environment markers where a pin applies to
+some interpreters only. Only the pinned names, versions and markers matter at run time;
+hashes are pip's business at install time.
+
+Standard library only, so the gate can read the lock when ``packaging`` itself is broken:
+lines are parsed with a strict pattern (uv writes exact pins, nothing else), and markers are
+evaluated with ``packaging.markers`` when it imports. Without it a pin with a marker is
+*unevaluated*: it is compared with what is installed if anything is, and never reported as
+missing (the gate fails anyway, naming ``packaging``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-
+from cosmo_runner.env import optional
 from cosmo_runner.errors import ManifestError
+
+# name==version [; marker], as uv and pip-compile write them (PEP 508 names, PEP 440 versions).
+_PIN = re.compile(
+    r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*==\s*(?P<version>[^\s;,]+)"
+    r"\s*(?:;\s*(?P<marker>.+?))?\s*$"
+)
+_NAME_SEPARATORS = re.compile(r"[-_.]+")
+
+
+def canonicalize_name(name: str) -> str:
+    """PEP 503 normalised distribution name (``Typing_Extensions`` -> ``typing-extensions``)."""
+    return _NAME_SEPARATORS.sub("-", name).lower()
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One lock line: PEP 503 name, exact version and the marker text (None: always)."""
+
+    name: str
+    version: str
+    marker: str | None = None
 
 
 @dataclass(frozen=True)
 class Lock:
-    """A parsed lock: its path, sha256 and pins (PEP 503 name -> exact version)."""
+    """A parsed lock.
+
+    ``pins`` maps PEP 503 name -> exact version for the pins that apply to this interpreter
+    (marker true or absent); ``unevaluated`` holds the pins whose marker could not be
+    evaluated (``packaging`` unavailable), name -> candidate versions; ``entries`` is every
+    line, for tools that evaluate markers for other interpreters (scripts/check_lock.py).
+    """
 
     path: Path
     sha256: str
     pins: dict[str, str]
+    entries: tuple[Pin, ...] = ()
+    unevaluated: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def sha256_file(path: Path) -> str:
@@ -52,25 +89,74 @@ def _logical_lines(text: str) -> list[str]:
     return lines
 
 
-def parse_pins(text: str, source: str) -> dict[str, str]:
-    """Map normalised distribution name -> pinned version for every ``name==version`` line.
+def parse_entries(text: str, source: str) -> list[Pin]:
+    """Every ``name==version [; marker]`` line of a lock, in order.
 
     Raises :class:`ManifestError` naming ``source`` for a line that is not an exact pin.
     """
-    pins: dict[str, str] = {}
+    entries: list[Pin] = []
     for line in _logical_lines(text):
         if line.startswith("-"):
             continue  # pip options (--index-url is never emitted: --no-emit-index-url)
         requirement_text = line.split(" --hash", 1)[0].strip()
-        try:
-            requirement = Requirement(requirement_text)
-        except InvalidRequirement as exc:
-            raise ManifestError(f"{source}: not a requirement line: {requirement_text!r}") from exc
-        specifiers = list(requirement.specifier)
-        if len(specifiers) != 1 or specifiers[0].operator != "==":
-            raise ManifestError(f"{source}: {requirement.name} is not pinned with '=='")
-        pins[canonicalize_name(requirement.name)] = specifiers[0].version
-    return pins
+        match = _PIN.match(requirement_text)
+        if match is None:
+            shown = (
+                requirement_text if len(requirement_text) <= 120 else requirement_text[:117] + "..."
+            )
+            raise ManifestError(f"{source}: not an exact 'name==version' pin: {shown!r}")
+        marker = match["marker"]
+        entries.append(Pin(canonicalize_name(match["name"]), match["version"], marker or None))
+    return entries
+
+
+def marker_applies(marker: str | None, environment: dict[str, str] | None = None) -> bool | None:
+    """Whether a pin's marker holds (for this interpreter, or ``environment``'s overrides).
+
+    None when it cannot be evaluated: ``packaging`` is unavailable, or the marker is invalid.
+    """
+    if marker is None:
+        return True
+    if not optional.available("packaging"):
+        return None
+    from packaging.markers import InvalidMarker, Marker, UndefinedEnvironmentName
+
+    try:
+        env: dict[str, Any] = {"extra": ""}
+        env.update(environment or {})
+        return bool(Marker(marker).evaluate(env))
+    except (InvalidMarker, UndefinedEnvironmentName):
+        return None
+
+
+def select(
+    entries: list[Pin], source: str, environment: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """The pins that apply (name -> version) and the unevaluated ones (name -> versions).
+
+    Two applying pins of one name are a :class:`ManifestError` (the lock is ambiguous).
+    """
+    pins: dict[str, str] = {}
+    unevaluated: dict[str, tuple[str, ...]] = {}
+    for pin in entries:
+        applies = marker_applies(pin.marker, environment)
+        if applies is None:
+            unevaluated[pin.name] = (*unevaluated.get(pin.name, ()), pin.version)
+        elif applies:
+            if pin.name in pins and pins[pin.name] != pin.version:
+                raise ManifestError(
+                    f"{source}: {pin.name} is pinned twice for this interpreter "
+                    f"({pins[pin.name]} and {pin.version})"
+                )
+            pins[pin.name] = pin.version
+    for name in pins:
+        unevaluated.pop(name, None)
+    return pins, unevaluated
+
+
+def parse_pins(text: str, source: str, environment: dict[str, str] | None = None) -> dict[str, str]:
+    """Map normalised name -> pinned version for every pin that applies (see :func:`select`)."""
+    return select(parse_entries(text, source), source, environment)[0]
 
 
 def read_lock(path: Path) -> Lock:
@@ -81,8 +167,12 @@ def read_lock(path: Path) -> Lock:
         raise ManifestError(f"lock file not found: {path}") from exc
     except OSError as exc:
         raise ManifestError(f"lock file unreadable: {path}: {exc.strerror}") from exc
+    entries = parse_entries(data.decode("utf-8", errors="replace"), str(path))
+    pins, unevaluated = select(entries, str(path))
     return Lock(
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
-        pins=parse_pins(data.decode("utf-8", errors="replace"), str(path)),
+        pins=pins,
+        entries=tuple(entries),
+        unevaluated=unevaluated,
     )

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cosmo_runner.env import optional
 from cosmo_runner.errors import ManifestError
 
 MANIFEST_NAME = "environment.manifest.json"
@@ -30,6 +31,8 @@ class Manifest:
     source: str  # "--manifest", "$COSMO_MANIFEST", "cwd" or "package"
     sha256: str
     data: dict[str, Any]
+    # Why the schema was not checked (jsonschema unusable), else None: a gate error.
+    schema_problem: str | None = None
 
     @property
     def lock_path(self) -> Path:
@@ -71,13 +74,62 @@ def load(explicit: str | None = None, cwd: Path | None = None) -> Manifest:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest is not valid JSON: {path}: {exc}") from exc
-    problems = validate(data)
+    schema_problem = optional.problem("jsonschema")
+    problems = validate(data) if schema_problem is None else shape_problems(data)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ManifestError(f"manifest invalid: {path}: {problems[0]}{more}")
     return Manifest(
-        path=path.resolve(), source=source, sha256=hashlib.sha256(raw).hexdigest(), data=data
+        path=path.resolve(),
+        source=source,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        data=data,
+        schema_problem=(
+            None
+            if schema_problem is None
+            else f"manifest {path} not checked against its schema: {schema_problem}"
+        ),
     )
+
+
+# What the gate reads of a manifest, checked with the standard library when jsonschema is
+# unusable (the schema itself is the contract; this only keeps the gate from crashing).
+_SHAPE: tuple[tuple[tuple[str, ...], type], ...] = (
+    (("os_family", "allowed"), list),
+    (("python", "specifier"), str),
+    (("machines", "allowed"), list),
+    (("imports", "modules"), list),
+    (("tools",), list),
+    (("lock", "path"), str),
+    (("lock", "sha256"), str),
+)
+
+
+def shape_problems(data: Any) -> list[str]:
+    """The fields the gate reads, present with the right JSON types (no jsonschema needed)."""
+    if not isinstance(data, dict):
+        return ["/: the manifest is not a JSON object"]
+    problems = []
+    for keys, kind in _SHAPE:
+        node: Any = data
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, kind):
+            problems.append(f"/{'/'.join(keys)}: missing or not a JSON {kind.__name__}")
+    tools = data.get("tools")
+    if isinstance(tools, list):
+        for i, tool in enumerate(tools):
+            if not (
+                isinstance(tool, dict)
+                and isinstance(tool.get("name"), str)
+                and isinstance(tool.get("specifier"), str)
+            ):
+                problems.append(f"/tools/{i}: needs string 'name' and 'specifier'")
+    for key in ("os_family", "machines", "imports"):
+        values = data.get(key, {}).get("allowed" if key != "imports" else "modules")
+        if isinstance(values, list) and not all(isinstance(v, str) for v in values):
+            problems.append(f"/{key}: every entry must be a string")
+    return problems
 
 
 def validate(data: Any) -> list[str]:
@@ -85,7 +137,7 @@ def validate(data: Any) -> list[str]:
     from cosmo_runner.schemas import validate_against
 
     problems = validate_against("environment_manifest", data)
-    if not problems:
+    if not problems and optional.available("packaging"):
         from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
         specifiers = [("/python/specifier", data["python"]["specifier"])]

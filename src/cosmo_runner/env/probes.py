@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_name
+from cosmo_runner.env.lock import canonicalize_name
 
 # Environment variables that change numerics (threads, hashing) or installs (pip).
 ENV_ALLOW_PREFIXES = ("OPENBLAS_", "MKL_", "PIP_")

@@ -1,15 +1,21 @@
 """The smoke test: a few seconds that confirm the environment before any step runs.
 
 Pure checks over an :class:`~cosmo_runner.env.snapshot.EnvironmentState`: each returns
-:class:`Check` records naming expected and observed values. Only the optional
-``pip_check`` starts a subprocess (the real ``pip check``); everything else is in-process
-(importlib.metadata + packaging).
+:class:`Check` records naming expected and observed values. Only the import probes and the
+optional ``pip_check`` start subprocesses; everything else is in-process.
+
+The core (manifest, lock sha256, Python, platform, installed versions against the lock)
+needs the standard library only, so the gate never crashes on its own dependencies: when
+``packaging`` or ``jsonschema`` cannot be imported that is an error-level check
+(``gate-dependency:<name>``) and the checks that need them say what they skipped
+(see :mod:`cosmo_runner.env.optional`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -17,15 +23,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from packaging.markers import UndefinedEnvironmentName
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
-
+from cosmo_runner.env import optional
+from cosmo_runner.env.lock import canonicalize_name
 from cosmo_runner.env.manifest import load as load_manifest
 from cosmo_runner.env.probes import TOOLING
-from cosmo_runner.env.snapshot import EnvironmentState
+from cosmo_runner.env.snapshot import EnvironmentState, lock_drift
 from cosmo_runner.errors import ManifestError
 
 
@@ -66,6 +68,75 @@ class SmokeReport:
 
 def _status(ok: bool, severity: str) -> str:
     return "ok" if ok else ("error" if severity == "error" else "warn")
+
+
+_UNCHECKED = " (packaging is unavailable; see gate-dependency:packaging)"
+
+
+def _check_gate_dependencies(schema_problem: str | None) -> list[Check]:
+    """The gate's own dependencies import (error-level: the gate is only partly able without)."""
+    checks = []
+    for name in optional.GATE_DEPENDENCIES:
+        problem = optional.problem(name)
+        if problem is None:
+            checks.append(Check(f"gate-dependency:{name}", "ok", f"{name} imports"))
+        else:
+            skipped = {
+                "packaging": "PEP 440 specifiers, lock markers and requirements are not checked",
+                "jsonschema": "the manifest is not checked against its schema",
+            }[name]
+            checks.append(
+                Check(
+                    f"gate-dependency:{name}",
+                    "error",
+                    f"gate dependency {name} is unusable: {problem}; {skipped}",
+                    observed=problem,
+                )
+            )
+    if schema_problem is not None and all(c.status == "ok" for c in checks):
+        checks.append(Check("manifest-schema", "error", schema_problem))
+    return checks
+
+
+_CLAUSE = re.compile(r"^(===|==|!=|<=|>=|<|>|~=)\s*([0-9]+(?:\.[0-9]+)*)(\.\*)?$")
+
+
+def specifier_contains(specifier: str, version: str) -> bool | None:
+    """Whether ``version`` satisfies the PEP 440 ``specifier`` (pre-releases allowed).
+
+    Uses ``packaging`` when it imports. Without it, a fallback evaluates plain release
+    clauses (``>=3.11,<3.14``, ``==3.11.*``) on integer tuples and returns None for anything
+    else (local versions, pre-releases, ``~=``), so the gate reports "not checked" rather
+    than guessing.
+    """
+    if optional.available("packaging"):
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+        from packaging.version import InvalidVersion
+
+        try:
+            return SpecifierSet(specifier).contains(version, prereleases=True)
+        except (InvalidSpecifier, InvalidVersion):
+            return None
+    if not re.fullmatch(r"[0-9]+(?:\.[0-9]+)*", version):
+        return None
+    have = tuple(int(p) for p in version.split("."))
+    for clause in filter(None, (c.strip() for c in specifier.split(","))):
+        match = _CLAUSE.match(clause)
+        if match is None or match[1] in ("~=", "==="):
+            return None
+        op, want = match[1], tuple(int(p) for p in match[2].split("."))
+        if match[3]:  # prefix match: ==X.Y.* / !=X.Y.*
+            if op not in ("==", "!="):
+                return None
+            same = have[: len(want)] == want
+            if same != (op == "=="):
+                return False
+            continue
+        width = max(len(have), len(want))
+        a, b = have + (0,) * (width - len(have)), want + (0,) * (width - len(want))
+        if not {"==": a == b, "!=": a != b, "<=": a <= b, ">=": a >= b, "<": a < b, ">": a > b}[op]:
+            return False
+    return True
 
 
 def start_import_probes(
@@ -110,6 +181,7 @@ def run_checks(
             observed=str(manifest.path),
         )
     )
+    checks.extend(_check_gate_dependencies(manifest.schema_problem))
     checks.append(_check_lock(state))
     if imports is None or imports.modules != manifest.data["imports"]["modules"]:
         imports = ImportProbes(manifest.data["imports"]["modules"], manifest.severity("imports"))
@@ -150,14 +222,16 @@ def _check_platform(state: EnvironmentState) -> list[Check]:
     assert state.manifest is not None
     data, obs = state.manifest.data, state.observed
     version = obs["python"]["version_short"]
-    spec = SpecifierSet(data["python"]["specifier"])
-    ok = spec.contains(version, prereleases=True)
+    spec = data["python"]["specifier"]
+    contained = specifier_contains(spec, version)
+    ok = bool(contained)
+    where = "within" if ok else "outside" if contained is not None else "not checked against"
     checks = [
         Check(
             "python",
             _status(ok, state.manifest.severity("python")),
-            f"python {version} {'within' if ok else 'outside'} {spec}",
-            expected=str(spec),
+            f"python {version} {where} {spec}" + _UNCHECKED * (contained is None),
+            expected=spec,
             observed=version,
         )
     ]
@@ -267,17 +341,18 @@ def _check_tools(state: EnvironmentState) -> list[Check]:
     checks = []
     for tool in state.manifest.data["tools"]:
         name = canonicalize_name(tool["name"])
-        spec = SpecifierSet(tool["specifier"])
+        spec = tool["specifier"]
         dist = state.distributions.get(name)
         found = dist.version if dist else None
-        ok = found is not None and spec.contains(found, prereleases=True)
+        contained = specifier_contains(spec, found) if found is not None else False
         shown = found or "not installed"
         checks.append(
             Check(
                 f"tool:{name}",
-                _status(ok, tool.get("severity", "error")),
-                f"{name}: manifest {spec or 'any'}, installed {shown}",
-                expected=str(spec),
+                _status(bool(contained), tool.get("severity", "error")),
+                f"{name}: manifest {spec or 'any'}, installed {shown}"
+                + _UNCHECKED * (contained is None),
+                expected=spec,
                 observed=found,
             )
         )
@@ -290,40 +365,38 @@ def _check_packages(state: EnvironmentState, *, strict: bool) -> list[Check]:
         return []
     severity = state.manifest.severity("lock")
     checks = []
-    for name, locked in sorted(state.lock.pins.items()):
-        dist = state.distributions.get(name)
-        if dist is None:
-            checks.append(
-                Check(
-                    f"package:{name}",
-                    _status(False, severity),
-                    f"{name}: lock {locked}, not installed",
-                    expected=locked,
-                )
+    for item in lock_drift(state.lock, state.distributions):
+        name, locked, installed = item["name"], item["locked"], item["installed"]
+        checks.append(
+            Check(
+                f"package:{name}",
+                _status(False, severity),
+                f"{name}: lock {locked}, "
+                + (f"installed {installed}" if installed is not None else "not installed"),
+                expected=locked,
+                observed=installed,
             )
-        elif dist.version != locked:
-            checks.append(
-                Check(
-                    f"package:{name}",
-                    _status(False, severity),
-                    f"{name}: lock {locked}, installed {dist.version}",
-                    expected=locked,
-                    observed=dist.version,
-                )
-            )
-    matched = len(state.lock.pins) - len(checks)
+        )
+    total = len(state.lock.pins) + len(state.lock.unevaluated)
+    unevaluated = (
+        f"; {len(state.lock.unevaluated)} pin(s) with markers not evaluated{_UNCHECKED}"
+        if state.lock.unevaluated
+        else ""
+    )
     checks.insert(
         0,
         Check(
             "packages",
             "ok",
-            f"{matched} of {len(state.lock.pins)} locked packages installed at their pins",
+            f"{total - len(checks)} of {total} locked packages installed at their pins"
+            + unevaluated,
         ),
     )
+    in_lock = {pin.name for pin in state.lock.entries} | set(state.lock.pins)
     extras = sorted(
         f"{n}=={d.version}"
         for n, d in state.distributions.items()
-        if n not in state.lock.pins and n not in TOOLING
+        if n not in in_lock and n not in TOOLING
     )
     if extras:
         extras_severity = (
@@ -342,6 +415,12 @@ def _check_packages(state: EnvironmentState, *, strict: bool) -> list[Check]:
 
 def _check_requirements(dists: dict[str, metadata.Distribution]) -> list[Check]:
     """What ``pip check`` reports, in-process: unmet or conflicting requirements."""
+    if not optional.available("packaging"):
+        return [Check("requirements", "warn", "installed requirements not checked" + _UNCHECKED)]
+    from packaging.markers import UndefinedEnvironmentName
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion, Version
+
     problems = []
     for name, dist in sorted(dists.items()):
         for text in dist.requires or []:

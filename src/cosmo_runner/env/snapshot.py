@@ -86,14 +86,25 @@ class EnvironmentState:
 
 
 def lock_drift(lock: Lock, dists: dict[str, metadata.Distribution]) -> list[dict[str, Any]]:
-    """Pins whose installed version differs (or that are missing): name, locked, installed."""
+    """Pins whose installed version differs (or that are missing): name, locked, installed.
+
+    Only the pins whose marker holds for this interpreter count; a pin whose marker could not
+    be evaluated (no ``packaging``) counts only when something else is installed under its
+    name, with ``locked`` listing the candidates (``"1.0 or 2.0"``).
+    """
     drift = []
     for name, locked in sorted(lock.pins.items()):
         dist = dists.get(name)
         installed = dist.version if dist is not None else None
         if installed != locked:
             drift.append({"name": name, "locked": locked, "installed": installed})
-    return drift
+    for name, candidates in sorted(lock.unevaluated.items()):
+        dist = dists.get(name)
+        if dist is not None and dist.version not in candidates:
+            drift.append(
+                {"name": name, "locked": " or ".join(candidates), "installed": dist.version}
+            )
+    return sorted(drift, key=lambda item: str(item["name"]))
 
 
 def env_id(

@@ -1,0 +1,77 @@
+"""Issue 10's Done-when matrix: each perturbation of a venv copy fails the gate.
+
+Every case gives exit 3 from ``smoke`` naming the module or distribution (no traceback on the
+terminal), and exit 3 from ``run`` with a complete, schema-valid run log holding the
+environment snapshot. The venv copies are hard-linked (tests/envcopy.py); nothing here
+touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EXAMPLE, load_log
+from tests.envcopy import VenvCopy
+
+pytestmark = pytest.mark.slow
+
+
+def _drift(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+    copy.set_version("jsonschema", "4.25.1")
+    return {"needle": "jsonschema: lock 4.26.0, installed 4.25.1"}
+
+
+def _deleted(top_level: str) -> Callable[[VenvCopy, Path], dict[str, Any]]:
+    def perturb(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+        copy.delete_package(top_level)
+        return {"needle": top_level}
+
+    return perturb
+
+
+PERTURBATIONS: dict[str, Callable[[VenvCopy, Path], dict[str, Any]]] = {
+    "version-drift": _drift,
+    "deleted-jsonschema": _deleted("jsonschema"),
+    "deleted-packaging": _deleted("packaging"),
+    "deleted-numpy": _deleted("numpy"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PERTURBATIONS))
+def test_perturbation_fails_the_gate(name: str, tmp_path: Path) -> None:
+    copy = VenvCopy(tmp_path / "venv")
+    job = tmp_path / "job"
+    shutil.copytree(EXAMPLE, job)
+    case = PERTURBATIONS[name](copy, tmp_path)
+    cwd = case.get("cwd", job)
+    env = case.get("env")
+
+    smoke = copy.run("-m", "cosmo_runner", "smoke", cwd=cwd, env=env)
+    assert smoke.returncode == 3, smoke.stdout + smoke.stderr
+    assert "Traceback" not in smoke.stdout + smoke.stderr
+    errors = [line for line in smoke.stdout.splitlines() if line.lstrip().startswith("ERROR")]
+    assert any(case["needle"] in line for line in errors), smoke.stdout
+
+    out = tmp_path / "out"
+    run = copy.run("-m", "cosmo_runner", "run", job / "spec.json", "--out", out, cwd=cwd, env=env)
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("cosmo-runner: error: environment gate failed: "), run.stderr
+    assert case["needle"] in run.stderr
+    log = load_log(out)  # schema-valid
+    assert log["status"] == "failed"
+    assert log["exit_code"] == 3
+    assert log["environment"]["env_id"]
+    assert log["environment"]["observed"]["packages"]
+    assert any(
+        case["needle"] in c["message"] for c in log["smoke"]["checks"] if c["status"] == "error"
+    )
+    assert log["validators"] == [] and log["analyses"] == []
+    assert json.loads((out / "run_log.json").read_text())["error"]["exit_code"] == 3
