@@ -206,30 +206,35 @@ def test_entrypoint_gate_is_quiet_when_the_environment_is_sound(built: Build) ->
     assert result.stderr == ""
 
 
-@pytest.fixture
-def broken_image(built: Build) -> Iterator[str]:
-    """The image with numpy deleted from its venv (a derived image; same entrypoint)."""
-    tag = f"{TEST_REPO_PREFIX}-broken-{built.builder}:{built.build_id}"
+@pytest.fixture(params=["numpy", "jsonschema", "packaging"])
+def broken_image(built: Build, request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """The image with one package folder deleted from its venv (dist-info kept; a derived
+    image with the same entrypoint). jsonschema and packaging are the gate's own
+    dependencies: their loss must still be exit 3 at the gate, never a crash."""
+    package = request.param
+    tag = f"{TEST_REPO_PREFIX}-broken-{package}-{built.builder}:{built.build_id}"
     dockerfile = (
-        f"FROM {built.tag}\nUSER 0\nRUN rm -rf {SITE}/numpy\nUSER {IMAGE_UID}:{IMAGE_UID}\n"
+        f"FROM {built.tag}\nUSER 0\nRUN rm -rf {SITE}/{package}\nUSER {IMAGE_UID}:{IMAGE_UID}\n"
     )
     result = built.docker("build", "--network", "none", "-t", tag, "-", input_text=dockerfile)
     assert result.returncode == 0, result.stdout + result.stderr
-    yield tag
+    yield package, tag
     built.docker("image", "rm", "--force", tag)
 
 
 def test_broken_environment_stops_at_the_gate_with_exit_3(
-    built: Build, broken_image: str, tmp_path: Path
+    built: Build, broken_image: tuple[str, str], tmp_path: Path
 ) -> None:
+    package, broken_image_tag = broken_image
     job = job_dir(tmp_path)
     run = built.docker(
         "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
-        "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{job}:/work", broken_image,
+        "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{job}:/work", broken_image_tag,
         "run", "/work/spec.json", "--out", "/work/out",
     )  # fmt: skip
     assert run.returncode == 3, run.stdout + run.stderr
-    assert "numpy" in run.stdout + run.stderr
+    assert package in run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
     log = json.loads((job / "out" / "run_log.json").read_text(encoding="utf-8"))
     assert log["status"] == "failed"
     assert log["exit_code"] == 3
@@ -239,9 +244,9 @@ def test_broken_environment_stops_at_the_gate_with_exit_3(
     assert not [p for p in (job / "out").rglob("*") if p.is_file() and p.suffix != ".json"]
 
     for args in (["--version"], ["smoke"]):  # the entrypoint gate, and smoke itself
-        gated = built.docker("run", "--rm", "--network", "none", broken_image, *args)
+        gated = built.docker("run", "--rm", "--network", "none", broken_image_tag, *args)
         assert gated.returncode == 3, gated.stdout + gated.stderr
-        assert "numpy" in gated.stdout + gated.stderr
+        assert package in gated.stdout + gated.stderr
         assert "Traceback" not in gated.stderr
 
 

@@ -104,23 +104,36 @@ def env_vars() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The project's git commit: ``$COSMO_GIT_COMMIT``, else read from a source checkout."""
+    """The project's git commit: ``$COSMO_GIT_COMMIT``, else read from a source checkout.
+
+    Handles a linked worktree too: there ``.git`` is a file ``gitdir: PATH``, HEAD lives in
+    that directory and the refs in its common directory (``commondir``).
+    """
     if os.environ.get("COSMO_GIT_COMMIT"):
         return os.environ["COSMO_GIT_COMMIT"]
     root = Path(__file__).resolve().parents[3]
-    head = root / ".git" / "HEAD"
+    git = root / ".git"
     try:
-        ref = head.read_text(encoding="utf-8").strip()
+        if git.is_file():
+            text = git.read_text(encoding="utf-8").strip()
+            if not text.startswith("gitdir: "):
+                return None
+            git = (root / text[len("gitdir: ") :]).resolve()
+        common = git
+        if (git / "commondir").is_file():
+            common = (git / (git / "commondir").read_text(encoding="utf-8").strip()).resolve()
+        ref = (git / "HEAD").read_text(encoding="utf-8").strip()
         if not ref.startswith("ref: "):
             return ref or None
         ref_name = ref[5:]
-        loose = root / ".git" / ref_name
-        if loose.is_file():
-            return loose.read_text(encoding="utf-8").strip()
-        packed = root / ".git" / "packed-refs"
-        for line in packed.read_text(encoding="utf-8").splitlines():
+        for base in (git, common):
+            loose = base / ref_name
+            if loose.is_file():
+                return loose.read_text(encoding="utf-8").strip()
+        for line in (common / "packed-refs").read_text(encoding="utf-8").splitlines():
             if line.endswith(" " + ref_name):
                 return line.split(" ", 1)[0]
     except OSError:
         return None
+    return None
     return None
