@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import signal
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -331,7 +332,10 @@ class _Runner:
     def _run_analysis(self, entry: dict[str, Any], table: Table, record: dict[str, Any]) -> None:
         from cosmo_runner.meta.analysis import analyse
 
+        timings = record.setdefault("timings", {})
+        started = time.perf_counter()
         result = analyse(entry, table.as_columns())
+        timings["fit"] = round(time.perf_counter() - started, 6)
         record["summary"] = {
             k: result.get(k) for k in ("k", "estimate", "ci_lb", "ci_ub", "tau2", "I2", "pval")
         }
@@ -345,14 +349,18 @@ class _Runner:
             )
         if self.run_dir is None:
             return
+        started = time.perf_counter()
         path = self.run_dir / "results" / f"{entry['id']}.json"
         write_atomic(path, dumps(result))
         record["result"] = file_record(path, self.run_dir)
+        timings["write"] = round(time.perf_counter() - started, 6)
         if entry.get("plots"):
             from cosmo_runner.meta.plots import render
 
+            started = time.perf_counter()
             written = render(result, entry["plots"], self.run_dir / "plots", entry["id"])
             record["plots"] = [file_record(p, self.run_dir) for p in written]
+            timings["plots"] = round(time.perf_counter() - started, 6)
 
     def finish(self, error: BaseException | None) -> None:
         if self.run_dir is not None:
