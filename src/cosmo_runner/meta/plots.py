@@ -101,21 +101,37 @@ def render(
     ``plots_dir`` is created when missing. Raises :class:`AnalysisError` for an unknown
     kind or a result that cannot be drawn (no studies, non-finite study values).
     """
+    return write(draw(result, kinds, stem), plots_dir)
+
+
+def draw(result: Mapping[str, Any], kinds: Sequence[str], stem: str) -> list[tuple[str, bytes]]:
+    """The plots of ``result`` as ``(file name, bytes)`` pairs, in :func:`render`'s order.
+
+    Pure (no files written), so it can run in a worker process (cosmo_runner.plot_pool).
+    """
     unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown:
         raise AnalysisError(
             f"unknown plot kind {unknown[0]!r} for {stem!r}; known kinds: {', '.join(KINDS)}"
         )
-    plots_dir = Path(plots_dir)
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    drawn: list[tuple[str, bytes]] = []
     with _style():
         for kind in dict.fromkeys(kinds):
             fig = _forest(result, stem) if kind == "forest" else _funnel(result, stem)
             for fmt in FORMATS:
-                path = plots_dir / f"{stem}.{kind}.{fmt}"
-                write_atomic(path, _figure_bytes(fig, fmt))
-                written.append(path)
+                drawn.append((f"{stem}.{kind}.{fmt}", _figure_bytes(fig, fmt)))
+    return drawn
+
+
+def write(drawn: Sequence[tuple[str, bytes]], plots_dir: Path) -> list[Path]:
+    """Write :func:`draw`'s output into ``plots_dir`` (created when missing), atomically."""
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, data in drawn:
+        path = plots_dir / name
+        write_atomic(path, data)
+        written.append(path)
     return written
 
 
