@@ -48,6 +48,5 @@ def test_missing_spec_exit_2_names_it(tmp_path, capsys: pytest.CaptureFixture[st
     code = main(["run", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")])
     assert code == 2
     assert (
-        f"cosmo-runner: error: {tmp_path / 'nope.json'}: spec file not found"
-        in capsys.readouterr().err
+        f"cosmo-runner: error: {tmp_path / 'nope.json'}: file not found" in capsys.readouterr().err
     )

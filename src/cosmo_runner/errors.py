@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+#: Echoed user values (a bad field's value, a key, an unknown kind) are cut to this length.
+ECHO_LIMIT = 200
+
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_USAGE = 2
@@ -29,6 +32,13 @@ EXIT_VALIDATION = 4
 EXIT_STEP = 5
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+
+
+def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}... ({len(text)} characters)"
 
 
 class CosmoError(Exception):
@@ -50,10 +60,12 @@ class UsageError(CosmoError):
     exit_code = EXIT_USAGE
 
 
-class SpecError(UsageError):
-    """The run spec is missing, not JSON, or invalid against its schema.
+class FileError(UsageError):
+    """A file cannot be used: missing, not a regular file, unreadable, too large, not strict
+    JSON (see :mod:`cosmo_runner.readfile`), or invalid against its schema.
 
-    ``problems`` lists every problem as ``"<json pointer>: <message>"``.
+    ``problems`` lists every problem, one line each; JSON problems start with their JSON
+    pointer (``"/analyses/0/level: ..."``).
     """
 
     def __init__(self, path: str, problems: list[str]) -> None:
@@ -62,6 +74,10 @@ class SpecError(UsageError):
         first = self.problems[0] if self.problems else "invalid"
         more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
         super().__init__(f"{path}: {first}{more}")
+
+
+class SpecError(FileError):
+    """The run spec is missing, unreadable, not strict JSON, or invalid against its schema."""
 
 
 class InputError(UsageError):

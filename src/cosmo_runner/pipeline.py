@@ -26,13 +26,16 @@ from cosmo_runner.env.snapshot import capture
 from cosmo_runner.errors import (
     CosmoError,
     EnvironmentGateError,
+    FileError,
     Interrupted,
     OutputDirError,
     SpecError,
     StepError,
     ValidationFailed,
     exit_code_for,
+    shorten,
 )
+from cosmo_runner.readfile import read_regular
 from cosmo_runner.runlog import LOG_NAME, RunLog, dumps, file_record, write_atomic
 from cosmo_runner.tables import Table, read_csv
 
@@ -220,9 +223,9 @@ class _Runner:
             self.log.end_step("analyses")
 
     def _copy_spec(self) -> None:
-        try:
-            raw = self.options.spec_path.read_bytes()
-        except OSError:
+        try:  # never blocks on a FIFO, never reads /dev/zero without end
+            raw = read_regular(self.options.spec_path, limit=spec_mod.MAX_SPEC_BYTES)
+        except FileError:
             return  # spec.load reports it
         import hashlib
 
@@ -253,7 +256,8 @@ class _Runner:
         records = self.log.doc["validators"]
         resolved = {entry["id"]: registry.resolve(entry["kind"]) for entry in spec.validators}
         unknown = [
-            f"/validators/{i}/kind: unknown validator kind {entry['kind']!r} (known: {', '.join(registry.known_kinds())})"
+            f"/validators/{i}/kind: unknown validator kind {shorten(repr(entry['kind']))} "
+            f"(known: {', '.join(registry.known_kinds())})"
             for i, entry in enumerate(spec.validators)
             if resolved[entry["id"]] is None
         ]

@@ -7,13 +7,18 @@ Every problem is reported with its JSON pointer, all of them at once, for exampl
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cosmo_runner.errors import InputError, SpecError
+from cosmo_runner.errors import FileError, InputError, SpecError, shorten
+from cosmo_runner.readfile import MiB, parse_json, read_regular
 from cosmo_runner.schemas import validate_against
+
+#: A spec larger than this is refused (exit 2) before it is parsed.
+MAX_SPEC_BYTES = 16 * MiB
+#: Objects and arrays nested deeper than this are refused (exit 2); real specs use 5.
+MAX_SPEC_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -73,21 +78,16 @@ class Spec:
 
 
 def read(path: Path) -> tuple[bytes, Any]:
-    """The spec's bytes and parsed JSON; unreadable or invalid JSON raises :class:`SpecError`."""
+    """The spec's bytes and parsed JSON; any problem raises :class:`SpecError`.
+
+    The spec must be a regular file of at most :data:`MAX_SPEC_BYTES`, strict JSON (no
+    duplicate keys, no NaN/Infinity) nested at most :data:`MAX_SPEC_DEPTH` levels deep.
+    """
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise SpecError(str(path), ["spec file not found"]) from exc
-    except OSError as exc:
-        raise SpecError(str(path), [f"cannot read spec: {exc.strerror}"]) from exc
-    try:
-        return raw, json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise SpecError(str(path), [f"not UTF-8 text: {exc.reason}"]) from exc
-    except json.JSONDecodeError as exc:
-        raise SpecError(
-            str(path), [f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"]
-        ) from exc
+        raw = read_regular(path, limit=MAX_SPEC_BYTES)
+        return raw, parse_json(raw, str(path), max_depth=MAX_SPEC_DEPTH)
+    except FileError as exc:
+        raise SpecError(exc.path, exc.problems) from exc
 
 
 def problems(data: Any) -> list[str]:
@@ -108,7 +108,8 @@ def problems(data: Any) -> list[str]:
                 seen[item["id"]] = where
             if item["input"] not in inputs:
                 found.append(
-                    f"{where}/input: {item['input']!r} is not an input (inputs: {', '.join(sorted(inputs))})"
+                    f"{where}/input: {shorten(repr(item['input']))} is not an input "
+                    f"(inputs: {shorten(', '.join(sorted(inputs)))})"
                 )
     return found
 

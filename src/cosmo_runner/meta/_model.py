@@ -279,10 +279,19 @@ def _canonical_method(method: str) -> str:
     return m
 
 
-def _alpha(level: float) -> float:
+def alpha_for_level(level: float) -> float:
+    """The alpha of a confidence ``level``, read as metafor's ``.level`` reads it.
+
+    ``level >= 1`` is a percentage (95 -> 0.05; 1 -> a 1% interval), ``0.5 < level < 1`` a
+    coverage (0.95 -> 0.05), ``level <= 0.5`` an alpha itself (0.05 -> a 95% interval).
+    NaN and values outside (0, 100) raise :class:`AnalysisError`. This is the one place
+    the rule lives; results record the level used as a percentage, ``100 (1 - alpha)``.
+    """
     lev = float(level)
-    if lev > 1:
-        lev = lev / 100.0
-    if not 0 < lev < 1:
+    if not 0 < lev < 100:  # also False for NaN
         raise AnalysisError(f"rma: level must be in (0, 100), got {level!r}")
-    return 1.0 - lev
+    if lev >= 1:
+        return (100.0 - lev) / 100.0  # metafor's arithmetic: 95 -> 0.05 exactly
+    if lev > 0.5:
+        return 1.0 - lev
+    return lev

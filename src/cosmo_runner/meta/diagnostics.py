@@ -23,7 +23,7 @@ from scipy.special import chdtrc, chdtri
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._rowwise import _check_data, _solve_q
-from cosmo_runner.meta.rma import Control, RMAResult, rma
+from cosmo_runner.meta.rma import Control, RMAResult, alpha_for_level, rma
 
 __all__ = [
     "EggerTest",
@@ -100,8 +100,7 @@ def confint_tau2(
     if fit.method in ("EE", "FE"):
         raise AnalysisError("confint: the EE model has no heterogeneity term (tau2 = 0)")
     k = y.shape[0]
-    lev = float(level) / 100.0 if float(level) > 1 else float(level)
-    alpha = 1.0 - lev
+    alpha = alpha_for_level(level)
     crit_u = float(chdtri(k - 1, alpha / 2.0))  # upper quantile -> lower bound
     crit_l = float(chdtri(k - 1, 1.0 - alpha / 2.0))  # lower quantile -> upper bound
     tau2_hat = float(fit.tau2)
@@ -130,7 +129,7 @@ def confint_tau2(
         return t / vt + 1.0
 
     return Tau2Interval(
-        level=100.0 * lev,
+        level=100.0 * (1.0 - alpha),
         tau2=tau2_hat,
         tau2_lb=lb,
         tau2_ub=ub,

@@ -57,9 +57,9 @@ from cosmo_runner.meta._model import (
     Control,
     FloatArray,
     RMAResult,
-    _alpha,
     _canonical_method,
     _Lazy,
+    alpha_for_level,
 )
 from cosmo_runner.meta._rowwise import _check_data, _rows_note
 
@@ -76,6 +76,7 @@ __all__ = [
     "TESTS",
     "Control",
     "RMAResult",
+    "alpha_for_level",
     "rma",
 ]
 
@@ -149,7 +150,7 @@ def rma(
     m = _canonical_method(method)
     if test not in TESTS:
         raise AnalysisError(f"rma: unknown test {test!r} (one of {', '.join(TESTS)})")
-    alpha = _alpha(level)
+    alpha = alpha_for_level(level)
     con = Control.from_mapping(control)
     try:
         y = np.asarray(yi, dtype=np.float64)

@@ -7,6 +7,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from cosmo_runner.errors import ECHO_LIMIT, shorten
+
 SCHEMA_FILES = {
     "environment_manifest": "environment_manifest.schema.json",
     "run_spec": "run_spec.schema.json",
@@ -41,4 +43,15 @@ def validate_against(name: str, instance: Any) -> list[str]:
     errors = sorted(
         validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message)
     )
-    return [f"{pointer(e.absolute_path)}: {e.message}" for e in errors]
+    return [f"{shorten(pointer(e.absolute_path))}: {_message(e)}" for e in errors]
+
+
+def _message(error: Any) -> str:
+    """jsonschema's message with the echoed value cut to about 200 characters."""
+    message = str(error.message)
+    if len(message) <= ECHO_LIMIT:
+        return message
+    echoed = repr(error.instance)
+    if len(echoed) > ECHO_LIMIT and echoed in message:
+        message = message.replace(echoed, shorten(echoed), 1)
+    return shorten(message, 2 * ECHO_LIMIT)
