@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cosmo_runner.env import origins
 from cosmo_runner.env.lock import canonicalize_name
 
 # Environment variables that change numerics (threads, hashing) or installs (pip).
@@ -65,6 +66,11 @@ def installed_distributions() -> dict[str, metadata.Distribution]:
 def packages(dists: dict[str, metadata.Distribution]) -> list[str]:
     """Sorted ``name==version`` strings, names normalised as PEP 503 does."""
     return sorted(f"{name}=={dist.version}" for name, dist in dists.items())
+
+
+def import_paths() -> dict[str, Any]:
+    """``sys.path``, the ``.pth`` files ``site`` processed and ``sys.flags`` (env/origins.py)."""
+    return origins.import_paths()
 
 
 def blas() -> dict[str, Any] | None:

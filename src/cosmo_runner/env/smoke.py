@@ -16,15 +16,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import selectors
+import signal
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cosmo_runner.env import optional
+from cosmo_runner.env import distmeta, optional, origins
 from cosmo_runner.env.lock import canonicalize_name
+from cosmo_runner.env.manifest import Manifest
 from cosmo_runner.env.manifest import load as load_manifest
 from cosmo_runner.env.probes import TOOLING
 from cosmo_runner.env.snapshot import EnvironmentState, lock_drift
@@ -150,7 +154,15 @@ def start_import_probes(
         found = load_manifest(manifest_arg, cwd)
     except ManifestError:
         return None
-    return ImportProbes(found.data["imports"]["modules"], found.severity("imports"))
+    return _probes_for(found)
+
+
+def _probes_for(manifest: Manifest) -> ImportProbes:
+    imports = manifest.data["imports"]
+    timeout = imports.get("timeout_seconds", DEFAULT_IMPORT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        timeout = DEFAULT_IMPORT_TIMEOUT  # only when the schema could not be checked: gate fails
+    return ImportProbes(imports["modules"], manifest.severity("imports"), float(timeout))
 
 
 def run_checks(
@@ -164,6 +176,8 @@ def run_checks(
     checks: list[Check] = []
     manifest = state.manifest
     if manifest is None:
+        if imports is not None:
+            imports.close()
         checks.append(
             Check(
                 "manifest",
@@ -184,11 +198,16 @@ def run_checks(
     checks.extend(_check_gate_dependencies(manifest.schema_problem))
     checks.append(_check_lock(state))
     if imports is None or imports.modules != manifest.data["imports"]["modules"]:
-        imports = ImportProbes(manifest.data["imports"]["modules"], manifest.severity("imports"))
+        if imports is not None:
+            imports.close()
+        imports = _probes_for(manifest)
     checks.extend(_check_platform(state))
     checks.extend(_check_tools(state))
     checks.extend(_check_packages(state, strict=strict))
     checks.extend(_check_requirements(state.distributions))
+    checks.extend(_check_origins(state))
+    checks.extend(_check_wheels(state))
+    checks.extend(_check_direct_urls(state))
     checks.extend(imports.collect())
     if pip_check:
         checks.append(_real_pip_check())
@@ -263,62 +282,117 @@ def _check_platform(state: EnvironmentState) -> list[Check]:
     return checks
 
 
-# Runs in a fresh interpreter: imports each module named on the command line and prints
-# {"module": null | "ExceptionType: message"} as JSON.
+# Runs in a fresh interpreter: imports each module named on the command line and reports on
+# a private copy of stdout (fd 1 itself is pointed at stderr, so whatever the imported code
+# prints cannot garble the report), one JSON line as each import starts and one as it ends.
 _IMPORT_PROBE = """
-import importlib, json, sys
-out = {}
+import importlib, json, os, sys
+report = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+def say(**fields):
+    report.write(json.dumps(fields) + "\\n")
+    report.flush()
 for name in sys.argv[1:]:
+    say(start=name)
     try:
         importlib.import_module(name)
-        out[name] = None
+        say(done=name, error=None)
     except BaseException as exc:
-        out[name] = (type(exc).__name__ + ": " + str(exc)).splitlines()[0]
-print(json.dumps(out))
+        say(done=name, error=": ".join(filter(None, (type(exc).__name__, str(exc)))))
 """
+
+DEFAULT_IMPORT_TIMEOUT = 60.0
+MESSAGE_LIMIT = 500
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A multi-line message (numpy's ImportError) joined on one line, at most ``limit`` long.
+
+    A longer one keeps its head and its tail around `` ... ``: numpy puts the cause last
+    ("Original error was: ...").
+    """
+    joined = " ".join(text.split())
+    if len(joined) <= limit:
+        return joined
+    head = (limit - 5) // 2
+    return f"{joined[:head]} ... {joined[len(joined) - (limit - 5 - head) :]}"
+
+
+def isolation_flags() -> list[str]:
+    """The interpreter options a probe needs to see what this process sees.
+
+    ``-P`` always: the probe runs ``-c`` code, which would put the current directory on
+    ``sys.path`` although the run itself (a console script) does not have it there; this
+    process's own ``sys.path`` is judged in-process by :mod:`cosmo_runner.env.origins`.
+    Then the parent's ``-I``, or its ``-E`` and ``-s``.
+    """
+    flags = ["-P"]
+    if sys.flags.isolated:
+        return [*flags, "-I"]
+    if sys.flags.ignore_environment:
+        flags.append("-E")
+    if sys.flags.no_user_site:
+        flags.append("-s")
+    return flags
 
 
 class ImportProbes:
     """Required imports, checked in fresh interpreters running side by side.
 
     A fresh interpreter sees exactly what a pipeline run would import, unaffected by what
-    this process already loaded. The top-level packages are spread over as many
-    interpreters as there are CPUs (more would only import numpy again and again), the
-    packages with the most required modules first, each to the least loaded interpreter.
+    this process already loaded, with the run's isolation (:func:`isolation_flags`). The
+    top-level packages are spread over as many interpreters as there are CPUs (more would
+    only import numpy again and again), the packages with the most required modules first,
+    each to the least loaded interpreter. Each import has ``timeout`` seconds (the first one
+    counts from the interpreter's start): an interpreter still on one import then is killed
+    with its process group, the import is reported as hanging, and the modules after it in
+    that interpreter as not checked.
     """
 
-    def __init__(self, modules: list[str], severity: str) -> None:
+    def __init__(
+        self, modules: list[str], severity: str, timeout: float = DEFAULT_IMPORT_TIMEOUT
+    ) -> None:
         self.modules = modules
         self.severity = severity
+        self.timeout = timeout
         packages: dict[str, list[str]] = {}
         for module in modules:
             packages.setdefault(module.split(".")[0], []).append(module)
         bins: list[list[str]] = [[] for _ in range(max(1, min(os.cpu_count() or 1, len(packages))))]
         for group in sorted(packages.values(), key=len, reverse=True):
             min(bins, key=len).extend(group)
-        self.procs = [
-            (
-                group,
-                subprocess.Popen(
-                    [sys.executable, "-c", _IMPORT_PROBE, *group],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                ),
-            )
-            for group in bins
-            if group
-        ]
+        command = [sys.executable, *isolation_flags(), "-c", _IMPORT_PROBE]
+        self.probes: list[_Probe] = []
+        try:
+            for group in bins:
+                if group:
+                    proc = subprocess.Popen(
+                        [*command, *group],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,  # a timeout kills what the import started too
+                    )
+                    deadline = time.monotonic() + timeout
+                    self.probes.append(_Probe(group, proc, deadline, started=group[0]))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Kill every probe still running (with its process group), reap it, close its pipes."""
+        for probe in self.probes:
+            probe.stop()
 
     def collect(self) -> list[Check]:
+        """Wait for the probes (each import until its deadline); their reports as checks."""
+        try:
+            self._wait()
+        finally:
+            self.close()
         outcome: dict[str, str | None] = {}
-        for group, proc in self.procs:
-            out, err = proc.communicate()
-            try:
-                outcome.update(json.loads(out.strip().splitlines()[-1]))
-            except (IndexError, json.JSONDecodeError):
-                last = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-                outcome.update(dict.fromkeys(group, f"interpreter failed: {last}"))
+        for probe in self.probes:
+            outcome.update(probe.outcome(self.timeout))
         checks = []
         for module in self.modules:
             text = outcome.get(module)
@@ -329,11 +403,237 @@ class ImportProbes:
                     Check(
                         f"import:{module}",
                         _status(False, self.severity),
-                        f"import {module} failed: {text}",
+                        f"import {module} {text}",
                         observed=text,
                     )
                 )
         return checks
+
+    def _wait(self) -> None:
+        """Read every probe's pipes until they close, killing a probe past its deadline."""
+        with selectors.DefaultSelector() as selector:
+            for probe in self.probes:
+                for stream in (probe.proc.stdout, probe.proc.stderr):
+                    if stream is not None:
+                        selector.register(stream, selectors.EVENT_READ, probe)
+            while selector.get_map():
+                now = time.monotonic()
+                for probe in self.probes:
+                    if not probe.eof and now >= probe.deadline:
+                        _unregister(selector, probe)
+                        probe.timed_out = True
+                        probe.stop()
+                waiting = [p.deadline for p in self.probes if not p.eof]
+                if not waiting:
+                    break
+                for key, _ in selector.select(max(0.0, min(waiting) - now)):
+                    probe = key.data
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        selector.unregister(key.fileobj)
+                        probe.eof = not any(k.data is probe for k in selector.get_map().values())
+                    elif key.fileobj is probe.proc.stdout:
+                        probe.read_report(data, self.timeout)
+                    else:
+                        probe.err = (probe.err + data)[-_STDERR_KEPT:]
+
+
+_STDERR_KEPT = 65536
+
+
+def _unregister(selector: selectors.BaseSelector, probe: _Probe) -> None:
+    for key in list(selector.get_map().values()):
+        if key.data is probe:
+            selector.unregister(key.fileobj)
+
+
+@dataclass
+class _Probe:
+    """One probe interpreter: its modules, process, deadline and what it reported so far."""
+
+    group: list[str]
+    proc: subprocess.Popen[bytes]
+    deadline: float
+    out: bytes = b""
+    err: bytes = b""
+    started: str | None = None  # the import under way (the first one from the start)
+    timed_out: bool = False
+    eof: bool = False  # both pipes closed: the interpreter is exiting or gone
+    done: dict[str, str | None] = field(default_factory=dict)  # module -> None | error text
+
+    def read_report(self, data: bytes, timeout: float) -> None:
+        """Take complete report lines; each start and end moves the deadline on."""
+        self.out += data
+        *lines, self.out = self.out.split(b"\n")
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if "start" in event:
+                self.started = str(event["start"])
+            elif "done" in event:
+                error = event.get("error")
+                self.done[str(event["done"])] = None if error is None else str(error)
+            self.deadline = time.monotonic() + timeout
+
+    def stop(self) -> None:
+        """Reap the interpreter: one that closed its pipes gets until its deadline to exit,
+        any other is killed at once with its process group. Then close the pipes."""
+        if self.proc.returncode is None:
+            try:
+                if self.eof:
+                    self.proc.wait(max(0.0, self.deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def outcome(self, timeout: float) -> dict[str, str | None]:
+        """``{module: None (imported) | why not}`` for this interpreter's modules."""
+        result: dict[str, str | None] = {}
+        for module in self.group:
+            if module in self.done:
+                error = self.done[module]
+                result[module] = None if error is None else "failed: " + one_line(error)
+            elif self.timed_out and module == self.started:
+                result[module] = (
+                    f"timed out after {timeout:g} s (the import hung; probe killed; "
+                    "set imports.timeout_seconds in the manifest to allow longer)"
+                )
+            elif self.timed_out:
+                result[module] = f"not checked: the probe timed out importing {self.started}"
+            else:
+                last = (self.err.decode(errors="replace").strip().splitlines() or [""])[-1]
+                result[module] = f"failed: the probe interpreter {self._exit_text()}" + (
+                    f": {one_line(last)}" if last else ""
+                )
+        return result
+
+    def _exit_text(self) -> str:
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code} before reporting"
+
+
+def _checked_modules(state: EnvironmentState) -> list[str]:
+    """The manifest's required imports, then the top-level modules of each locked distribution."""
+    assert state.manifest is not None
+    names = dict.fromkeys(state.manifest.data["imports"]["modules"])
+    for name in sorted(state.lock.pins if state.lock else {}):
+        dist = state.distributions.get(name)
+        if dist is not None:
+            names.update(dict.fromkeys(origins.top_level_modules(dist)))
+    return list(names)
+
+
+def _check_origins(state: EnvironmentState) -> list[Check]:
+    """Each checked module resolves inside the environment's site-packages or the stdlib."""
+    found = origins.resolve(_checked_modules(state))
+    bad = [o for o in found if not o.inside]
+    checks = [
+        Check(
+            "origins",
+            "ok",
+            f"{len(found) - len(bad)} of {len(found)} required and locked modules resolve "
+            "inside the environment's site-packages or the standard library",
+        )
+    ]
+    checks += [
+        Check(
+            f"origin:{o.module}",
+            "error",
+            o.message,
+            observed={"path": o.path, "why": o.why, "imported": o.imported},
+        )
+        for o in bad
+    ]
+    return checks
+
+
+def _check_wheels(state: EnvironmentState) -> list[Check]:
+    """Each locked distribution's WHEEL has a tag this interpreter can use."""
+    if state.lock is None:
+        return []
+    recorded: dict[str, list[str]] = state.observed.get("wheel_tags") or {}
+    supported = distmeta.supported_tags()
+    checks = []
+    for name in sorted(state.lock.pins):
+        if name not in state.distributions:
+            continue  # reported as not installed
+        tags = recorded.get(name)
+        if tags is None:
+            checks.append(
+                Check(
+                    f"wheel:{name}",
+                    "warn",
+                    f"{name}: no WHEEL file (not installed from a wheel); tags not checked",
+                )
+            )
+        elif supported is None:
+            checks.append(
+                Check(
+                    f"wheel:{name}",
+                    "warn",
+                    f"{name}: WHEEL tags {', '.join(tags)} recorded, not checked{_UNCHECKED}",
+                    observed=tags,
+                )
+            )
+        elif not distmeta.usable(tags, supported):
+            checks.append(
+                Check(
+                    f"wheel:{name}",
+                    "error",
+                    f"{name}: WHEEL tag {', '.join(tags)} is not supported by this interpreter "
+                    f"(python {state.observed['python']['version_short']} on "
+                    f"{state.observed['machine']}); reinstall it from the lock",
+                    observed=tags,
+                )
+            )
+    return checks
+
+
+def _check_direct_urls(state: EnvironmentState) -> list[Check]:
+    """No locked name is installed editable or from a local path (PEP 610 direct_url.json)."""
+    if state.lock is None or state.manifest is None:
+        return []
+    severity = (
+        "warn" if state.manifest.data["lock"].get("direct_url_severity") == "warn" else "error"
+    )
+    checks = []
+    for name in sorted(state.lock.pins):
+        dist = state.distributions.get(name)
+        found = distmeta.direct_url(dist) if dist is not None else None
+        if found is None:
+            continue
+        how = {
+            "editable": f"installed editable from {found.url}",
+            "local": f"installed from a local path {found.url}",
+            "url": f"installed from the url {found.url}, not from the lock's index",
+            "invalid": f"has an unreadable direct_url.json: {found.detail}",
+        }[found.kind]
+        checks.append(
+            Check(
+                f"direct-url:{name}",
+                _status(False, severity if found.local else "warn"),
+                f"{name}: {how} (direct_url.json); the lock pins {name}=={state.lock.pins[name]}",
+                observed={"kind": found.kind, "url": found.url},
+            )
+        )
+    return checks
 
 
 def _check_tools(state: EnvironmentState) -> list[Check]:

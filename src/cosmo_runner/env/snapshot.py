@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmo_runner import __version__
-from cosmo_runner.env import probes
+from cosmo_runner.env import distmeta, probes
 from cosmo_runner.env.lock import Lock, read_lock
 from cosmo_runner.env.manifest import Manifest, load, locate
 from cosmo_runner.errors import ManifestError
@@ -151,6 +151,8 @@ def observe(dists: dict[str, metadata.Distribution], *, with_blas: bool = True) 
         "blas": probes.blas() if with_blas else None,
         "container": probes.container(),
         "env_vars": probes.env_vars(),
+        "import_paths": probes.import_paths(),
+        "wheel_tags": distmeta.all_wheel_tags(dists),
         "runner": {"version": __version__, "git_commit": probes.git_commit()},
     }
 
