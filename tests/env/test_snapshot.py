@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 from cosmo_runner.env import snapshot
@@ -13,7 +14,7 @@ def test_snapshot_field_names_are_the_contract() -> None:
     assert proc.returncode == 0
     env = json.loads(proc.stdout)["environment"]
     observed = env["observed"]
-    assert observed["python"]["version"].startswith("3.11")
+    assert observed["python"]["version"].startswith(platform.python_version())
     assert Path(observed["python"]["executable"]).name.startswith("python")
     assert observed["platform"] and observed["machine"]
     assert env["expected"]["schema_version"] == 1
