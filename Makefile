@@ -1,7 +1,18 @@
 # cosmo-runner: every install goes through a hashed lock (--require-hashes); nothing unpinned.
 SHELL := /bin/bash
+# The interpreter: python3 by default, or any supported one (README, "Which Python"):
+#   make run PYTHON=python3.12      make run PYTHON=$$(PYENV_VERSION=3.13.0 pyenv which python3)
+# With the default python3 the venv is .venv (CI and the README use it); an interpreter given
+# on the command line or in the environment gets its own, .venv-X.Y, so several live side by
+# side. VENV=... overrides either. scripts/check_python.sh refuses an unsupported PYTHON
+# (pyproject.toml's requires-python) before anything is installed.
 PYTHON ?= python3
+ifeq ($(origin PYTHON),file)
 VENV ?= .venv
+else
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % tuple(sys.version_info[:2]))' 2>/dev/null)
+VENV ?= .venv-$(or $(PYVER),unknown)
+endif
 VPY := $(VENV)/bin/python
 PIP_INSTALL := $(VPY) -m pip install --disable-pip-version-check --no-input --require-hashes --no-deps
 UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --generate-hashes --allow-unsafe \
@@ -12,6 +23,7 @@ UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --generate-hashes --allow-unsaf
 
 help:
 	@echo "make run    - create $(VENV) from the lock, smoke-test it, run the BCG example"
+	@echo "              (another interpreter: make run PYTHON=python3.12 -> .venv-3.12)"
 	@echo "make test   - lint, type-check and the whole test suite (docker tests included)"
 	@echo "make lock   - regenerate the three hashed locks (needs the network)"
 	@echo "make bench  - benchmarks, printed side by side"
@@ -19,6 +31,7 @@ help:
 
 # Runtime environment: the runtime lock only, then the project without deps or build isolation.
 $(VENV)/.runtime-stamp: requirements.lock.txt pyproject.toml
+	@scripts/check_python.sh "$(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -r requirements.lock.txt
 	$(VPY) -m pip install --disable-pip-version-check --no-input --no-deps --no-build-isolation -e .
@@ -63,6 +76,7 @@ BENCH_VENV ?= .venv-bench
 BENCH_PIP_INSTALL := $(BENCH_VENV)/bin/python -m pip install --disable-pip-version-check --no-input --require-hashes --no-deps
 
 $(BENCH_VENV)/.bench-stamp: requirements-bench.lock.txt pyproject.toml
+	@scripts/check_python.sh "$(PYTHON)"
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PIP_INSTALL) -r requirements-bench.lock.txt
 	$(BENCH_VENV)/bin/python -m pip install --disable-pip-version-check --no-input --no-deps --no-build-isolation -e .
