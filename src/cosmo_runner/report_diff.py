@@ -23,6 +23,9 @@ SECTION_LABELS = {
     "runner": "runner",
 }
 SECTION_NAMES = {"manifest_content": "manifest", "env_vars": "env vars", "system": "platform"}
+# Shown by a reproduced verify whose replay ran under another Python (issue 16): the
+# outputs reproduced across those interpreters.
+PYTHON_KEYS_SHOWN = ("version", "implementation")
 
 
 def _value(value: Any, key: str = "") -> str:
@@ -148,6 +151,11 @@ def render_report(report: VerifyReport) -> str:
             ]
         else:
             lines.append(f"  environment: {verdict(report.env_diff)}")
+            lines += [
+                f"  python {d.key}: {d.a} (original) vs {d.b} (replay)"
+                for d in report.env_diff.differences
+                if d.section == "python" and d.key in PYTHON_KEYS_SHOWN
+            ]
             lines += [f"  note: {n}" for n in report.env_diff.notes]
     lines.append(_verdict_line(report))
     return "\n".join(lines)
