@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLE, load_log
+from tests.conftest import EXAMPLE, ROOT, load_log
 from tests.envcopy import VenvCopy
 
 pytestmark = pytest.mark.slow
@@ -35,11 +35,69 @@ def _deleted(top_level: str) -> Callable[[VenvCopy, Path], dict[str, Any]]:
     return perturb
 
 
+def _numpy_shadow(where: Path) -> Path:
+    package = where / "numpy"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("__version__ = '0.0.0-shadow'\n")
+    return package
+
+
+def _shadow_in_cwd(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+    shadowed = tmp / "shadowed-cwd"
+    _numpy_shadow(shadowed)
+    return {"needle": "numpy resolves to", "cwd": shadowed}
+
+
+def _shadow_on_pythonpath(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+    _numpy_shadow(tmp / "elsewhere")
+    return {"needle": "(PYTHONPATH)", "env": {"PYTHONPATH": str(tmp / "elsewhere")}}
+
+
+def _shadow_by_pth(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+    _numpy_shadow(tmp / "evil")
+    pth = copy.site_packages / "zz-evil.pth"
+    pth.write_text(f"import sys; sys.path.insert(0, {str(tmp / 'evil')!r})\n")
+    return {"needle": f"(added by {pth})"}
+
+
+def _foreign_wheel_tag(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+    from tests.env.test_distmeta import write_wheel
+
+    write_wheel(copy, "scipy", ["cp27-cp27mu-win32"])
+    return {"needle": "cp27-cp27mu-win32"}
+
+
+def _editable_locked_name(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+    info = copy.dist_info("jsonschema")
+    url = {"url": f"file://{tmp}/src/jsonschema", "dir_info": {"editable": True}}
+    (info / "direct_url.json").write_text(json.dumps(url))
+    return {"needle": "jsonschema"}
+
+
+def _hanging_import(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+    (copy.site_packages / "cosmo_hang_probe.py").write_text("import time\ntime.sleep(600)\n")
+    manifest = json.loads((ROOT / "environment.manifest.json").read_text())
+    manifest["imports"]["modules"].append("cosmo_hang_probe")
+    manifest["imports"]["timeout_seconds"] = 3
+    shutil.copy(ROOT / "requirements.lock.txt", tmp / "requirements.lock.txt")
+    (tmp / "environment.manifest.json").write_text(json.dumps(manifest))
+    return {
+        "needle": "cosmo_hang_probe",
+        "args": ["--manifest", str(tmp / "environment.manifest.json")],
+    }
+
+
 PERTURBATIONS: dict[str, Callable[[VenvCopy, Path], dict[str, Any]]] = {
     "version-drift": _drift,
     "deleted-jsonschema": _deleted("jsonschema"),
     "deleted-packaging": _deleted("packaging"),
     "deleted-numpy": _deleted("numpy"),
+    "numpy-shadow-cwd": _shadow_in_cwd,
+    "numpy-shadow-pythonpath": _shadow_on_pythonpath,
+    "numpy-shadow-pth": _shadow_by_pth,
+    "foreign-wheel-tag": _foreign_wheel_tag,
+    "editable-locked-name": _editable_locked_name,
+    "hanging-import": _hanging_import,
 }
 
 
@@ -51,15 +109,18 @@ def test_perturbation_fails_the_gate(name: str, tmp_path: Path) -> None:
     case = PERTURBATIONS[name](copy, tmp_path)
     cwd = case.get("cwd", job)
     env = case.get("env")
+    extra = case.get("args", [])
 
-    smoke = copy.run("-m", "cosmo_runner", "smoke", cwd=cwd, env=env)
+    smoke = copy.run("-m", "cosmo_runner", "smoke", *extra, cwd=cwd, env=env)
     assert smoke.returncode == 3, smoke.stdout + smoke.stderr
     assert "Traceback" not in smoke.stdout + smoke.stderr
     errors = [line for line in smoke.stdout.splitlines() if line.lstrip().startswith("ERROR")]
     assert any(case["needle"] in line for line in errors), smoke.stdout
 
     out = tmp_path / "out"
-    run = copy.run("-m", "cosmo_runner", "run", job / "spec.json", "--out", out, cwd=cwd, env=env)
+    run = copy.run(
+        "-m", "cosmo_runner", "run", job / "spec.json", "--out", out, *extra, cwd=cwd, env=env
+    )
     assert run.returncode == 3, run.stdout + run.stderr
     assert "Traceback" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]
