@@ -114,16 +114,20 @@ class ManifestError(EnvironmentGateError):
 class ValidationFailed(CosmoError):
     """Validators reported error-level findings; no analysis ran.
 
-    ``problems`` holds every error-level finding's message, one line each.
+    ``problems`` holds the error-level findings' messages kept in the log (one line each;
+    validators keep at most 100 per kind of finding), ``count`` the number of all of them.
     """
 
     exit_code = EXIT_VALIDATION
 
-    def __init__(self, validator_ids: list[str], problems: list[str]) -> None:
+    def __init__(
+        self, validator_ids: list[str], problems: list[str], count: int | None = None
+    ) -> None:
         self.validator_ids = list(validator_ids)
         self.problems = list(problems)
+        self.count = len(self.problems) if count is None else count
         super().__init__(
-            f"{len(self.problems)} validator error(s) in {', '.join(self.validator_ids)}; "
+            f"{self.count} validator error(s) in {', '.join(self.validator_ids)}; "
             f"first: {self.problems[0] if self.problems else 'unknown'}"
         )
 
@@ -132,6 +136,11 @@ class StepError(CosmoError):
     """An analysis or another pipeline step failed."""
 
     exit_code = EXIT_STEP
+
+
+class ValidatorError(StepError):
+    """A validator raised, or returned something that is not a valid finding (a plugin bug
+    the message names); the validator's status is ``error``."""
 
 
 class AnalysisError(StepError):

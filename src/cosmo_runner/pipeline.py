@@ -12,13 +12,13 @@ import secrets
 import signal
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cosmo_runner import spec as spec_mod
 from cosmo_runner.env.smoke import SmokeReport, run_checks, start_import_probes
@@ -32,12 +32,16 @@ from cosmo_runner.errors import (
     SpecError,
     StepError,
     ValidationFailed,
+    ValidatorError,
     exit_code_for,
     shorten,
 )
 from cosmo_runner.readfile import read_regular
-from cosmo_runner.runlog import LOG_NAME, RunLog, dumps, file_record, write_atomic
-from cosmo_runner.tables import Table, read_csv
+from cosmo_runner.runlog import LOG_NAME, RunLog, file_record, write_atomic
+
+if TYPE_CHECKING:  # numpy and the table code load when a run reaches its inputs
+    from cosmo_runner.inputs import LoadedInput
+    from cosmo_runner.tables import Table
 
 
 @dataclass
@@ -52,6 +56,8 @@ class RunOptions:
     spec_base: Path | None = None  # resolve the spec's relative paths here (verify's replay)
     command: list[str] = field(default_factory=list)
     cwd: Path | None = None
+    #: test hook: called with (input id, path) once every input is read and hashed
+    after_inputs: Callable[[str, Path], None] | None = None
 
 
 @dataclass
@@ -135,6 +141,19 @@ def _error_record(error: BaseException) -> dict[str, Any]:
     return record
 
 
+def _short_error(error: BaseException) -> dict[str, Any]:
+    """A validator's error in its log record: type and one-line message."""
+    return {"type": type(error).__name__, "message": str(error)}
+
+
+def _plugin_crash(entry: dict[str, Any], exc: Exception) -> ValidatorError:
+    error = ValidatorError(
+        f"validator {entry['id']!r} (kind {entry['kind']!r}) raised {type(exc).__name__}: {exc}"
+    )
+    error.__cause__ = exc
+    return error
+
+
 def execute(options: RunOptions) -> RunResult:
     """Run (or dry-run) a spec. See the module docstring for the order of steps."""
     cwd = options.cwd or Path.cwd()
@@ -172,7 +191,8 @@ class _Runner:
         self.run_dir = run_dir
         self.step = "environment"
         self.smoke: SmokeReport | None = None
-        self.drop_rows: dict[str, set[int]] = {}
+        self.drop_rows: dict[str, set[int]] = {}  # input id -> 0-based data rows to drop
+        self.inputs: dict[str, LoadedInput] = {}
 
     def _begin(self, step: str) -> None:
         self.step = step
@@ -207,19 +227,22 @@ class _Runner:
         doc["spec"].update(name=spec.data["name"])
         self._begin("inputs")
         spec = self._apply_overrides(spec)
-        doc["inputs"] = spec_mod.check_inputs(spec)
+        from cosmo_runner.inputs import load_inputs
+
+        # each input is read once: these bytes are hashed, parsed and analysed
+        self.inputs = load_inputs(spec.data["inputs"], spec.base, options.after_inputs)
+        doc["inputs"] = [item.record() for item in self.inputs.values()]
         self.log.end_step("spec")
         self.log.end_step("inputs")
         self.log.save()
 
         self._begin("validators")
-        tables = _TableCache()
-        self._run_validators(spec, tables)
+        self._run_validators(spec)
         self.log.end_step("validators")
         self.log.save()
         if options.analyses:
             self._begin("analyses")
-            self._run_analyses(spec, tables)
+            self._run_analyses(spec)
             self.log.end_step("analyses")
 
     def _copy_spec(self) -> None:
@@ -249,10 +272,9 @@ class _Runner:
             data["inputs"][key]["path"] = str(path.resolve())
         return spec_mod.Spec(spec.path, spec.raw, data, spec.base_dir)
 
-    def _run_validators(self, spec: spec_mod.Spec, tables: _TableCache) -> None:
+    def _run_validators(self, spec: spec_mod.Spec) -> None:
         from cosmo_runner import validators as registry
 
-        inputs = spec.inputs()
         records = self.log.doc["validators"]
         resolved = {entry["id"]: registry.resolve(entry["kind"]) for entry in spec.validators}
         unknown = [
@@ -263,6 +285,8 @@ class _Runner:
         ]
         if unknown:
             raise SpecError(str(self.options.spec_path), unknown)
+        errors: list[CosmoError] = []
+        error_count = 0
         for entry in spec.validators:
             validator = resolved[entry["id"]]
             assert validator is not None  # unknown kinds were rejected above
@@ -270,34 +294,72 @@ class _Runner:
                 "id": entry["id"],
                 "kind": entry["kind"],
                 "input": entry["input"],
-                "status": "passed",
+                "status": "running",
                 "findings": [],
+                "omitted": [],
+                "dropped_lines": [],
+                "error": None,
             }
             records.append(record)
+            source = self.inputs[entry["input"]]
             context = registry.ValidatorContext(
-                entry, inputs[entry["input"]].resolved, spec.base, dict(entry.get("options", {}))
+                entry,
+                source.resolved,
+                spec.base,
+                dict(entry.get("options", {})),
+                source=source,
+                analyses=tuple(a for a in spec.analyses if a["input"] == entry["input"]),
             )
-            outcome = registry.run_validator(validator, context)
+            try:
+                outcome = registry.run_validator(validator, context)
+            except (Interrupted, KeyboardInterrupt) as exc:
+                stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+                record.update(status="error", error=_short_error(stop))
+                raise stop from None
+            except Exception as exc:
+                # a table that cannot be parsed, a schema file that cannot be read (exit 2);
+                # a plugin that raised or returned bad findings (exit 5): never "passed"
+                error = exc if isinstance(exc, CosmoError) else _plugin_crash(entry, exc)
+                record.update(status="error", error=_short_error(error))
+                errors.append(error)
+                continue
             record["findings"] = [f.as_dict() for f in outcome.findings]
-            record["dropped_rows"] = sorted(outcome.drop_rows)
+            record["omitted"] = outcome.omitted_records()
             if outcome.drop_rows:
-                self.drop_rows.setdefault(entry["input"], set()).update(outcome.drop_rows)
+                rows = sorted(outcome.drop_rows)
+                record["dropped_lines"] = source.table().lines[rows].tolist()
+                self.drop_rows.setdefault(entry["input"], set()).update(rows)
+            error_count += outcome.errors
             if outcome.errors:
                 record["status"] = "failed"
-            elif outcome.findings:
+            elif outcome.total:
                 record["status"] = "passed with warnings"
+            else:
+                record["status"] = "passed"
+        if errors:
+            raise errors[0]
         failed = [r for r in records if r["status"] == "failed"]
         if failed:
             problems = [
                 f["message"] for r in failed for f in r["findings"] if f["level"] == "error"
             ]
-            raise ValidationFailed([r["id"] for r in failed], problems)
+            left_out = error_count - len(problems)
+            if left_out:
+                problems.append(f"(and {left_out} more error finding(s), counted in the log)")
+            raise ValidationFailed([r["id"] for r in failed], problems, error_count)
 
-    def _run_analyses(self, spec: spec_mod.Spec, tables: _TableCache) -> None:
-        inputs = spec.inputs()
+    def _run_analyses(self, spec: spec_mod.Spec) -> None:
+        import numpy as np
+
         records = self.log.doc["analyses"]
         failures: list[str] = []
         assert self.run_dir is not None or not self.options.write
+        tables: dict[str, Table] = {}
+        for key in dict.fromkeys(entry["input"] for entry in spec.analyses):
+            table = self.inputs[key].table()  # a TableError (exit 2) before any analysis
+            drop = np.zeros(len(table), dtype=bool)
+            drop[sorted(self.drop_rows.get(key, set()))] = True
+            tables[key] = table.subset(~drop) if drop.any() else table
         for entry in spec.analyses:
             record: dict[str, Any] = {
                 "id": entry["id"],
@@ -309,9 +371,7 @@ class _Runner:
             }
             records.append(record)
             try:
-                table = tables.get(inputs[entry["input"]].resolved)
-                table = table.without(self.drop_rows.get(entry["input"], set()))
-                self._run_analysis(entry, table, record)
+                self._run_analysis(entry, tables[entry["input"]], record)
                 record["status"] = "succeeded"
             except Interrupted:
                 record["status"] = "interrupted"
@@ -335,10 +395,11 @@ class _Runner:
 
     def _run_analysis(self, entry: dict[str, Any], table: Table, record: dict[str, Any]) -> None:
         from cosmo_runner.meta.analysis import analyse
+        from cosmo_runner.meta.result_file import dumps_result
 
         timings = record.setdefault("timings", {})
         started = time.perf_counter()
-        result = analyse(entry, table.as_columns())
+        result = analyse(entry, table)
         timings["fit"] = round(time.perf_counter() - started, 6)
         record["summary"] = {
             k: result.get(k) for k in ("k", "estimate", "ci_lb", "ci_ub", "tau2", "I2", "pval")
@@ -355,7 +416,7 @@ class _Runner:
             return
         started = time.perf_counter()
         path = self.run_dir / "results" / f"{entry['id']}.json"
-        write_atomic(path, dumps(result))
+        write_atomic(path, dumps_result(result))
         record["result"] = file_record(path, self.run_dir)
         timings["write"] = round(time.perf_counter() - started, 6)
         if entry.get("plots"):
@@ -381,15 +442,3 @@ class _Runner:
         else:
             status = "interrupted" if isinstance(error, Interrupted) else "failed"
             self.log.finish(status, exit_code_for(error), _error_record(error))
-
-
-class _TableCache:
-    """Each CSV input is read once for all the analyses of a run (validators read their own)."""
-
-    def __init__(self) -> None:
-        self._tables: dict[Path, Table] = {}
-
-    def get(self, path: Path) -> Table:
-        if path not in self._tables:
-            self._tables[path] = read_csv(path)
-        return self._tables[path]

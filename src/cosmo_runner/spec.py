@@ -1,17 +1,17 @@
 """Load and validate a run spec (JSON Schema Draft 2020-12), then resolve its paths.
 
 Every problem is reported with its JSON pointer, all of them at once, for example
-``/analyses/0/method: 'REMLL' is not one of [...]``. Paths are relative to the spec file.
+``/analyses/0/method: 'REMLL' is not one of [...]``. Paths are relative to the spec file;
+the inputs are read by :mod:`cosmo_runner.inputs`.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cosmo_runner.errors import FileError, InputError, SpecError, shorten
+from cosmo_runner.errors import FileError, SpecError, shorten
 from cosmo_runner.readfile import MiB, parse_json, read_regular
 from cosmo_runner.schemas import validate_against
 
@@ -19,28 +19,6 @@ from cosmo_runner.schemas import validate_against
 MAX_SPEC_BYTES = 16 * MiB
 #: Objects and arrays nested deeper than this are refused (exit 2); real specs use 5.
 MAX_SPEC_DEPTH = 64
-
-
-@dataclass(frozen=True)
-class InputFile:
-    """One input as written in the spec and as found on disk."""
-
-    id: str
-    path: str  # as written in the spec
-    resolved: Path
-    pinned_sha256: str | None
-
-    def record(self) -> dict[str, Any]:
-        """Path as written, resolved absolute path, bytes and sha256 (for the run log)."""
-        data = self.resolved.read_bytes()
-        return {
-            "id": self.id,
-            "path": self.path,
-            "resolved": str(self.resolved),
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "pinned_sha256": self.pinned_sha256,
-        }
 
 
 @dataclass(frozen=True)
@@ -64,17 +42,6 @@ class Spec:
 
     def resolve(self, relative: str) -> Path:
         return (self.base / relative).resolve()
-
-    def inputs(self) -> dict[str, InputFile]:
-        return {
-            key: InputFile(
-                key,
-                entry["path"],
-                self.resolve(entry["path"]),
-                entry.get("sha256", "").lower() or None,
-            )
-            for key, entry in self.data["inputs"].items()
-        }
 
 
 def read(path: Path) -> tuple[bytes, Any]:
@@ -125,22 +92,3 @@ def load(path: Path, base_dir: Path | None = None) -> Spec:
     if found:
         raise SpecError(str(path), found)
     return Spec(path=path.resolve(), raw=raw, data=data, base_dir=base_dir)
-
-
-def check_inputs(spec: Spec) -> list[dict[str, Any]]:
-    """Every input exists and matches its pin; returns their run-log records.
-
-    Raises :class:`InputError` naming the file (and both hashes for a pin mismatch).
-    """
-    records = []
-    for item in spec.inputs().values():
-        if not item.resolved.is_file():
-            raise InputError(f"input {item.id!r}: file not found: {item.resolved}")
-        record = item.record()
-        if item.pinned_sha256 and record["sha256"] != item.pinned_sha256:
-            raise InputError(
-                f"input {item.id!r}: {item.resolved}: sha256 {record['sha256']} differs from "
-                f"the pinned {item.pinned_sha256}"
-            )
-        records.append(record)
-    return records

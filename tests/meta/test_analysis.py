@@ -174,10 +174,31 @@ def test_drop00_lists_dropped_studies() -> None:
     ("spec", "table", "message"),
     [
         ({"measure": "RR"}, {"ai": ["1"], "bi": ["2"], "ci": ["1"]}, "needs 'di'"),
-        ({"measure": "GEN"}, {"yi": ["0.1", "x"], "vi": ["1", "1"]}, "row 2: 'x' is not a number"),
+        (
+            {"measure": "GEN"},
+            {"yi": ["0.1", "x"], "vi": ["1", "1"]},
+            "table line 3, column yi \\(yi\\): 'x' is not a number",
+        ),
+        (
+            {"measure": "GEN", "columns": {"study": "s"}},
+            {"yi": ["0.1", "0.2"], "vi": ["1", "1_0"], "s": ["A", "B"]},
+            "table line 3 \\(study 'B'\\), column vi \\(vi\\): '1_0' is not a number",
+        ),
+        ({"measure": "GEN"}, {"yi": ["0.1", "0.2"], "vi": ["1", "nan"]}, "'nan' is not a number"),
         ({"measure": "GEN"}, {"yi": ["0.1"], "vi": ["1"]}, "at least 2 studies"),
         ({"measure": "GEN"}, {"yi": ["0.1", "0.2"], "vi": ["1", "-1"]}, "strictly positive"),
-        ({"measure": "GEN"}, {"yi": ["0.1", "0.2"], "vi": ["1", "nan"]}, "not finite"),
+        ({"measure": "GEN"}, {"yi": ["0.1", "0.2"], "vi": ["1", "1e999"]}, "not finite"),
+        (
+            {"measure": "RR", "columns": {"study": "s"}},
+            {
+                "ai": ["1", "0"],
+                "bi": ["2", "0"],
+                "ci": ["1", "1"],
+                "di": ["1", "1"],
+                "s": ["A", "B"],
+            },
+            "each arm needs at least one participant \\(table line 3 \\(study 'B'\\)\\)",
+        ),
         (
             {"measure": "GEN", "moderators": ["x"]},
             {"yi": ["1", "2"], "vi": ["1", "1"]},

@@ -56,6 +56,9 @@ def test_case(name: str, tmp_path: Path) -> None:
     ]
     for message in expected.get("warnings", []):
         assert message in warnings
+    statuses = {v["id"]: v["status"] for v in log["validators"]}
+    for validator_id, status in expected.get("validator_status", {}).items():
+        assert statuses[validator_id] == status, log["validators"]
     for analysis_id, k in expected.get("analysis_k", {}).items():
         result = json.loads((out / "results" / f"{analysis_id}.json").read_text())
         assert result["k"] == k

@@ -24,11 +24,13 @@ def no_negative_years(context):
     """Example third-party validator: options {"column": name, "sleep": seconds}."""
     time.sleep(float(context.options.get("sleep", 0)))
     column = context.options.get("column", "year")
-    import csv
-    with context.input_path.open(newline="") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=1):
-            if int(row[column]) < 1900:
-                yield Finding("error", f"row {number}: {column} {row[column]} before 1900", {"row": number})
+    table = context.table()  # parsed once per run from the hashed bytes
+    years = table.numbers(column).values
+    for row in range(len(table)):
+        if years[row] < 1900:
+            where = table.location(row, column)
+            yield Finding("error", f"{where.text()}: {column} {int(years[row])} before 1900",
+                          where.as_dict())
 '''
 
 
@@ -141,12 +143,13 @@ def test_plugin_validator_from_an_entry_point(
     table.write_text(table.read_text().replace(",Aronson,1948,", ",Aronson,1848,"))
     proc = run_cli("run", spec, "--out", tmp_path / "out", env=env)
     assert proc.returncode == 4
-    assert "cosmo-runner: error: row 1: year 1848 before 1900" in proc.stderr
+    message = "bcg.csv line 2 (study 'Aronson 1948'), column year: year 1848 before 1900"
+    assert f"cosmo-runner: error: {message}" in proc.stderr
     log = load_log(tmp_path / "out")
     years = next(v for v in log["validators"] if v["id"] == "years")
-    assert years["findings"] == [
-        {"level": "error", "message": "row 1: year 1848 before 1900", "location": {"row": 1}}
-    ]
+    assert years["status"] == "failed"
+    location = {"file": "bcg.csv", "line": 2, "column": "year", "study": "Aronson 1948"}
+    assert years["findings"] == [{"level": "error", "message": message, "location": location}]
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -178,6 +181,9 @@ def test_signal_during_a_run_leaves_an_interrupted_log(
     assert log["status"] == "interrupted" and log["exit_code"] == code
     assert log["error"]["type"] == "Interrupted"
     assert signal.Signals(signum).name in stderr
+    years = next(v for v in log["validators"] if v["id"] == "years")
+    assert years["status"] == "error", "a validator stopped by a signal never passed"
+    assert years["error"]["type"] == "Interrupted"
 
 
 def test_debug_prints_the_traceback(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """One analysis of a run spec -> one JSON-ready result dict (the pipeline's only entry point).
 
-:func:`analyse` takes the analysis entry of the spec and the input table (CSV column name ->
-raw cell strings, rows already filtered by the validators) and returns a dict of plain
+:func:`analyse` takes the analysis entry of the spec and the input table (a parsed
+:class:`cosmo_runner.tables.Table`, rows already filtered by the validators, or a mapping of
+column name -> cells for library use) and returns a dict of plain
 Python values (floats, ints, strings, bools, lists, dicts and ``None``; never NaN), keyed
 as listed in :data:`RESULT_KEYS`. The same input gives the same dict (no timestamps, no
 paths). Every failure is an :class:`~cosmo_runner.errors.AnalysisError` whose one-line
@@ -43,15 +44,17 @@ own fit; ``studies`` as above with the group's weights) and ``subgroup_test: {Q,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, regtest, subgroups
 from cosmo_runner.meta.effects import REQUIRED_COLUMNS, EffectSizes, escalc
 from cosmo_runner.meta.rma import RMAResult, rma
+from cosmo_runner.tables import Table
 
 __all__ = ["CORE_KEYS", "LEAVE1OUT_MAX_K", "RESULT_KEYS", "analyse"]
 
@@ -130,25 +133,36 @@ def _num(x: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _parse(table: Mapping[str, Sequence[str]], column: str, arg: str) -> np.ndarray:
-    cells = table[column]
-    out = np.empty(len(cells))
-    for i, cell in enumerate(cells):
-        text = str(cell).strip()
-        try:
-            out[i] = float(text)
-        except ValueError:
-            raise AnalysisError(
-                f"column {column!r} ({arg}) row {i + 1}: {text!r} is not a number"
-            ) from None
-        if not math.isfinite(out[i]):
-            raise AnalysisError(f"column {column!r} ({arg}) row {i + 1}: {text!r} is not finite")
-    return out
+def _floats(values: NDArray[np.float64]) -> list[float | None]:
+    """JSON-ready floats of an array (``None`` for non-finite values), fast when all finite."""
+    if bool(np.isfinite(values).all()):
+        out: list[float | None] = values.tolist()
+        return out
+    return [x if math.isfinite(x) else None for x in values.tolist()]
+
+
+def _parse(table: Table, column: str, arg: str, study: str) -> NDArray[np.float64]:
+    """A column as finite strict numbers; else an error naming the first bad cell."""
+    parsed = table.numbers(column)
+    bad = parsed.empty | parsed.invalid | ~np.isfinite(parsed.values)
+    if bool(bad.any()):
+        row = int(np.flatnonzero(bad)[0])
+        text = str(table.text(column)[row])
+        where = table.location(row, column, study).text()
+        problem = (
+            "is empty"
+            if parsed.empty[row]
+            else "is not a number"
+            if parsed.invalid[row]
+            else "is not finite"
+        )
+        raise AnalysisError(f"{where} ({arg}): {text!r} {problem}")
+    return parsed.values
 
 
 def _gather(
-    measure: str, columns: Mapping[str, str], table: Mapping[str, Sequence[str]]
-) -> dict[str, np.ndarray]:
+    measure: str, columns: Mapping[str, str], table: Table
+) -> dict[str, NDArray[np.float64]]:
     """The escalc arguments for ``measure``: mapped columns, else same-named columns."""
 
     def name(arg: str) -> str:
@@ -157,7 +171,8 @@ def _gather(
     def present(arg: str) -> bool:
         return arg in columns or arg in table
 
-    out: dict[str, np.ndarray] = {}
+    study = columns.get("study", "study")
+    out: dict[str, NDArray[np.float64]] = {}
     for arg in REQUIRED_COLUMNS[measure]:
         use = arg
         alt = _ALTERNATIVES.get(arg)
@@ -168,15 +183,17 @@ def _gather(
             hint = f" (or {alt!r})" if alt else ""
             raise AnalysisError(
                 f"measure {measure} needs {use!r}{hint}: column {col!r} is not in the input"
+                + table.delimiter_hint()
             )
-        out[use] = _parse(table, col, use)
+        out[use] = _parse(table, col, use, study)
     return out
 
 
-def _labels(columns: Mapping[str, str], table: Mapping[str, Sequence[str]], n: int) -> list[str]:
+def _labels(columns: Mapping[str, str], table: Table, n: int) -> list[str]:
     col = columns.get("study", "study")
     if col in table:
-        return [str(x) for x in table[col]]
+        labels: list[str] = table.text(col).tolist()
+        return labels
     if "study" in columns:
         raise AnalysisError(f"study label column {col!r} is not in the input")
     return [f"Study {i + 1}" for i in range(n)]
@@ -238,7 +255,7 @@ def _transform(measure: str, core: dict[str, Any]) -> dict[str, float | None] | 
     return out
 
 
-def analyse(spec: Mapping[str, Any], table: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def analyse(spec: Mapping[str, Any], table: Table | Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     """Run one analysis of a run spec on its input table; see the module docstring for keys.
 
     ``spec`` keys: ``id, measure, columns, method`` (default REML), ``test`` (z), ``level``
@@ -246,6 +263,8 @@ def analyse(spec: Mapping[str, Any], table: Mapping[str, Sequence[str]]) -> dict
     ``input`` are ignored here.
     """
     analysis_id = str(spec.get("id", "?"))
+    if not isinstance(table, Table):
+        table = Table.from_columns(table)
     try:
         with np.errstate(all="ignore"):
             return _analyse(analysis_id, spec, table)
@@ -255,9 +274,7 @@ def analyse(spec: Mapping[str, Any], table: Mapping[str, Sequence[str]]) -> dict
         raise err from exc
 
 
-def _analyse(
-    analysis_id: str, spec: Mapping[str, Any], table: Mapping[str, Sequence[str]]
-) -> dict[str, Any]:
+def _analyse(analysis_id: str, spec: Mapping[str, Any], table: Table) -> dict[str, Any]:
     measure = str(spec.get("measure", "")).upper()
     if measure not in REQUIRED_COLUMNS:
         raise AnalysisError(f"unknown measure {spec.get('measure')!r}")
@@ -271,7 +288,9 @@ def _analyse(
     args = _gather(measure, columns, table)
     n = len(next(iter(args.values())))
     labels = _labels(columns, table, n)
-    es: EffectSizes = escalc(measure, drop00=drop00, labels=labels, **args)
+    study = columns.get("study", "study")
+    places: Callable[[int], str] = lambda i: table.location(i, None, study).text()  # noqa: E731
+    es: EffectSizes = escalc(measure, drop00=drop00, labels=labels, places=places, **args)
     if es.k < 2:
         raise AnalysisError(f"need at least 2 studies, got k = {es.k}")
     yi, vi = es.yi, es.vi
@@ -283,8 +302,10 @@ def _analyse(
     result.update(core)
     weights = fit.weights
     result["studies"] = [
-        {"label": lab, "yi": _num(y), "vi": _num(v), "weight_percent": _num(w)}
-        for lab, y, v, w in zip(es.labels, yi, vi, weights, strict=True)
+        {"label": lab, "yi": y, "vi": v, "weight_percent": w}
+        for lab, y, v, w in zip(
+            es.labels, _floats(yi), _floats(vi), _floats(np.asarray(weights)), strict=True
+        )
     ]
     result["dropped_studies"] = list(es.dropped_labels)
     result["added_half"] = [labels[i] for i in es.added_half]
@@ -357,18 +378,21 @@ def _analyse(
     result["transformed"] = _transform(measure, core)
 
     if moderators:
-        result.update(_moderators(moderators, table, es, method=method, test=test, level=level))
+        result.update(
+            _moderators(moderators, table, es, study, method=method, test=test, level=level)
+        )
     if "subgroup" in columns:
         result.update(
-            _subgroups(columns["subgroup"], table, es, method=method, test=test, level=level)
+            _subgroups(columns["subgroup"], table, es, study, method=method, test=test, level=level)
         )
     return result
 
 
 def _moderators(
     names: list[str],
-    table: Mapping[str, Sequence[str]],
+    table: Table,
     es: EffectSizes,
+    study: str,
     *,
     method: str,
     test: str,
@@ -378,7 +402,7 @@ def _moderators(
     for name in names:
         if name not in table:
             raise AnalysisError(f"moderator column {name!r} is not in the input")
-        cols.append(_parse(table, name, "moderator")[list(es.kept)])
+        cols.append(_parse(table, name, "moderator", study)[list(es.kept)])
     x = np.column_stack(cols)
     fit = rma(es.yi, es.vi, method=method, test=test, level=level, mods=x, mod_names=names)
     terms = fit.terms or ()
@@ -413,8 +437,9 @@ def _moderators(
 
 def _subgroups(
     column: str,
-    table: Mapping[str, Sequence[str]],
+    table: Table,
     es: EffectSizes,
+    study: str,
     *,
     method: str,
     test: str,
@@ -422,7 +447,12 @@ def _subgroups(
 ) -> dict[str, Any]:
     if column not in table:
         raise AnalysisError(f"subgroup column {column!r} is not in the input")
-    groups = [str(table[column][i]).strip() for i in es.kept]
+    labels = table.text(column)
+    groups: list[str] = labels[list(es.kept)].tolist()
+    if any(group == "" for group in groups):
+        row = es.kept[groups.index("")]
+        where = table.location(row, column, study).text()
+        raise AnalysisError(f"{where}: empty subgroup label")
     sub = subgroups(es.yi, es.vi, groups, method=method, test=test, level=level)
     entries = []
     for group, fit in zip(sub.groups, sub.fits, strict=True):

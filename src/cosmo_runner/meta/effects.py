@@ -16,7 +16,7 @@ Measures (Viechtbauer 2010, metafor ``escalc`` with its defaults):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,7 +68,15 @@ class EffectSizes:
         return int(self.yi.shape[0])
 
 
-def _column(name: str, value: ArrayLike | None, n: int | None) -> FloatArray:
+Places = Callable[[int], str]
+
+
+def _row(i: int, places: Places | None) -> str:
+    """Study ``i`` (0-based) as the caller names places (default ``row i+1``)."""
+    return places(i) if places is not None else f"row {i + 1}"
+
+
+def _column(name: str, value: ArrayLike | None, n: int | None, places: Places | None) -> FloatArray:
     if value is None:
         raise AnalysisError(f"escalc: column {name!r} is required for this measure")
     try:
@@ -84,15 +92,15 @@ def _column(name: str, value: ArrayLike | None, n: int | None) -> FloatArray:
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise AnalysisError(
-            f"escalc: column {name!r} has a missing or non-finite value (row {bad + 1})"
+            f"escalc: column {name!r} has a missing or non-finite value ({_row(bad, places)})"
         )
     return arr
 
 
-def _require(cond: NDArray[np.bool_], message: str) -> None:
+def _require(cond: NDArray[np.bool_], message: str, places: Places | None) -> None:
     if not np.all(cond):
-        row = int(np.flatnonzero(~cond)[0]) + 1
-        raise AnalysisError(f"escalc: {message} (row {row})")
+        row = int(np.flatnonzero(~cond)[0])
+        raise AnalysisError(f"escalc: {message} ({_row(row, places)})")
 
 
 def escalc(
@@ -100,13 +108,16 @@ def escalc(
     *,
     drop00: bool = False,
     labels: Sequence[str] | None = None,
+    places: Places | None = None,
     **columns: ArrayLike | None,
 ) -> EffectSizes:
     """Compute effect sizes ``yi`` and sampling variances ``vi`` (metafor ``escalc``).
 
     Columns are passed by their metafor names (``ai, bi, ci, di, n1i, n2i, m1i, sd1i, m2i,
     sd2i, ri, ni, yi, vi, sei``). For the 2x2 measures ``n1i``/``n2i`` may replace
-    ``bi``/``di``. Invalid input raises :class:`~cosmo_runner.errors.AnalysisError`.
+    ``bi``/``di``. Invalid input raises :class:`~cosmo_runner.errors.AnalysisError` naming
+    the first offending study as ``places(i)`` does (i 0-based; default ``row i+1``); the
+    pipeline passes :meth:`cosmo_runner.tables.Table.location` text (file line and study).
     """
     measure = str(measure).upper()
     if measure not in MEASURES:
@@ -116,7 +127,7 @@ def escalc(
     n = None if first is None else int(np.asarray(first).shape[0]) if np.ndim(first) else None
 
     def col(name: str) -> FloatArray:
-        return _column(name, given.get(name), n)
+        return _column(name, given.get(name), n, places)
 
     half: NDArray[np.bool_] | None = None
     drop: NDArray[np.bool_] | None = None
@@ -125,8 +136,8 @@ def escalc(
         bi = col("bi") if "bi" in given or "n1i" not in given else col("n1i") - ai
         di = col("di") if "di" in given or "n2i" not in given else col("n2i") - ci
         cells = np.stack([ai, bi, ci, di])
-        _require(np.all(cells >= 0, axis=0), "2x2 cell counts must be non-negative")
-        _require((ai + bi > 0) & (ci + di > 0), "each arm needs at least one participant")
+        _require(np.all(cells >= 0, axis=0), "2x2 cell counts must be non-negative", places)
+        _require((ai + bi > 0) & (ci + di > 0), "each arm needs at least one participant", places)
         drop = ((ai == 0) & (ci == 0)) | ((bi == 0) & (di == 0))
         half = np.any(cells == 0, axis=0)
         add = np.where(half, 0.5, 0.0)
@@ -146,23 +157,23 @@ def escalc(
     elif measure in ("MD", "SMD"):
         m1i, sd1i, n1i = col("m1i"), col("sd1i"), col("n1i")
         m2i, sd2i, n2i = col("m2i"), col("sd2i"), col("n2i")
-        _require((sd1i >= 0) & (sd2i >= 0), "standard deviations must be non-negative")
-        _require((n1i >= 1) & (n2i >= 1), "group sizes must be at least 1")
+        _require((sd1i >= 0) & (sd2i >= 0), "standard deviations must be non-negative", places)
+        _require((n1i >= 1) & (n2i >= 1), "group sizes must be at least 1", places)
         if measure == "MD":
             yi = m1i - m2i
             vi = sd1i**2 / n1i + sd2i**2 / n2i
         else:
             mi = n1i + n2i - 2.0
-            _require(mi > 1, "SMD needs n1i + n2i > 3")
+            _require(mi > 1, "SMD needs n1i + n2i > 3", places)
             sdpi = np.sqrt(((n1i - 1.0) * sd1i**2 + (n2i - 1.0) * sd2i**2) / mi)
-            _require(sdpi > 0, "SMD needs a positive pooled standard deviation")
+            _require(sdpi > 0, "SMD needs a positive pooled standard deviation", places)
             cmi = np.exp(gammaln(mi / 2.0) - np.log(np.sqrt(mi / 2.0)) - gammaln((mi - 1.0) / 2.0))
             yi = cmi * (m1i - m2i) / sdpi
             vi = 1.0 / n1i + 1.0 / n2i + yi**2 / (2.0 * (n1i + n2i))
     elif measure == "ZCOR":
         ri, ni = col("ri"), col("ni")
-        _require(np.abs(ri) < 1, "correlations must lie strictly between -1 and 1")
-        _require(ni > 3, "ZCOR needs ni > 3")
+        _require(np.abs(ri) < 1, "correlations must lie strictly between -1 and 1", places)
+        _require(ni > 3, "ZCOR needs ni > 3", places)
         yi = np.arctanh(ri)
         vi = 1.0 / (ni - 3.0)
     else:
@@ -171,7 +182,7 @@ def escalc(
             vi = col("vi")
         elif "sei" in given:
             sei = col("sei")
-            _require(sei >= 0, "standard errors must be non-negative")
+            _require(sei >= 0, "standard errors must be non-negative", places)
             vi = sei**2
         else:
             raise AnalysisError("escalc: GEN needs 'vi' or 'sei' with 'yi'")
@@ -188,9 +199,10 @@ def escalc(
     keep = np.ones(count, dtype=bool)
     if drop00 and drop is not None:
         keep = ~drop
-    kept = tuple(int(i) for i in np.flatnonzero(keep))
-    dropped = tuple(int(i) for i in np.flatnonzero(~keep))
-    added = () if half is None else tuple(int(i) for i in np.flatnonzero(half & keep))
+    everything = bool(keep.all())
+    kept = tuple(range(count)) if everything else tuple(np.flatnonzero(keep).tolist())
+    dropped = tuple(np.flatnonzero(~keep).tolist())
+    added = () if half is None else tuple(np.flatnonzero(half & keep).tolist())
     yi_k = np.ascontiguousarray(yi[keep], dtype=np.float64)
     vi_k = np.ascontiguousarray(vi[keep], dtype=np.float64)
     return EffectSizes(
@@ -198,7 +210,7 @@ def escalc(
         yi=yi_k,
         vi=vi_k,
         kept=kept,
-        labels=tuple(all_labels[i] for i in kept),
+        labels=all_labels if everything else tuple(all_labels[i] for i in kept),
         dropped=dropped,
         dropped_labels=tuple(all_labels[i] for i in dropped),
         added_half=added,

@@ -1,7 +1,8 @@
 """The ``jsonschema`` validator: a JSON input against a JSON Schema file (Draft 2020-12 or 7).
 
 The draft comes from the schema's ``$schema`` (2020-12 when absent). Every violation is a
-finding with its JSON pointer.
+finding with its JSON pointer. The input is the bytes read (and hashed) once for the run;
+the schema file must be a regular file (a FIFO or device is refused without reading).
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from cosmo_runner.errors import InputError
+from cosmo_runner.inputs import read_input
 from cosmo_runner.schemas import pointer
 from cosmo_runner.validators import Finding, ValidatorContext
 
 
-def _load_json(path: Path, what: str) -> Any:
+def _parse_json(data: bytes, path: Path, what: str) -> Any:
     try:
-        return json.loads(path.read_bytes())
-    except FileNotFoundError as exc:
-        raise InputError(f"{what} not found: {path}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise InputError(f"{what} is not valid JSON: {path}: {exc}") from exc
 
 
@@ -30,8 +30,8 @@ def validate_json(context: ValidatorContext) -> Iterator[Finding]:
     from jsonschema.validators import Draft202012Validator, validator_for
 
     schema_path = context.resolve(str(context.spec["schema"]))
-    schema = _load_json(schema_path, "schema file")
-    instance = _load_json(context.input_path, "JSON input")
+    schema = _parse_json(read_input(schema_path, "schema file"), schema_path, "schema file")
+    instance = _parse_json(context.data, context.input_path, "JSON input")
     cls = validator_for(schema, default=Draft202012Validator)
     try:
         cls.check_schema(schema)
