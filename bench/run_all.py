@@ -7,7 +7,9 @@ Runs in the bench environment (``.venv-bench``), each benchmark in its own proce
    against the main ``.venv``;
 3. ``bench/bench_e2e.py`` -- ``cosmo-runner run`` of the BCG example against R's metafor
    doing the same job (``../shared/bench/bcg_job.R``), with where the time goes;
-4. the Docker build-time benchmark (``bench/*docker*``, cold build and source-only rebuild),
+4. ``bench/bench_records.py`` -- the RECORD check of ``smoke`` cold and warm, and
+   ``--deep``, against the main ``.venv``;
+5. the Docker build-time benchmark (``bench/*docker*``, cold build and source-only rebuild),
    only when a Docker engine answers (``$DOCKER_HOST`` or the one ``make docker-up``
    started); otherwise a visible "skipped: no engine".
 
@@ -16,7 +18,7 @@ echoed as they finish and collected into ``bench/results.md`` for the README. Ex
 non-zero when a benchmark script itself failed (not when a target is missed: these are
 measurements, not tests).
 
-Usage: ``python bench/run_all.py [--quick] [--only meta,env,e2e,docker]``
+Usage: ``python bench/run_all.py [--quick] [--only meta,env,e2e,records,docker]``
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ def docker_script() -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run)")
-    parser.add_argument("--only", default="meta,env,e2e,docker", help="comma-separated sections")
+    parser.add_argument(
+        "--only", default="meta,env,e2e,records,docker", help="comma-separated sections"
+    )
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     python = sys.executable
@@ -102,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [python, str(BENCH / "bench_e2e.py"), "--venv", str(main_venv)]
         cmd += ["--repeats", "5"] if args.quick else []
         out, code = section(cmd, "end to end", "### End to end")
+        parts.append(out)
+        status |= code
+    if "records" in only:
+        cmd = [str(main_venv / "bin" / "python"), str(BENCH / "bench_records.py")]
+        cmd += ["--repeats", "5", "--deep-repeats", "1"] if args.quick else []
+        out, code = section(cmd, "RECORD check", "### Installed files against RECORD")
         parts.append(out)
         status |= code
     if "docker" in only:

@@ -99,6 +99,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _records_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Every command the tests run caches RECORD hashes in a session temp dir, not in
+    ~/.cache/cosmo-runner (each venv copy would leave a cache file there)."""
+    previous = os.environ.get("COSMO_CACHE_DIR")
+    os.environ["COSMO_CACHE_DIR"] = str(tmp_path_factory.mktemp("records-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("COSMO_CACHE_DIR", None)
+    else:
+        os.environ["COSMO_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def venv_copy(tmp_path: Path) -> Any:
     """A hard-linked copy of the test venv to perturb (see tests/envcopy.py)."""

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_env_options(smoke)
     smoke.add_argument("--json", action="store_true", help="print the snapshot and checks as JSON")
     smoke.add_argument("--pip-check", action="store_true", help="also run the real 'pip check'")
+    smoke.add_argument(
+        "--deep",
+        action="store_true",
+        help="also check every .pyc of a locked distribution against its source (slow when cold)",
+    )
 
     for name, text in (
         ("run", "run a spec: validators, then analyses"),
@@ -130,7 +135,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     from cosmo_runner.report import smoke_summary
 
     imports = start_import_probes(args.manifest)  # runs while the snapshot is taken
-    state = capture(args.manifest)
+    state = capture(args.manifest, deep=args.deep)
     report = run_checks(state, strict=args.strict, pip_check=args.pip_check, imports=imports)
     environment = state.document()
     if args.json:

@@ -87,6 +87,21 @@ def _hanging_import(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
     }
 
 
+def _scipy_edit(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+    """One same-size edit in scipy/special/__init__.py, mtime restored (env/records.py)."""
+    copy.edit_same_size("scipy/special/__init__.py", b"Special functions", b"Special function5")
+    version = copy.dist_info("scipy").name.removesuffix(".dist-info").split("-")[1]
+    return {"needle": f"scipy {version}: 1 file differs from RECORD: scipy/special/__init__.py"}
+
+
+def _duplicate_dist_info(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
+    """A second numpy-*.dist-info (same METADATA, another folder name) in site-packages."""
+    info = copy.dist_info("numpy")
+    version = info.name.removesuffix(".dist-info").split("-")[1]
+    shutil.copytree(info, copy.site_packages / "numpy-1.0.dist-info")
+    return {"needle": f"numpy {version}: 2 dist-info folders: numpy-1.0.dist-info, {info.name}"}
+
+
 PERTURBATIONS: dict[str, Callable[[VenvCopy, Path], dict[str, Any]]] = {
     "version-drift": _drift,
     "deleted-jsonschema": _deleted("jsonschema"),
@@ -98,6 +113,8 @@ PERTURBATIONS: dict[str, Callable[[VenvCopy, Path], dict[str, Any]]] = {
     "foreign-wheel-tag": _foreign_wheel_tag,
     "editable-locked-name": _editable_locked_name,
     "hanging-import": _hanging_import,
+    "scipy-same-size-edit": _scipy_edit,
+    "duplicate-dist-info": _duplicate_dist_info,
 }
 
 

@@ -204,6 +204,7 @@ def run_checks(
     checks.extend(_check_platform(state))
     checks.extend(_check_tools(state))
     checks.extend(_check_packages(state, strict=strict))
+    checks.extend(_check_records(state))
     checks.extend(_check_requirements(state.distributions))
     checks.extend(_check_origins(state))
     checks.extend(_check_wheels(state))
@@ -708,6 +709,40 @@ def _check_packages(state: EnvironmentState, *, strict: bool) -> list[Check]:
                 _status(False, extras_severity),
                 f"{len(extras)} installed distributions not in the lock: {', '.join(extras)}",
                 observed=extras,
+            )
+        )
+    return checks
+
+
+def _check_records(state: EnvironmentState) -> list[Check]:
+    """Installed files against RECORD (:mod:`cosmo_runner.env.records`): one error per
+    distribution naming its first files, after one summary line."""
+    found = state.records
+    if found is None:
+        return []  # no lock: the lock check has said so
+    summary = found.summary()
+    bytecode = found.bytecode
+    text = (
+        f"{summary['distributions']} locked distributions: {found.files} files "
+        f"({found.bytes / 1e6:.1f} MB) checked against RECORD"
+    )
+    if bytecode is not None:
+        text += f", {bytecode['checked']} .pyc files against their source"
+    text += f" ({found.seconds:.2f} s, {found.cache['hits']} cached)"
+    checks = [Check("records", "ok", text, observed=summary["digest"])]
+    for dist in found.problems:
+        checks.append(
+            Check(
+                f"records:{dist.name}",
+                "error",
+                dist.message() or dist.name,
+                observed={
+                    "changed": dist.changed,
+                    "missing": dist.missing,
+                    "bytecode": dist.bytecode,
+                    "problems": dist.problems,
+                    "duplicates": dist.duplicates,
+                },
             )
         )
     return checks

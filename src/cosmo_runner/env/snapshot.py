@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmo_runner import __version__
-from cosmo_runner.env import distmeta, probes
+from cosmo_runner.env import distmeta, probes, records
 from cosmo_runner.env.lock import Lock, read_lock
 from cosmo_runner.env.manifest import Manifest, load, locate
 from cosmo_runner.errors import ManifestError
@@ -38,6 +38,7 @@ class EnvironmentState:
     lock_error: str | None
     distributions: dict[str, metadata.Distribution]
     observed: dict[str, Any] = field(default_factory=dict)
+    records: records.Records | None = None  # installed files against RECORD (no lock: None)
 
     @property
     def env_id(self) -> str:
@@ -116,7 +117,8 @@ def env_id(
     """Short content hash of what decides results (not the kernel, not the host name).
 
     Lock and manifest sha256, Python implementation and version, OS family and libc,
-    machine, and numpy's BLAS/LAPACK identity. Installed packages that differ from the
+    machine, numpy's BLAS/LAPACK identity and the RECORD digest of the locked distributions'
+    installed files (``observed.records.digest``). Installed packages that differ from the
     lock (``drift``) are hashed too, so a drifted environment never shares the env id of
     the environment its lock describes; an in-sync environment's id depends on the lock alone.
     """
@@ -130,6 +132,7 @@ def env_id(
         "libc": observed["libc"],
         "machine": observed["machine"],
         "blas": {k: blas.get(k) for k in ("blas", "lapack")},
+        "records_digest": (observed.get("records") or {}).get("digest"),
     }
     if drift:
         decisive["drift"] = drift
@@ -157,8 +160,14 @@ def observe(dists: dict[str, metadata.Distribution], *, with_blas: bool = True) 
     }
 
 
-def capture(manifest_arg: str | None = None, cwd: Path | None = None) -> EnvironmentState:
-    """Observe the environment once. Never raises for a bad manifest or lock: it records them."""
+def capture(
+    manifest_arg: str | None = None, cwd: Path | None = None, *, deep: bool = False
+) -> EnvironmentState:
+    """Observe the environment once. Never raises for a bad manifest or lock: it records them.
+
+    The locked distributions' files are verified against their RECORD here (``deep``: their
+    bytecode too), since the digest is part of the env id.
+    """
     manifest_path, source = locate(manifest_arg, cwd)
     manifest: Manifest | None = None
     manifest_error = lock_error = None
@@ -177,5 +186,9 @@ def capture(manifest_arg: str | None = None, cwd: Path | None = None) -> Environ
     state = EnvironmentState(
         manifest, manifest_error, manifest_path, source, lock, lock_error, dists
     )
+    if lock is not None:
+        names = [*lock.pins, *lock.unevaluated]  # an unevaluated pin is checked if installed
+        state.records = records.verify(names, dists, cache=records.cache_dir(), deep=deep)
     state.observed = observe(dists)
+    state.observed["records"] = state.records.summary() if state.records else None
     return state
