@@ -27,7 +27,8 @@ from cosmo_runner.errors import (
 EPILOG = """exit codes: 0 ok; 2 usage error, invalid spec or input, unusable output directory;
 3 environment gate failed; 4 validators found problems; 5 an analysis or step failed;
 130/143 interrupted (SIGINT/SIGTERM); env diff: 0 same, 1 different, 2 error;
-verify: 0 reproduced, 1 differs, 2 error, 3 the replay failed its smoke gate."""
+verify: 0 reproduced, 1 differs, 2 error, 3 the replay failed its smoke gate;
+runs: 0 listed (lost runs too), 2 missing or unreadable DIR or a malformed single log."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -122,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     _add_env_options(verify)
+
+    runs = sub.add_parser(
+        "runs", help="list runs under DIR (lost runs shown as lost; 0 listed, 2 error)"
+    )
+    runs.add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        default=Path("runs"),
+        metavar="DIR",
+        help="folder of runs, one run folder, or a batch folder (default: ./runs)",
+    )
+    runs.add_argument("--json", action="store_true", help="a JSON array, one object per entry")
     return parser
 
 
@@ -214,6 +228,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return int(report.exit_code)
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from cosmo_runner.triage.report_runs import runs_table
+    from cosmo_runner.triage.runs import list_runs
+
+    listing = list_runs(args.dir)
+    if args.json:
+        _print_json([entry.as_dict() for entry in listing.entries], sys.stdout)
+    else:
+        print(runs_table(listing))
+    return 0
+
+
 def _report_error(error: BaseException, debug: bool) -> None:
     if isinstance(error, SpecError):
         lines = [f"{error.path}: {p}" for p in error.problems]
@@ -239,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, argv)
         if args.command == "env":
             return cmd_env(args)
+        if args.command == "runs":
+            return cmd_runs(args)
         return cmd_verify(args)
     except CosmoError as exc:
         _report_error(exc, debug)

@@ -143,6 +143,26 @@ class ValidatorError(StepError):
     the message names); the validator's status is ``error``."""
 
 
+class OutputWriteError(StepError):
+    """An output (result, plot, spec copy or the run log itself) could not be written.
+
+    ``path`` is the file, ``reason`` the operating system's reason in lower case
+    ("no space left on device").
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot write {path}: {reason}")
+
+    @classmethod
+    def from_os_error(cls, error: OSError, path: object = None) -> OutputWriteError:
+        """The error for ``error`` raised while writing ``path`` (default: its filename)."""
+        reason = error.strerror or str(error) or type(error).__name__
+        where = path if path is not None else (error.filename or "an output")
+        return cls(str(where), reason[:1].lower() + reason[1:])
+
+
 class AnalysisError(StepError):
     """A meta-analysis cannot be computed (k < 2, bad variances, no convergence ...)."""
 

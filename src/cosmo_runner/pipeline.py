@@ -2,18 +2,20 @@
 -> analyses -> final log.
 
 :func:`execute` never raises for a run that has a log: it completes the log and returns a
-:class:`RunResult` carrying the error. Only an unusable output directory (no log can
-exist) raises :class:`~cosmo_runner.errors.OutputDirError` before anything is written.
+:class:`RunResult` carrying the error. Only an unusable output directory (not empty, in use
+by another run, not writable, or no room for the first log and its reserve) raises
+:class:`~cosmo_runner.errors.OutputDirError`, and then nothing is left behind.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ from cosmo_runner.errors import (
     FileError,
     Interrupted,
     OutputDirError,
+    OutputWriteError,
     SpecError,
     StepError,
     ValidationFailed,
@@ -78,39 +81,100 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
 
 
-def prepare_out_dir(out_dir: Path | None, cwd: Path) -> tuple[Path, str]:
-    """Create the run directory; refuse an existing non-empty one (left untouched)."""
+CLAIM_NAME = ".cosmo-runner-claim"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory this process owns: ``created`` when it made the directory itself."""
+
+    path: Path
+    run_id: str
+    created: bool
+
+    def release(self) -> None:
+        """Give the directory back, as found: the claim removed, a directory we made too."""
+        (self.path / CLAIM_NAME).unlink(missing_ok=True)
+        if self.created:
+            with suppress(OSError):  # something else was put there meanwhile: leave it
+                self.path.rmdir()
+
+
+def _claim(directory: Path, run_id: str, created: bool) -> RunDir:
+    """Claim ``directory`` with an exclusive claim file; of N racers exactly one wins."""
+    claim = directory / CLAIM_NAME
+    try:
+        fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError as exc:
+        raise OutputDirError(f"output directory is in use by another run: {directory}") from exc
+    except OSError as exc:
+        raise OutputDirError(
+            f"output directory cannot be written: {directory}: {exc.strerror}"
+        ) from exc
+    os.close(fd)
+    run_dir = RunDir(directory.resolve(), run_id, created)
+    try:
+        others = [p.name for p in directory.iterdir() if p.name != CLAIM_NAME]
+    except OSError as exc:
+        run_dir.release()
+        raise OutputDirError(
+            f"output directory cannot be read: {directory}: {exc.strerror}"
+        ) from exc
+    if others:  # filled between the emptiness check and the claim
+        (directory / CLAIM_NAME).unlink(missing_ok=True)
+        raise OutputDirError(f"output directory is not empty, refusing to overwrite: {directory}")
+    return run_dir
+
+
+def prepare_out_dir(out_dir: Path | None, cwd: Path) -> RunDir:
+    """Create and claim the run directory; refuse an existing non-empty one (left untouched).
+
+    ``--out DIR``: DIR is made with an exclusive ``mkdir`` or, when it exists and is empty,
+    claimed with an exclusive claim file (:data:`CLAIM_NAME`, removed once the first log is
+    written): of racing runs exactly one proceeds, the others get
+    :class:`~cosmo_runner.errors.OutputDirError` (exit 2) and write nothing.
+    ``None``: a new ``./runs/<run_id>/`` by exclusive ``mkdir``.
+    """
     if out_dir is None:
         runs = cwd / "runs"
         for _ in range(20):
             run_id = new_run_id()
             candidate = runs / run_id
             try:
-                candidate.mkdir(parents=True, exist_ok=False)
+                runs.mkdir(parents=True, exist_ok=True)
+                candidate.mkdir()
             except FileExistsError:
                 continue
             except OSError as exc:
                 raise OutputDirError(
                     f"cannot create the run directory {candidate}: {exc.strerror}"
                 ) from exc
-            return candidate.resolve(), run_id
+            return _claim(candidate, run_id, created=True)
         raise OutputDirError(f"could not find a free run directory under {runs}")
     run_id = new_run_id()
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise OutputDirError(f"output path exists and is not a directory: {out_dir}")
-        if any(out_dir.iterdir()):
-            raise OutputDirError(f"output directory is not empty, refusing to overwrite: {out_dir}")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-probe-{run_id}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir()
+            created = True
+        except FileExistsError:
+            created = False
+    except OSError as exc:  # a missing parent that cannot be made (a file in the way ...)
         raise OutputDirError(
             f"output directory cannot be written: {out_dir}: {exc.strerror}"
         ) from exc
-    return out_dir.resolve(), run_id
+    if not created:
+        if not out_dir.is_dir():
+            raise OutputDirError(f"output path exists and is not a directory: {out_dir}")
+        try:
+            non_empty = any(out_dir.iterdir())
+        except OSError as exc:
+            raise OutputDirError(
+                f"output directory cannot be read: {out_dir}: {exc.strerror}"
+            ) from exc
+        if non_empty:
+            raise OutputDirError(f"output directory is not empty, refusing to overwrite: {out_dir}")
+    return _claim(out_dir, run_id, created)
 
 
 @contextmanager
@@ -157,17 +221,20 @@ def _plugin_crash(entry: dict[str, Any], exc: Exception) -> ValidatorError:
 def execute(options: RunOptions) -> RunResult:
     """Run (or dry-run) a spec. See the module docstring for the order of steps."""
     cwd = options.cwd or Path.cwd()
-    if options.write:
-        run_dir: Path | None
-        run_dir, run_id = prepare_out_dir(options.out_dir, cwd)
-    else:
-        run_dir, run_id = None, new_run_id()
+    claimed = prepare_out_dir(options.out_dir, cwd) if options.write else None
+    run_dir = claimed.path if claimed else None
+    run_id = claimed.run_id if claimed else new_run_id()
     log = RunLog(run_dir / LOG_NAME if run_dir else None, run_id, options.command, cwd)
-    runner = _Runner(options, log, run_dir)
+    runner = _Runner(options, log, claimed)
     error: BaseException | None = None
     with _signals_as_errors():
         try:
             runner.run()
+        except _FirstLogDoesNotFit as exc:
+            assert claimed is not None
+            log.discard()
+            claimed.release()
+            raise exc.error from exc.error.__cause__
         except (CosmoError, KeyboardInterrupt) as exc:
             error = Interrupted(signal.SIGINT) if isinstance(exc, KeyboardInterrupt) else exc
         except Exception as exc:
@@ -184,11 +251,20 @@ def execute(options: RunOptions) -> RunResult:
     return RunResult(code, log.doc, run_dir, error, runner.smoke)
 
 
+class _FirstLogDoesNotFit(Exception):
+    """Internal: the first log or its reserve could not be written (carries the exit-2 error)."""
+
+    def __init__(self, error: OutputDirError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Runner:
-    def __init__(self, options: RunOptions, log: RunLog, run_dir: Path | None) -> None:
+    def __init__(self, options: RunOptions, log: RunLog, claimed: RunDir | None) -> None:
         self.options = options
         self.log = log
-        self.run_dir = run_dir
+        self.claimed = claimed
+        self.run_dir = claimed.path if claimed else None
         self.step = "environment"
         self.smoke: SmokeReport | None = None
         self.drop_rows: dict[str, set[int]] = {}  # input id -> 0-based data rows to drop
@@ -206,13 +282,15 @@ class _Runner:
             "sha256": None,
             "name": None,
         }
-        self._copy_spec()  # the spec as given, kept even when it turns out invalid
+        spec_bytes = self._read_spec()
         self._begin("environment")
         imports = start_import_probes(options.manifest, options.cwd)  # overlap with capture
         state = capture(options.manifest, options.cwd)
         doc["environment"] = state.document()
         self.log.end_step("environment")
-        self.log.save()  # the snapshot is on disk before anything else runs
+        self._start_log()  # the snapshot is on disk before anything else runs
+        if spec_bytes is not None and self.run_dir is not None:
+            write_atomic(self.run_dir / "spec.json", spec_bytes)  # kept even if invalid
 
         self._begin("smoke")
         self.smoke = run_checks(state, strict=options.strict, imports=imports)
@@ -245,16 +323,27 @@ class _Runner:
             self._run_analyses(spec)
             self.log.end_step("analyses")
 
-    def _copy_spec(self) -> None:
+    def _read_spec(self) -> bytes | None:
+        """The spec's bytes as given (its sha256 goes into the first log), None if unreadable."""
         try:  # never blocks on a FIFO, never reads /dev/zero without end
             raw = read_regular(self.options.spec_path, limit=spec_mod.MAX_SPEC_BYTES)
         except FileError:
-            return  # spec.load reports it
+            return None  # spec.load reports it
         import hashlib
 
         self.log.doc["spec"]["sha256"] = hashlib.sha256(raw).hexdigest()
-        if self.run_dir is not None:
-            write_atomic(self.run_dir / "spec.json", raw)
+        return raw
+
+    def _start_log(self) -> None:
+        """First log + reserve; when they do not fit there is no run (exit 2, nothing left)."""
+        try:
+            self.log.start()
+        except OutputWriteError as exc:
+            raise _FirstLogDoesNotFit(
+                OutputDirError(f"no room for the run log in {self.run_dir}: {exc.reason}")
+            ) from exc
+        if self.claimed is not None:  # the log holds the directory from now on
+            (self.claimed.path / CLAIM_NAME).unlink(missing_ok=True)
 
     def _apply_overrides(self, spec: spec_mod.Spec) -> spec_mod.Spec:
         if not self.options.input_overrides:
@@ -371,7 +460,13 @@ class _Runner:
             }
             records.append(record)
             try:
-                self._run_analysis(entry, tables[entry["input"]], record)
+                try:
+                    self._run_analysis(entry, tables[entry["input"]], record)
+                except OSError as exc:  # writing an output: a step error naming the file
+                    raise OutputWriteError.from_os_error(exc) from exc
+                except BaseException:
+                    self._remove_outputs(entry, record)
+                    raise
                 record["status"] = "succeeded"
             except Interrupted:
                 record["status"] = "interrupted"
@@ -392,6 +487,22 @@ class _Runner:
         if failures:
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             raise StepError(failures[0] + more)
+
+    def _remove_outputs(self, entry: dict[str, Any], record: dict[str, Any]) -> None:
+        """Remove what a failed analysis wrote: no result or plot outlives its failure."""
+        if self.run_dir is None:
+            return
+        from cosmo_runner.meta.plots import FORMATS
+
+        paths = [self.run_dir / "results" / f"{entry['id']}.json"]
+        paths += [
+            self.run_dir / "plots" / f"{entry['id']}.{kind}.{fmt}"
+            for kind in entry.get("plots", [])
+            for fmt in FORMATS
+        ]
+        for path in paths:
+            path.unlink(missing_ok=True)
+        record.update(result=None, plots=[])
 
     def _run_analysis(self, entry: dict[str, Any], table: Table, record: dict[str, Any]) -> None:
         from cosmo_runner.meta.analysis import analyse
@@ -428,9 +539,12 @@ class _Runner:
             timings["plots"] = round(time.perf_counter() - started, 6)
 
     def finish(self, error: BaseException | None) -> None:
+        if self.claimed is not None:  # stopped before the first log: the final log holds it
+            (self.claimed.path / CLAIM_NAME).unlink(missing_ok=True)
         if self.run_dir is not None:
             for sub in ("results", "plots"):
-                (self.run_dir / sub).mkdir(exist_ok=True)
+                with suppress(OSError):  # a full disk: the final log matters more
+                    (self.run_dir / sub).mkdir(exist_ok=True)
             self.log.doc["outputs"] = [
                 file_record(p, self.run_dir)
                 for p in sorted((self.run_dir / "results").rglob("*"))

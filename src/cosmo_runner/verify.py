@@ -28,6 +28,7 @@ from cosmo_runner.errors import (
     InputError,
     UsageError,
 )
+from cosmo_runner.runstate import liveness
 
 EXIT_REPRODUCED = 0
 EXIT_DIFFERS = 1
@@ -275,9 +276,11 @@ def load_run_log(run_dir: Path) -> dict[str, Any]:
     if not isinstance(log, dict) or "run_id" not in log:
         raise UsageError(f"{path}: not a cosmo-runner run log")
     if log.get("status") != "succeeded":
+        state = liveness(log)
+        why = f": {state.reason}" if state.reason else ""
         raise UsageError(
-            f"{path}: the run did not succeed (status {log.get('status')}, exit "
-            f"{log.get('exit_code')}); only a succeeded run can be verified"
+            f"{path}: the run did not succeed (status {state.status}, exit "
+            f"{log.get('exit_code')}{why}); only a succeeded run can be verified"
         )
     return log
 

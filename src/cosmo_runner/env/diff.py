@@ -18,6 +18,7 @@ from typing import Any
 
 from cosmo_runner.env.probes import TOOLING
 from cosmo_runner.errors import ManifestError, UsageError
+from cosmo_runner.runstate import liveness
 
 CURRENT = "current"
 
@@ -218,11 +219,14 @@ def _view_from_json(path: Path, source: str) -> EnvView:
         if not isinstance(data["environment"], dict):
             raise UsageError(f"{path}: the run log has no environment section")
         kind = "run log" if "run_id" in data else "snapshot"
-        status = data.get("status") if kind == "run log" else None
+        state = liveness(data) if kind == "run log" and "status" in data else None
+        status = state.status if state is not None else None
         view = view_from_environment(data["environment"], source, kind, path=path)
         if status is None:
             return view
         notes = view.notes
+        if state is not None and state.lost:
+            notes = (*notes, f"the run was lost: {state.reason}")
         if data.get("smoke") and not data["smoke"].get("passed", True):
             notes = (*notes, "the run failed its smoke gate")
         return EnvView(

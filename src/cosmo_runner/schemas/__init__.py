@@ -1,4 +1,4 @@
-"""The published JSON Schemas (run spec, run log, environment manifest) and one validator."""
+"""The published JSON Schemas (run spec, run log, batch log, manifest) and one validator."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ SCHEMA_FILES = {
     "environment_manifest": "environment_manifest.schema.json",
     "run_spec": "run_spec.schema.json",
     "run_log": "run_log.schema.json",
+    "batch_log": "batch_log.schema.json",
 }
 
 
