@@ -234,7 +234,7 @@ def execute(options: RunOptions) -> RunResult:
             assert claimed is not None
             log.discard()
             claimed.release()
-            raise exc.error from exc.error.__cause__
+            raise exc.error from exc.__cause__
         except (CosmoError, KeyboardInterrupt) as exc:
             error = Interrupted(signal.SIGINT) if isinstance(exc, KeyboardInterrupt) else exc
         except Exception as exc:

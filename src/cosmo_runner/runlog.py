@@ -8,9 +8,10 @@ directory, fsync, rename), so a reader never sees a half-written log.
 The log records the writing process (``process``) and a heartbeat (``updated_at``),
 refreshed at every save and by a daemon thread during long steps (see
 :mod:`cosmo_runner.runstate` for how readers tell a lost run). Beside the log a hidden
-reserve file (:data:`RESERVE_NAME`) holds disk space for the final log: it is released
-just before the final write, so a disk that fills up during the run cannot keep the log
-at ``running``.
+reserve file (:data:`RESERVE_NAME`) holds disk space for the final log: at every save it
+grows to the log's size plus :data:`RESERVE_EXTRA` (on a full disk that save fails, a step
+error), and it is released just before the final write, so a disk that fills up during
+the run cannot keep the log at ``running``.
 
 Files are created with mode ``0666 & ~umask``, as ``open()`` would (not mkstemp's 0600).
 """
@@ -35,7 +36,7 @@ from cosmo_runner.runstate import HEARTBEAT_S, process_identity
 SCHEMA_VERSION = 1
 LOG_NAME = "run_log.json"
 RESERVE_NAME = ".run_log.reserve"
-RESERVE_EXTRA = 64 * 1024  # reserve = first log + this: room for smoke, findings, errors
+RESERVE_EXTRA = 64 * 1024  # reserve = last saved log + this: room for the final log's additions
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -187,13 +188,10 @@ class RunLog:
         """
         if self.path is None:
             return
-        self.save()
-        assert self._last is not None and self.reserve_path is not None
         try:
-            _write_reserve(self.reserve_path, len(self._last) + RESERVE_EXTRA)
+            self.save()
         except OutputWriteError:
-            self.path.unlink(missing_ok=True)
-            self._last = None
+            self.discard()
             raise
         self.started = True
         self._thread = threading.Thread(target=self._beat, name="run-log-heartbeat", daemon=True)
@@ -210,6 +208,8 @@ class RunLog:
             data = dumps(self.doc)
             write_atomic(self.path, data)
             self._last = data
+            assert self.reserve_path is not None
+            _grow_reserve(self.reserve_path, len(data) + RESERVE_EXTRA)
 
     def _beat(self) -> None:
         while not self._stop.wait(self._heartbeat_s):
@@ -270,23 +270,26 @@ class RunLog:
         self.stop_heartbeat()
         with self._lock:
             self._final = True
+            self._last = None
             for path in (self.path, self.reserve_path):
                 if path is not None:
                     path.unlink(missing_ok=True)
 
 
-def _write_reserve(path: Path, size: int) -> None:
-    """``size`` bytes written (not sparse) to ``path``, so the space is really held."""
+def _grow_reserve(path: Path, size: int) -> None:
+    """Make ``path`` at least ``size`` bytes, written (not sparse) so the space is really held.
+
+    Grows by appending: when the disk is full, what was reserved before stays reserved.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         try:
+            left = size - os.fstat(fd).st_size
             chunk = b"\0" * 65536
-            left = size
             while left > 0:
                 left -= os.write(fd, chunk[: min(left, len(chunk))])
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
-        path.unlink(missing_ok=True)
         raise OutputWriteError.from_os_error(exc, path) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import stat
@@ -15,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cosmo_runner.errors import OutputDirError
+from cosmo_runner.errors import OutputDirError, OutputWriteError
 from cosmo_runner.pipeline import CLAIM_NAME, prepare_out_dir
-from cosmo_runner.runlog import RESERVE_NAME, RunLog, write_atomic
+from cosmo_runner.runlog import RESERVE_EXTRA, RESERVE_NAME, RunLog, write_atomic
 from tests.conftest import load_log
 
 IN_USE = "output directory is in use by another run: {out}"
@@ -227,3 +229,58 @@ def test_a_busy_heartbeat_never_overwrites_the_final_log(tmp_path: Path) -> None
         assert document["status"] == "failed" and document["exit_code"] == 5
         assert document["validators"] == [{"round": round_number}]
         assert [p.name for p in out.iterdir()] == ["run_log.json"]
+
+
+# --------------------------------------------------------------------------- I/O errors
+
+
+@pytest.mark.parametrize(
+    ("call", "number", "reason"),
+    [
+        ("write", errno.ENOSPC, "no space left on device"),
+        ("fsync", errno.EIO, "input/output error"),
+        ("replace", errno.EROFS, "read-only file system"),
+        ("write", errno.EDQUOT, "disk quota exceeded"),
+    ],
+)
+def test_an_os_error_while_writing_names_the_file_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, number: int, reason: str
+) -> None:
+    target = tmp_path / "results" / "a.json"
+    write_atomic(target, b"old\n")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(number, os.strerror(number))
+
+    class _Refusing(io.FileIO):
+        def write(self, data: object) -> int:  # type: ignore[override]
+            raise OSError(number, os.strerror(number))
+
+    if call == "write":
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode: _Refusing(fd, "wb"))
+    else:
+        monkeypatch.setattr(os, call, fail)
+    with pytest.raises(OutputWriteError) as caught:
+        write_atomic(target, b"new\n")
+    monkeypatch.undo()
+    assert caught.value.message == f"cannot write {target}: {reason}"
+    assert (caught.value.path, caught.value.reason) == (str(target), reason)
+    assert caught.value.exit_code == 5
+    assert target.read_bytes() == b"old\n"
+    assert [p.name for p in target.parent.iterdir()] == ["a.json"]  # no temp file left
+
+
+def test_the_reserve_grows_with_the_log_and_is_released_at_the_end(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    log = RunLog(out / "run_log.json", "20261201T000000Z-00000000", ["test"], tmp_path)
+    log.start()
+    reserve = out / RESERVE_NAME
+    first = reserve.stat().st_size
+    assert first == (out / "run_log.json").stat().st_size + RESERVE_EXTRA
+    log.doc["validators"].append({"findings": ["x" * 100] * 3000})  # ~300 KB more
+    log.save()
+    assert reserve.stat().st_size == (out / "run_log.json").stat().st_size + RESERVE_EXTRA
+    assert reserve.stat().st_size > first + 300_000
+    log.finish("succeeded", 0)
+    assert not reserve.exists()
