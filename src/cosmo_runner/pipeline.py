@@ -461,10 +461,11 @@ class _Runner:
             records.append(record)
             try:
                 try:
-                    self._run_analysis(entry, tables[entry["input"]], record)
-                except OSError as exc:  # writing an output: a step error naming the file
-                    raise OutputWriteError.from_os_error(exc) from exc
-                except BaseException:
+                    try:
+                        self._run_analysis(entry, tables[entry["input"]], record)
+                    except OSError as exc:  # writing an output: a step error naming the file
+                        raise OutputWriteError.from_os_error(exc) from exc
+                except BaseException:  # no result or plot outlives its analysis' failure
                     self._remove_outputs(entry, record)
                     raise
                 record["status"] = "succeeded"
