@@ -502,7 +502,12 @@ class _Runner:
             for fmt in FORMATS
         ]
         for path in paths:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink()
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # never written
+            except OSError:
+                continue  # cannot be removed: it stays, and the final log lists it in outputs
         record.update(result=None, plots=[])
 
     def _run_analysis(self, entry: dict[str, Any], table: Table, record: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ import pytest
 from cosmo_runner.errors import OutputDirError, OutputWriteError
 from cosmo_runner.pipeline import CLAIM_NAME, prepare_out_dir
 from cosmo_runner.runlog import RESERVE_EXTRA, RESERVE_NAME, RunLog, write_atomic
-from tests.conftest import load_log
+from tests.conftest import fake_dist, load_log, run_cli
 
 IN_USE = "output directory is in use by another run: {out}"
 NOT_EMPTY = "output directory is not empty, refusing to overwrite: {out}"
@@ -284,3 +284,55 @@ def test_the_reserve_grows_with_the_log_and_is_released_at_the_end(tmp_path: Pat
     assert reserve.stat().st_size > first + 300_000
     log.finish("succeeded", 0)
     assert not reserve.exists()
+
+
+BLOCKER_PLUGIN = """
+from pathlib import Path
+
+def block(context):
+    '''Test hook: put a file where the run will want its plots/ directory.'''
+    Path(context.options["path"]).write_text("in the way")
+    return []
+"""
+
+
+def test_an_output_that_cannot_be_written_fails_its_analysis_and_leaves_no_part(
+    example: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "cosmo_blocker_plugin.py").write_text(BLOCKER_PLUGIN)
+    fake_dist(
+        site,
+        "cosmo-blocker-plugin",
+        "0.1",
+        entry_points="[cosmo_runner.validators]\nblock = cosmo_blocker_plugin:block\n",
+    )
+    out = tmp_path / "out"
+    spec = json.loads(example.read_text())
+    spec["validators"].append(
+        {"id": "blocker", "kind": "block", "input": "bcg", "options": {"path": str(out / "plots")}}
+    )
+    example.write_text(json.dumps(spec))
+    proc = run_cli("run", example, "--out", out, env={"PYTHONPATH": str(site)})
+    assert proc.returncode == 5, proc.stderr
+    with_plots = [a["id"] for a in spec["analyses"] if a.get("plots")]
+    more = f" (and {len(with_plots) - 1} more)" if len(with_plots) > 1 else ""
+    assert proc.stderr == (
+        f"cosmo-runner: error: analysis {with_plots[0]!r}: cannot write {out / 'plots'}: "
+        f"file exists{more}\n"
+    )
+    log = load_log(out)
+    assert log["status"] == "failed" and log["exit_code"] == 5
+    for analysis in log["analyses"]:
+        written = (out / "results" / f"{analysis['id']}.json").exists()
+        if analysis["id"] in with_plots:
+            assert analysis["status"] == "failed" and analysis["result"] is None
+            assert not written  # its result JSON was removed with the failure
+        else:
+            assert analysis["status"] == "succeeded" and written
+    assert [o["path"] for o in log["outputs"]] == [
+        f"results/{a}.json"
+        for a in sorted(a["id"] for a in spec["analyses"])
+        if a not in with_plots
+    ]
