@@ -143,12 +143,22 @@ class Numbers:
 #: The characters of :data:`NUMBER`. Within them numpy's float parsing accepts exactly the
 #: strings NUMBER matches (tests/tables check this), which makes the common case one pass.
 _NUMBER_CHARS = {".": b"0123456789.eE+-", ",": b"0123456789,eE+-"}
+_ALLOWED = {
+    mark: np.isin(np.arange(256), np.frombuffer(chars + b"\0", dtype=np.uint8))
+    for mark, chars in _NUMBER_CHARS.items()
+}  # byte -> allowed in a number cell (NUL pads the fixed-width cells)
 
 
 def _fast_numbers(text: StrArray, empty: BoolArray, decimal: str) -> FloatArray | None:
     """All cells numbers or empty: their values in one vectorised pass; else None."""
-    joined = "".join(text.tolist())
-    if not joined.isascii() or joined.encode("ascii").translate(None, _NUMBER_CHARS[decimal]):
+    if text.size == 0:
+        return np.empty(0)
+    width = max(1, int(np.strings.str_len(text).max()))
+    try:
+        ascii_cells = text.astype(f"S{width}")  # fixed-width bytes; non-ASCII cannot encode
+    except UnicodeEncodeError:
+        return None
+    if ascii_cells.size and not _ALLOWED[decimal][ascii_cells.view(np.uint8)].all():
         return None
     convert = np.where(empty, "0", text) if bool(empty.any()) else text
     if decimal != ".":
@@ -313,20 +323,28 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _columns(chunk: list[list[str]], width: int) -> list[StrArray]:
+def _columns(chunk: list[list[str]], width: int, strip: bool) -> list[StrArray]:
     if not chunk:
         return [np.array([], dtype=_STR) for _ in range(width)]
-    return [np.strings.strip(np.array(col, dtype=_STR)) for col in zip(*chunk, strict=True)]
+    columns = [np.array(col, dtype=_STR) for col in zip(*chunk, strict=True)]
+    return [np.strings.strip(col) for col in columns] if strip else columns
 
 
 def _read_chunk(
-    reader: Any, size: int, previous_end: int, name: str
+    reader: Any, size: int, previous_end: int, name: str, *, one_line_records: bool
 ) -> tuple[list[list[str]], NDArray[np.int64]]:
-    """Up to ``size`` records and the file line each starts on."""
+    """Up to ``size`` records and the file line each starts on.
+
+    ``one_line_records`` (no quote character in the file): every line is one record (a
+    blank line an empty one), so the lines are consecutive and need no bookkeeping.
+    """
     records: list[list[str]] = []
     ends: list[int] = []
     add, mark = records.append, ends.append
     try:
+        if one_line_records:
+            records = list(itertools.islice(reader, size))
+            return records, np.arange(1, len(records) + 1, dtype=np.int64) + previous_end
         for record in itertools.islice(reader, size):
             add(record)
             mark(reader.line_num)
@@ -340,13 +358,27 @@ def _read_chunk(
     return records, starts
 
 
-def parse_csv(data: bytes, path: Path, fmt: CsvFormat | None = None) -> Table:
+def _needs_strip(text: str, delimiter: str) -> bool:
+    """Whether some cell may start or end with whitespace (then every cell is stripped)."""
+    if '"' in text:  # a quoted cell may hold spaces inside its quotes
+        return True
+    d = re.escape(delimiter)
+    edge = rf"[^\S\r\n](?:{d}|\r|\n|$)|(?:^|{d}|\r|\n)[^\S\r\n]"
+    return re.search(edge, text) is not None
+
+
+def parse_csv(
+    data: bytes, path: Path, fmt: CsvFormat | None = None, *, _line_by_line: bool = False
+) -> Table:
     """Parse a CSV input's bytes into a :class:`Table`; any problem is a :class:`TableError`
     naming the file and line (empty file, encoding, quoting, duplicate header names, a row
-    with more or fewer fields than the header)."""
+    with more or fewer fields than the header). ``_line_by_line`` forces the general line
+    bookkeeping (tests compare it with the one-line-records path)."""
     fmt = fmt or CsvFormat()
     text = _decode(data, Location(path.name))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=fmt.delimiter, strict=True)
+    one_line = '"' not in text and not _line_by_line
+    strip = _line_by_line or _needs_strip(text, fmt.delimiter)
     header: list[str] | None = None
     width = 0
     chunks: list[list[StrArray]] = []
@@ -354,9 +386,13 @@ def parse_csv(data: bytes, path: Path, fmt: CsvFormat | None = None) -> Table:
     end = 0
     with _no_gc():
         while True:
-            records, starts = _read_chunk(reader, _CHUNK_ROWS, end, path.name)
+            records, starts = _read_chunk(
+                reader, _CHUNK_ROWS, end, path.name, one_line_records=one_line
+            )
             if not records:
                 break
+            if one_line and reader.line_num != end + len(records):
+                return parse_csv(data, path, fmt, _line_by_line=True)  # never expected
             end = reader.line_num
             sizes = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
             if header is None:
@@ -380,7 +416,7 @@ def parse_csv(data: bytes, path: Path, fmt: CsvFormat | None = None) -> Table:
             if not rows.all():
                 records = [r for r, keep in zip(records, rows.tolist(), strict=True) if keep]
                 starts = starts[rows]
-            chunks.append(_columns(records, width))
+            chunks.append(_columns(records, width, strip))
             line_parts.append(starts)
     if header is None:
         raise TableError(Location(path.name), "empty file (no header row)")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from cosmo_runner.meta import result_file
 from cosmo_runner.meta.analysis import analyse
 from cosmo_runner.meta.result_file import dumps_result
 
@@ -39,3 +44,38 @@ def test_one_top_level_key_per_line_and_per_study_arrays_unindented() -> None:
 
 def test_the_same_result_gives_the_same_bytes() -> None:
     assert dumps_result(_result()) == dumps_result(_result())
+
+
+_RECORD = st.fixed_dictionaries(
+    {
+        "label": st.text(max_size=8),
+        "yi": st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+        "n": st.integers(-(2**60), 2**60),
+        'odd "{key}"': st.floats(allow_nan=False, allow_infinity=False),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_RECORD, min_size=1, max_size=5))
+def test_long_record_lists_encode_as_the_plain_encoder_does(records: list[dict[str, Any]]) -> None:
+    """The column-wise path gives exactly the bytes of encoding record by record."""
+    rows = (records * 1000)[:1500]
+    result = {"studies": rows, "k": len(rows)}
+    plain = (
+        "{\n"
+        + ",\n".join(
+            f"{json.dumps(key)}:{json.dumps(result[key], sort_keys=True, separators=(',', ':'))}"
+            for key in sorted(result)
+        )
+        + "\n}\n"
+    )
+    assert dumps_result(result) == plain.encode("ascii")
+    with pytest.MonkeyPatch.context() as patch:  # many blocks, one of them partial
+        patch.setattr(result_file, "_BLOCK", 7)
+        assert dumps_result(result) == plain.encode("ascii")
+
+
+def test_mixed_records_fall_back_to_the_plain_encoder() -> None:
+    rows: list[Any] = [{"a": 1.0}] * 1200 + [{"a": True}, {"b": 2}, 3]
+    assert json.loads(dumps_result({"x": rows}))["x"] == rows

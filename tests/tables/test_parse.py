@@ -194,3 +194,32 @@ def test_a_large_table_parses_into_typed_columns() -> None:
     assert table.text("study").dtype == np.dtypes.StringDType()
     assert table.numbers("vi").values.dtype == np.float64
     assert table.numbers("yi").values[-1] == 299_999 % 97 + 0.5
+
+
+_CELL = st.text(alphabet='ab 1.,;\t\r\n"', max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_CELL, min_size=2, max_size=2), max_size=6), st.booleans())
+def test_the_one_line_path_agrees_with_line_by_line_bookkeeping(
+    rows: list[list[str]], crlf: bool
+) -> None:
+    """Files without quotes skip per-record line tracking; both paths give one table."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n" if crlf else "\n").writerows([["s", "x"], *rows])
+    data = buffer.getvalue().encode()
+    try:
+        fast = parse_csv(data, P)
+    except TableError as exc:
+        with pytest.raises(TableError) as slow_error:
+            parse_csv(data, P, _line_by_line=True)
+        assert str(slow_error.value) == str(exc)
+        return
+    slow = parse_csv(data, P, _line_by_line=True)
+    assert fast.header == slow.header
+    assert fast.lines.tolist() == slow.lines.tolist()
+    for name in fast.header:
+        assert fast.text(name).tolist() == slow.text(name).tolist()

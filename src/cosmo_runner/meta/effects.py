@@ -191,7 +191,7 @@ def escalc(
     if labels is None:
         all_labels = tuple(str(i + 1) for i in range(count))
     else:
-        all_labels = tuple(str(x) for x in labels)
+        all_labels = tuple(map(str, labels))
         if len(all_labels) != count:
             raise AnalysisError(
                 f"escalc: {len(all_labels)} study labels for {count} studies (mismatched lengths)"
