@@ -9,7 +9,9 @@ Runs in the bench environment (``.venv-bench``), each benchmark in its own proce
    doing the same job (``../shared/bench/bcg_job.R``), with where the time goes;
 4. ``bench/bench_records.py`` -- the RECORD check of ``smoke`` cold and warm, and
    ``--deep``, against the main ``.venv``;
-5. the Docker build-time benchmark (``bench/*docker*``, cold build and source-only rebuild),
+5. ``bench/bench_large.py`` -- ``cosmo-runner run`` on GEN tables of 10^5, 10^6 and 4*10^6
+   studies (wall and CPU time, peak RSS) and ``validate`` on 10^6 invalid rows;
+6. the Docker build-time benchmark (``bench/*docker*``, cold build and source-only rebuild),
    only when a Docker engine answers (``$DOCKER_HOST`` or the one ``make docker-up``
    started); otherwise a visible "skipped: no engine".
 
@@ -18,7 +20,7 @@ echoed as they finish and collected into ``bench/results.md`` for the README. Ex
 non-zero when a benchmark script itself failed (not when a target is missed: these are
 measurements, not tests).
 
-Usage: ``python bench/run_all.py [--quick] [--only meta,env,e2e,records,docker]``
+Usage: ``python bench/run_all.py [--quick] [--only meta,env,e2e,records,large,docker]``
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run)")
     parser.add_argument(
-        "--only", default="meta,env,e2e,records,docker", help="comma-separated sections"
+        "--only", default="meta,env,e2e,records,large,docker", help="comma-separated sections"
     )
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -112,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [str(main_venv / "bin" / "python"), str(BENCH / "bench_records.py")]
         cmd += ["--repeats", "5", "--deep-repeats", "1"] if args.quick else []
         out, code = section(cmd, "RECORD check", "### Installed files against RECORD")
+        parts.append(out)
+        status |= code
+    if "large" in only:
+        cmd = [python, str(BENCH / "bench_large.py"), "--venv", str(main_venv)]
+        cmd += ["--sizes", "100000,1000000"] if args.quick else []
+        out, code = section(cmd, "large tables", "### Large tables")
         parts.append(out)
         status |= code
     if "docker" in only:
