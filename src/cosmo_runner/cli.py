@@ -7,8 +7,11 @@ commands that need them, so ``cosmo-runner --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -18,11 +21,13 @@ from cosmo_runner import __version__
 from cosmo_runner.errors import (
     EXIT_CRASH,
     CosmoError,
-    SpecError,
+    FileError,
+    Interrupted,
     UsageError,
     ValidationFailed,
     exit_code_for,
 )
+from cosmo_runner.interrupts import SignalGuard
 
 EPILOG = """exit codes: 0 ok; 2 usage error, invalid spec or input, unusable output directory;
 3 environment gate failed; 4 validators found problems; 5 an analysis or step failed;
@@ -31,9 +36,111 @@ verify: 0 reproduced, 1 differs, 2 error, 3 the replay failed its smoke gate;
 runs: 0 listed (lost runs too), 2 missing or unreadable DIR or a malformed single log."""
 
 
+class Console:
+    """stdout and stderr that a closed pipe, a full disk or a bad descriptor cannot break.
+
+    The exit code is the command's whatever happens to its output: a write that fails
+    (EPIPE from ``| head``, ENOSPC from ``> /dev/full``, EBADF, EIO) marks that stream gone,
+    points its descriptor at /dev/null (so the interpreter's final flush cannot fail either)
+    and drops the rest of its output. A failure other than a reader that left (EPIPE) is
+    said once on stderr, when stderr still works. The streams are looked up at each write
+    (tests swap ``sys.stdout``); a closed descriptor at start (``2>&-``) is ``None`` there.
+    """
+
+    def __init__(self) -> None:
+        self.gone: dict[str, str] = {}  # stream name -> why it stopped ("Broken pipe", ...)
+
+    def out(self, text: str) -> None:
+        self._write("stdout", text)
+
+    def err(self, text: str) -> None:
+        self._write("stderr", text)
+
+    def _write(self, name: str, text: str) -> None:
+        if name in self.gone:
+            return
+        stream: TextIO | None = getattr(sys, name)
+        if stream is None:
+            self.gone[name] = "closed"
+            return
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: "I/O operation on closed file"
+            self._lost(name, stream, exc)
+
+    def _lost(self, name: str, stream: TextIO, exc: BaseException) -> None:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.gone[name] = reason
+        _silence(stream)
+        if name == "stdout" and getattr(exc, "errno", None) != errno.EPIPE:
+            self.err(f"cosmo-runner: warning: cannot write to stdout: {reason}\n")
+
+    def flush(self) -> None:
+        """Flush both streams now (nothing may be left for the interpreter to fail on)."""
+        for name in ("stdout", "stderr"):
+            stream: TextIO | None = getattr(sys, name)
+            if stream is None or name in self.gone:
+                continue
+            try:
+                stream.flush()
+            except (OSError, ValueError) as exc:
+                self._lost(name, stream, exc)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at /dev/null and drop what it still buffers."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return  # not a real file (a test's capture): nothing to flush at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    with contextlib.suppress(OSError, ValueError):  # a stream that is gone stays gone
+        stream.flush()  # the pending bytes go to /dev/null now
+
+
+def _reserve_std_fds() -> None:
+    """Open /dev/null on a closed fd 0, 1 or 2, so no file we open later becomes "stdout"."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:  # lower descriptors are open, so this cannot happen; be safe
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
 class _Parser(argparse.ArgumentParser):
+    """One-line usage errors; help and usage text written through a :class:`Console`."""
+
+    def __init__(self, *args: Any, console: Console | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.console = console
+
     def error(self, message: str) -> Any:  # argparse exits 2 itself; keep our one-line format
         raise UsageError(f"{self.prog}: {message}")
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if not message:
+            return
+        if self.console is None:
+            super()._print_message(message, file)
+        elif file is sys.stderr:
+            self.console.err(message)
+        else:
+            self.console.out(message)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Options every command takes, before or after its arguments (``run spec --debug``)."""
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="also print tracebacks"
+    )
 
 
 def _add_env_options(parser: argparse.ArgumentParser) -> None:
@@ -50,19 +157,27 @@ def _add_env_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(console: Console | None = None) -> argparse.ArgumentParser:
+    """The command line. Every command takes ``--debug`` and its flags before or after its
+    positional arguments (argparse interleaves them within a command)."""
     parser = _Parser(
         prog="cosmo-runner",
         description="Run JSON-specified validator and "
         "meta-analysis pipelines in an environment that cannot drift unnoticed.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        console=console,
     )
     parser.add_argument("--version", action="version", version=f"cosmo-runner {__version__}")
     parser.add_argument("--debug", action="store_true", help="also print tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    smoke = sub.add_parser("smoke", help="confirm the environment against the manifest and lock")
+    def command(group: Any, name: str, text: str) -> argparse.ArgumentParser:
+        cmd: argparse.ArgumentParser = group.add_parser(name, help=text, console=console)
+        _common(cmd)
+        return cmd
+
+    smoke = command(sub, "smoke", "confirm the environment against the manifest and lock")
     _add_env_options(smoke)
     smoke.add_argument("--json", action="store_true", help="print the snapshot and checks as JSON")
     smoke.add_argument("--pip-check", action="store_true", help="also run the real 'pip check'")
@@ -76,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "run a spec: validators, then analyses"),
         ("validate", "dry run: smoke gate, spec, inputs and validators; no analyses"),
     ):
-        cmd = sub.add_parser(name, help=text)
+        cmd = command(sub, name, text)
         cmd.add_argument("spec", type=Path, help="run spec (JSON)")
         cmd.add_argument(
             "--out",
@@ -87,21 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _add_env_options(cmd)
 
-    env = sub.add_parser("env", help="environment snapshots and diffs")
+    env = command(sub, "env", "environment snapshots and diffs")
     env_sub = env.add_subparsers(dest="env_command", required=True, parser_class=_Parser)
-    snap = env_sub.add_parser("snapshot", help="print the environment snapshot as JSON")
+    snap = command(env_sub, "snapshot", "print the environment snapshot as JSON")
     snap.add_argument("--manifest", metavar="PATH", help="environment manifest")
-    diff = env_sub.add_parser(
-        "diff", help="compare two environments (exit 0 same, 1 different, 2 error)"
-    )
+    diff = command(env_sub, "diff", "compare two environments (exit 0 same, 1 different, 2 error)")
     diff.add_argument("a", help="run directory, run_log.json, lock, manifest, or 'current'")
     diff.add_argument("b", help="run directory, run_log.json, lock, manifest, or 'current'")
     diff.add_argument("--json", action="store_true", help="machine-readable output")
     diff.add_argument("--manifest", metavar="PATH", help="manifest for 'current'")
 
-    verify = sub.add_parser(
+    verify = command(
+        sub,
         "verify",
-        help="replay a run and compare its outputs (0 reproduced, 1 differs, 2 error, 3 gate)",
+        "replay a run and compare its outputs (0 reproduced, 1 differs, 2 error, 3 gate)",
     )
     verify.add_argument("run_dir", type=Path, help="run directory to replay")
     verify.add_argument(
@@ -124,9 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     _add_env_options(verify)
 
-    runs = sub.add_parser(
-        "runs", help="list runs under DIR (lost runs shown as lost; 0 listed, 2 error)"
-    )
+    runs = command(sub, "runs", "list runs under DIR (lost runs shown as lost; 0 listed, 2 error)")
     runs.add_argument(
         "dir",
         nargs="?",
@@ -139,11 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_json(document: Any, stream: TextIO) -> None:
-    stream.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+def _json_text(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
-def cmd_smoke(args: argparse.Namespace) -> int:
+def cmd_smoke(args: argparse.Namespace, console: Console) -> int:
     from cosmo_runner.env.smoke import run_checks, start_import_probes
     from cosmo_runner.env.snapshot import capture
     from cosmo_runner.report import smoke_summary
@@ -153,13 +265,15 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     report = run_checks(state, strict=args.strict, pip_check=args.pip_check, imports=imports)
     environment = state.document()
     if args.json:
-        _print_json({"environment": environment, "smoke": report.as_dict()}, sys.stdout)
+        console.out(_json_text({"environment": environment, "smoke": report.as_dict()}))
     else:
-        print(smoke_summary(environment, report))
+        console.out(smoke_summary(environment, report) + "\n")
     return 0 if report.passed else 3
 
 
-def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+def cmd_run(
+    args: argparse.Namespace, argv: list[str], console: Console, signals: SignalGuard
+) -> int:
     from cosmo_runner.pipeline import RunOptions, execute
     from cosmo_runner.report import run_summary
 
@@ -173,35 +287,38 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             analyses=not dry,
             write=not dry or args.out is not None,
             command=["cosmo-runner", *argv],
-        )
+        ),
+        signals=signals,
     )
+    # the final log is written and the guard closed: signals from here on are ignored,
+    # so the exit code stays the one in the log
     if result.smoke is not None and not result.smoke.passed:
         for message in result.smoke.failures:
-            print(f"cosmo-runner: environment: {message}", file=sys.stderr)
-    print(run_summary(result.log, result.log_path))
+            console.err(f"cosmo-runner: environment: {message}\n")
+    console.out(run_summary(result.log, result.log_path) + "\n")
     if result.error is not None:
-        _report_error(result.error, args.debug)
+        _report_error(result.error, args.debug, console)
     return result.exit_code
 
 
-def cmd_env(args: argparse.Namespace) -> int:
+def cmd_env(args: argparse.Namespace, console: Console) -> int:
     if args.env_command == "snapshot":
         from cosmo_runner.env.snapshot import capture
 
-        _print_json({"environment": capture(args.manifest).document()}, sys.stdout)
+        console.out(_json_text({"environment": capture(args.manifest).document()}))
         return 0
     from cosmo_runner.env.diff import diff_sources
     from cosmo_runner.report_diff import diff_table
 
     result = diff_sources(args.a, args.b, manifest=args.manifest)
     if args.json:
-        _print_json(result.as_dict(), sys.stdout)
+        console.out(_json_text(result.as_dict()))
     else:
-        print(diff_table(result))
+        console.out(diff_table(result) + "\n")
     return 0 if result.identical else 1
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     from cosmo_runner.report_diff import render_report
     from cosmo_runner.verify import VerifyOptions, verify
 
@@ -222,67 +339,91 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     )
     if args.json:
-        _print_json(report.as_dict(), sys.stdout)
+        console.out(_json_text(report.as_dict()))
     else:
-        print(render_report(report))
+        console.out(render_report(report) + "\n")
     return int(report.exit_code)
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
+def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     from cosmo_runner.triage.report_runs import runs_table
     from cosmo_runner.triage.runs import list_runs
 
     listing = list_runs(args.dir)
     if args.json:
-        _print_json([entry.as_dict() for entry in listing.entries], sys.stdout)
+        console.out(_json_text([entry.as_dict() for entry in listing.entries]))
     else:
-        print(runs_table(listing))
+        console.out(runs_table(listing) + "\n")
     return 0
 
 
-def _report_error(error: BaseException, debug: bool) -> None:
-    if isinstance(error, SpecError):
+def _report_error(error: BaseException, debug: bool, console: Console) -> None:
+    if isinstance(error, FileError):
         lines = [f"{error.path}: {p}" for p in error.problems]
     elif isinstance(error, ValidationFailed):
         lines = [str(error).split("; first: ")[0], *error.problems]
     else:
         lines = [str(error)]
     for line in lines:
-        print(f"cosmo-runner: error: {line}", file=sys.stderr)
+        console.err(f"cosmo-runner: error: {line}\n")
     if debug:
-        traceback.print_exception(error, file=sys.stderr)
+        console.err("".join(traceback.format_exception(error)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``cosmo-runner`` and ``python -m cosmo_runner``; returns the exit code."""
+    """Entry point of ``cosmo-runner`` and ``python -m cosmo_runner``; returns the exit code.
+
+    The exit code is decided by the command alone: output that cannot be written (see
+    :class:`Console`) never changes it, and SIGINT/SIGTERM follow
+    :mod:`cosmo_runner.interrupts` (the first decides; once the outcome is known, none
+    changes it). Called without ``argv`` (as the program), SIGINT and SIGTERM stay ignored
+    after it returns, so the process exits with the code it returned.
+    """
+    as_program = argv is None  # the process's own entry point: it exits right after
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    _reserve_std_fds()
+    console = Console()
+    signals = SignalGuard()
+    signals.install()
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "smoke":
-            return cmd_smoke(args)
-        if args.command in ("run", "validate"):
-            return cmd_run(args, argv)
-        if args.command == "env":
-            return cmd_env(args)
-        if args.command == "runs":
-            return cmd_runs(args)
-        return cmd_verify(args)
-    except CosmoError as exc:
-        _report_error(exc, debug)
+        try:
+            code = _dispatch(argv, console, signals)
+        finally:
+            signals.close()  # from here on no signal can raise
+    except BaseException as exc:
+        code = _failure(exc, "--debug" in argv, console)
+    finally:
+        console.flush()
+        signals.restore(ignore=as_program)  # a program ignores signals until it has exited
+    return code
+
+
+def _failure(exc: BaseException, debug: bool, console: Console) -> int:
+    """Report an error that reached :func:`main` and return its exit code."""
+    if isinstance(exc, SystemExit):  # argparse's --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    if isinstance(exc, KeyboardInterrupt):  # the guard was not installed (not main thread)
+        exc = Interrupted(signal.SIGINT)
+    if isinstance(exc, CosmoError):
+        _report_error(exc, debug, console)
         return exit_code_for(exc)
-    except BrokenPipeError:  # `cosmo-runner smoke | head`: the reader left, not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("cosmo-runner: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        print(
-            f"cosmo-runner: internal error (a bug, please report): {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
-        if debug:
-            traceback.print_exc()
-        return EXIT_CRASH
+    console.err(
+        f"cosmo-runner: internal error (a bug, please report): {type(exc).__name__}: {exc}\n"
+    )
+    if debug:
+        console.err("".join(traceback.format_exception(exc)))
+    return EXIT_CRASH
+
+
+def _dispatch(argv: list[str], console: Console, signals: SignalGuard) -> int:
+    args = build_parser(console).parse_args(argv)
+    args.debug = getattr(args, "debug", False)
+    if args.command == "smoke":
+        return cmd_smoke(args, console)
+    if args.command in ("run", "validate"):
+        return cmd_run(args, argv, console, signals)
+    if args.command == "env":
+        return cmd_env(args, console)
+    if args.command == "runs":
+        return cmd_runs(args, console)
+    return cmd_verify(args, console)

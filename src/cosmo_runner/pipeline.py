@@ -14,12 +14,11 @@ import secrets
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cosmo_runner import spec as spec_mod
@@ -39,6 +38,7 @@ from cosmo_runner.errors import (
     exit_code_for,
     shorten,
 )
+from cosmo_runner.interrupts import SignalGuard
 from cosmo_runner.readfile import read_regular
 from cosmo_runner.runlog import LOG_NAME, RunLog, file_record, write_atomic
 
@@ -177,21 +177,6 @@ def prepare_out_dir(out_dir: Path | None, cwd: Path) -> RunDir:
     return _claim(out_dir, run_id, created)
 
 
-@contextmanager
-def _signals_as_errors() -> Iterator[None]:
-    """SIGTERM and SIGINT raise :class:`Interrupted` inside the run, so the log completes."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
 def _error_record(error: BaseException) -> dict[str, Any]:
     record: dict[str, Any] = {
         "type": type(error).__name__,
@@ -218,35 +203,34 @@ def _plugin_crash(entry: dict[str, Any], exc: Exception) -> ValidatorError:
     return error
 
 
-def execute(options: RunOptions) -> RunResult:
-    """Run (or dry-run) a spec. See the module docstring for the order of steps."""
+def execute(options: RunOptions, signals: SignalGuard | None = None) -> RunResult:
+    """Run (or dry-run) a spec. See the module docstring for the order of steps.
+
+    Signals follow :mod:`cosmo_runner.interrupts`: the first SIGINT/SIGTERM stops the run
+    and decides its code; from the final log on, none can change it. ``signals`` is a guard
+    the caller installed (the CLI keeps it closed while it prints); without one, the run
+    installs its own and restores the previous handlers when it returns.
+    """
     cwd = options.cwd or Path.cwd()
     claimed = prepare_out_dir(options.out_dir, cwd) if options.write else None
     run_dir = claimed.path if claimed else None
     run_id = claimed.run_id if claimed else new_run_id()
     log = RunLog(run_dir / LOG_NAME if run_dir else None, run_id, options.command, cwd)
-    runner = _Runner(options, log, claimed)
-    error: BaseException | None = None
-    with _signals_as_errors():
+    guard = signals or SignalGuard()
+    installed = signals is None and guard.install()
+    try:
+        runner = _Runner(options, log, claimed, guard)
         try:
-            runner.run()
+            error = _outcome(runner, guard)
         except _FirstLogDoesNotFit as exc:
             assert claimed is not None
             log.discard()
             claimed.release()
             raise exc.error from exc.__cause__
-        except (CosmoError, KeyboardInterrupt) as exc:
-            error = Interrupted(signal.SIGINT) if isinstance(exc, KeyboardInterrupt) else exc
-        except Exception as exc:
-            error = StepError(
-                f"internal error in step {runner.step!r}: {type(exc).__name__}: {exc}"
-            )
-            error.__cause__ = exc
-        try:
-            runner.finish(error)
-        except Interrupted as exc:  # a second signal while finishing: finish again, quietly
-            error = error or exc
-            runner.finish(error)
+        runner.finish(error)  # no signal can interrupt this: the guard is closed
+    finally:
+        if installed:
+            guard.restore()
     code = exit_code_for(error) if error else 0
     return RunResult(code, log.doc, run_dir, error, runner.smoke)
 
@@ -259,9 +243,41 @@ class _FirstLogDoesNotFit(Exception):
         self.error = error
 
 
+def _outcome(runner: _Runner, guard: SignalGuard) -> BaseException | None:
+    """Run the steps; the error that ends the run (None: it succeeded). Closes the guard.
+
+    After the inner ``finally`` the guard is closed or has fired, so no signal can raise
+    any more: whatever is caught here is the run's outcome, and the first signal, even one
+    a plugin swallowed, decides it.
+    """
+    error: BaseException | None = None
+    try:
+        try:
+            runner.run()
+        finally:
+            guard.close()
+    except _FirstLogDoesNotFit:
+        raise  # no log exists: execute() removes the claim and raises the exit-2 error
+    except CosmoError as exc:
+        error = exc
+    except KeyboardInterrupt:
+        error = Interrupted(signal.SIGINT)
+    except BaseException as exc:  # a bug, or a plugin's sys.exit(): the log still completes
+        error = StepError(f"internal error in step {runner.step!r}: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+    if guard.first is not None and not isinstance(error, Interrupted):
+        interrupted = Interrupted(guard.first)
+        interrupted.__context__ = error
+        error = interrupted
+    return error
+
+
 class _Runner:
-    def __init__(self, options: RunOptions, log: RunLog, claimed: RunDir | None) -> None:
+    def __init__(
+        self, options: RunOptions, log: RunLog, claimed: RunDir | None, guard: SignalGuard
+    ) -> None:
         self.options = options
+        self.guard = guard
         self.log = log
         self.claimed = claimed
         self.run_dir = claimed.path if claimed else None
@@ -271,6 +287,7 @@ class _Runner:
         self.inputs: dict[str, LoadedInput] = {}
 
     def _begin(self, step: str) -> None:
+        self.guard.check()  # a signal swallowed by the previous step stops the run here
         self.step = step
         self.log.start_step(step)
 
