@@ -97,6 +97,8 @@ clean:
 # DOCKER=/usr/bin/docker DOCKER_BUILDKIT=1 selects BuildKit; the default client builds legacy.
 DOCKER_ROOT ?= /tmp/cosmo-docker
 BASE_IMAGE ?=
+# The base image's Python (X.Y) when image.py cannot ask the base itself (docs/docker.md).
+IMAGE_PYTHON_VERSION ?=
 DOCKER ?= docker
 DOCKER_ENV := COSMO_DOCKER_ROOT=$(DOCKER_ROOT) DOCKER=$(DOCKER)
 
@@ -110,4 +112,5 @@ base-image:
 	$(DOCKER_ENV) scripts/docker/base_image.sh
 
 image:
-	$(DOCKER_ENV) BASE_IMAGE=$(BASE_IMAGE) $(PYTHON) scripts/docker/image.py
+	$(DOCKER_ENV) BASE_IMAGE=$(BASE_IMAGE) IMAGE_PYTHON_VERSION=$(IMAGE_PYTHON_VERSION) \
+		$(PYTHON) scripts/docker/image.py

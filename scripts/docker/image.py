@@ -1,9 +1,14 @@
 """Build the cosmo-runner image hermetically: ``make image``.
 
-1. Wheelhouse: the locked wheels for the image's platform are downloaded on the host into
-   ``docker/wheelhouse/`` (``pip download --require-hashes --only-binary=:all: --no-deps``),
-   each one checked against the lock's sha256; wheels no entry of the lock accepts are
-   removed. Skipped when the wheelhouse already holds an accepted wheel for every entry.
+1. Wheelhouse: the locked wheels for the image's platform and Python are downloaded on the
+   host into ``docker/wheelhouse/`` (``pip download --require-hashes --only-binary=:all:
+   --no-deps``), each one checked against the lock's sha256; wheels no entry of the lock
+   accepts are removed. Skipped when the wheelhouse already holds an accepted wheel for every
+   entry. The image's Python is the base image's own (asked with ``python3`` in the base
+   when it is present, else read from an official ``python:X.Y`` tag, else
+   ``--python-version``), never assumed. pip evaluates a lock's environment markers for
+   the host interpreter, not the target (pypa/pip#11010), so the entries are selected for
+   the target here (``packaging``, through the host venv's python) and pip gets only those.
 2. Build id: a short content hash of the build's inputs (lock, manifest, Dockerfile,
    entrypoint, ignore rules, pyproject, README, source tree, base image reference).
 3. ``docker build --network none`` with ``BASE_IMAGE``, ``BUILD_ID`` and
@@ -23,12 +28,14 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import platform
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,26 +71,27 @@ class LockEntry:
     name: str
     version: str
     hashes: frozenset[str]
+    marker: str | None = None
 
 
 def read_lock(path: Path) -> list[LockEntry]:
     """The ``name==version`` entries of a hashed lock with their sha256 hashes."""
     entries: list[LockEntry] = []
-    name = version = None
+    name = version = marker = None
     hashes: set[str] = set()
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.split("#", 1)[0].strip().rstrip("\\").strip()
         if not line:
             continue
-        pin = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(?:\s*;.*)?", line)
+        pin = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(?:\s*;\s*(.*?))?", line)
         if pin:
             if name is not None:
-                entries.append(LockEntry(name, version or "", frozenset(hashes)))
-            name, version, hashes = pin.group(1), pin.group(2), set()
+                entries.append(LockEntry(name, version or "", frozenset(hashes), marker))
+            name, version, marker, hashes = pin.group(1), pin.group(2), pin.group(3), set()
             continue
         hashes.update(re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
     if name is not None:
-        entries.append(LockEntry(name, version or "", frozenset(hashes)))
+        entries.append(LockEntry(name, version or "", frozenset(hashes), marker))
     if not entries or any(not e.hashes for e in entries):
         raise ImageError(f"{path}: expected a lock with a sha256 hash for every entry")
     return entries
@@ -112,14 +120,72 @@ def plan_wheelhouse(entries: Sequence[LockEntry], wheelhouse: Path) -> tuple[lis
     return missing, stale
 
 
-def platform_args(machine: str) -> list[str]:
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
+def linux_arch(machine: str) -> str:
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
+
+
+def platform_args(machine: str, python: str) -> list[str]:
+    """pip download's target: manylinux for ``machine``, CPython ``python`` (X.Y[.Z])."""
+    arch = linux_arch(machine)
     tags = [f"manylinux_2_{minor}_{arch}" for minor in GLIBC_MINORS]
     tags += [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}"]
     args: list[str] = []
     for tag in tags:
         args += ["--platform", tag]
-    return [*args, "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
+    major, minor = python.split(".")[:2]
+    abi = f"cp{major}{minor}"
+    return [*args, "--python-version", f"{major}.{minor}", "--implementation", "cp", "--abi", abi]
+
+
+# Run by the host venv's python: which markers hold for the target (PEP 508, packaging).
+_MARKER_SNIPPET = (
+    "import json, sys\n"
+    "from packaging.markers import Marker\n"
+    "env = json.loads(sys.argv[1])\n"
+    "print(json.dumps([Marker(m).evaluate({**env, 'extra': ''}) for m in json.load(sys.stdin)]))"
+)
+
+
+def target_environment(machine: str, python: str) -> dict[str, str]:
+    """PEP 508 marker variables of the image: CPython ``python`` on Linux/``machine``."""
+    full = python if python.count(".") == 2 else f"{python}.0"
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": full,
+        "os_name": "posix",
+        "platform_machine": linux_arch(machine),
+        "platform_python_implementation": "CPython",
+        "platform_release": "",
+        "platform_system": "Linux",
+        "platform_version": "",
+        "python_full_version": full,
+        "python_version": ".".join(full.split(".")[:2]),
+        "sys_platform": "linux",
+    }
+
+
+def select_entries(entries: Sequence[LockEntry], machine: str, python: str) -> list[LockEntry]:
+    """The entries whose marker holds in the image (all of them when none has a marker)."""
+    markers = sorted({e.marker for e in entries if e.marker})
+    if not markers:
+        return list(entries)
+    env = json.dumps(target_environment(machine, python))
+    try:
+        result = subprocess.run(
+            [host_python(), "-c", _MARKER_SNIPPET, env],
+            input=json.dumps(markers),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        verdicts = dict(zip(markers, json.loads(result.stdout), strict=True))
+    except (OSError, ValueError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        raise ImageError(
+            f"cannot evaluate the lock's markers with {host_python()} (needs packaging: "
+            f"make venv first): {detail.strip().splitlines()[-1] if detail.strip() else exc}"
+        ) from exc
+    return [e for e in entries if not e.marker or verdicts[e.marker]]
 
 
 def host_python() -> str:
@@ -127,17 +193,30 @@ def host_python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-def sync_wheelhouse(lock: Path, wheelhouse: Path, machine: str) -> None:
-    entries = read_lock(lock)
+def sync_wheelhouse(lock: Path, wheelhouse: Path, machine: str, python: str) -> None:
+    entries = select_entries(read_lock(lock), machine, python)
     wheelhouse.mkdir(parents=True, exist_ok=True)
     missing, stale = plan_wheelhouse(entries, wheelhouse)
     for wheel in stale:
-        log(f"removing {wheel.name}: no entry of {lock.name} accepts its hash")
+        log(f"removing {wheel.name}: no entry of {lock.name} for Python {python} accepts its hash")
         wheel.unlink()
     if not missing:
         log(f"wheelhouse holds an accepted wheel for all {len(entries)} locked entries")
         return
-    log(f"downloading {len(missing)} locked wheel(s) for linux/{machine}, cp311")
+    log(f"downloading {len(missing)} locked wheel(s) for linux/{machine}, CPython {python}")
+    # Only the entries for this target, without markers (pip would evaluate them for the host).
+    handle, name = tempfile.mkstemp(prefix="cosmo-wheelhouse-", suffix=".txt")
+    os.close(handle)
+    selected = Path(name)
+    selected.write_text(
+        "".join(
+            f"{e.name}=={e.version} "
+            + " ".join(f"--hash=sha256:{h}" for h in sorted(e.hashes))
+            + "\n"
+            for e in entries
+        ),
+        encoding="utf-8",
+    )
     cmd = [
         host_python(),
         "-m",
@@ -150,13 +229,16 @@ def sync_wheelhouse(lock: Path, wheelhouse: Path, machine: str) -> None:
         "--require-hashes",
         "--only-binary=:all:",
         "--no-deps",
-        *platform_args(machine),
+        *platform_args(machine, python),
         "-r",
-        str(lock),
+        str(selected),
         "-d",
         str(wheelhouse),
     ]
-    run(cmd)
+    try:
+        run(cmd)
+    finally:
+        selected.unlink()
     missing, stale = plan_wheelhouse(entries, wheelhouse)
     if missing or stale:
         raise ImageError(
@@ -209,6 +291,44 @@ def source_date_epoch(root: Path) -> str | None:
 def image_exists(docker: str, ref: str) -> bool:
     result = subprocess.run([docker, "image", "inspect", ref], capture_output=True, check=False)
     return result.returncode == 0
+
+
+def base_python(docker: str, base: str) -> str:
+    """The base image's Python: asked of its ``python3`` when the image is present, else
+    an official ``python:X.Y[.Z]`` tag's version. Never assumed."""
+    if image_exists(docker, base):
+        ask = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
+        result = subprocess.run(
+            [
+                docker,
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "python3",
+                base,
+                "-c",
+                ask,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        version = result.stdout.strip()
+        if result.returncode == 0 and re.fullmatch(r"\d+\.\d+\.\d+", version):
+            return version
+        raise ImageError(
+            f"{base}: 'python3' in the base image did not give its version "
+            f"(exit {result.returncode}): {result.stderr.strip()[-200:]}"
+        )
+    tag = re.search(r"(?:^|/)python:(\d+\.\d+(?:\.\d+)?)(?:-|@|$)", base)
+    if tag:
+        return tag.group(1)
+    raise ImageError(
+        f"{base}: not present locally and not a python:X.Y tag, so its Python is unknown; "
+        "pull it first or pass --python-version X.Y"
+    )
 
 
 def choose_base_image(docker: str, requested: str | None) -> str:
@@ -289,6 +409,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repo", default=os.environ.get("IMAGE_REPO", "cosmo-runner"))
     parser.add_argument("--docker", default=os.environ.get("DOCKER", "docker"))
     parser.add_argument("--machine", default=platform.machine())
+    parser.add_argument(
+        "--python-version",
+        default=os.environ.get("IMAGE_PYTHON_VERSION") or None,
+        help="the base image's Python X.Y (default: asked of the base image)",
+    )
     parser.add_argument("--skip-wheelhouse", action="store_true", help="use it as it is")
     parser.add_argument("--print-build-id", action="store_true", help="print it and stop")
     parser.add_argument("build_args", nargs="*", help="extra arguments for docker build")
@@ -301,9 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = args.base_image or DEFAULT_BASE
             print(compute_build_id(root, base))
             return 0
-        if not args.skip_wheelhouse:
-            sync_wheelhouse(root / "requirements.lock.txt", root / WHEELHOUSE, args.machine)
         base = choose_base_image(args.docker, args.base_image)
+        if not args.skip_wheelhouse:
+            python = args.python_version or base_python(args.docker, base)
+            log(f"base image {base}: Python {python}")
+            sync_wheelhouse(root / "requirements.lock.txt", root / WHEELHOUSE, args.machine, python)
         build_id = compute_build_id(root, base)
         if not image_exists(args.docker, base):
             log(

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.docker
 
 EXAMPLE = ROOT / "examples" / "bcg"
 IMAGE_UID = "10001"
-SITE = "/opt/venv/lib/python3.11/site-packages"
+SITE = "/opt/venv/lib/python3*/site-packages"  # a glob for the RUN shell: any base Python
 
 
 def lock_pins() -> set[str]:
