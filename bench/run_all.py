@@ -7,6 +7,8 @@ Runs in the bench environment (``.venv-bench``), each benchmark in its own proce
    against the main ``.venv``;
 3. ``bench/bench_e2e.py`` -- ``cosmo-runner run`` of the BCG example against R's metafor
    doing the same job (``../shared/bench/bcg_job.R``), with where the time goes;
+   ``bench/bench_probes.py`` -- ``smoke``, ``validate`` and ``run`` with every import probed
+   in fresh interpreters against only the imports no locked distribution vouches for;
 4. ``bench/bench_records.py`` -- the RECORD check of ``smoke`` cold and warm, and
    ``--deep``, against the main ``.venv``;
 5. ``bench/bench_large.py`` -- ``cosmo-runner run`` on GEN tables of 10^5, 10^6 and 4*10^6
@@ -20,7 +22,7 @@ echoed as they finish and collected into ``bench/results.md`` for the README. Ex
 non-zero when a benchmark script itself failed (not when a target is missed: these are
 measurements, not tests).
 
-Usage: ``python bench/run_all.py [--quick] [--only meta,env,e2e,records,large,docker]``
+Usage: ``python bench/run_all.py [--quick] [--only meta,env,e2e,probes,records,large,docker]``
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run)")
     parser.add_argument(
-        "--only", default="meta,env,e2e,records,large,docker", help="comma-separated sections"
+        "--only",
+        default="meta,env,e2e,probes,records,large,docker",
+        help="comma-separated sections",
     )
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -108,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [python, str(BENCH / "bench_e2e.py"), "--venv", str(main_venv)]
         cmd += ["--repeats", "5"] if args.quick else []
         out, code = section(cmd, "end to end", "### End to end")
+        parts.append(out)
+        status |= code
+    if "probes" in only:
+        cmd = [python, str(BENCH / "bench_probes.py"), "--venv", str(main_venv)]
+        cmd += ["--repeats", "5"] if args.quick else []
+        out, code = section(cmd, "import probes", "### Import probes")
         parts.append(out)
         status |= code
     if "records" in only:

@@ -61,6 +61,7 @@ class RunOptions:
     cwd: Path | None = None
     #: test hook: called with (input id, path) once every input is read and hashed
     after_inputs: Callable[[str, Path], None] | None = None
+    probe_all: bool = False  # True: import every required module in fresh interpreters (smoke)
 
 
 @dataclass
@@ -301,7 +302,8 @@ class _Runner:
         }
         spec_bytes = self._read_spec()
         self._begin("environment")
-        imports = start_import_probes(options.manifest, options.cwd)  # overlap with capture
+        # run/validate probe only the imports no locked distribution vouches for (after capture)
+        imports = start_import_probes(options.manifest, options.cwd) if options.probe_all else None
         state = capture(options.manifest, options.cwd)
         doc["environment"] = state.document()
         self.log.end_step("environment")
@@ -310,7 +312,9 @@ class _Runner:
             write_atomic(self.run_dir / "spec.json", spec_bytes)  # kept even if invalid
 
         self._begin("smoke")
-        self.smoke = run_checks(state, strict=options.strict, imports=imports)
+        self.smoke = run_checks(
+            state, strict=options.strict, imports=imports, probe_all=options.probe_all
+        )
         doc["smoke"] = self.smoke.as_dict()
         self.log.end_step("smoke")
         self.log.save()

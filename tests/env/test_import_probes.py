@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from cosmo_runner.env import smoke
 from cosmo_runner.env.smoke import ImportProbes, isolation_flags, one_line
-from tests.conftest import ROOT, run_cli
+from tests.conftest import EXAMPLE, ROOT, load_log, run_cli
 from tests.env.test_smoke import manifest_copy
 from tests.envcopy import VenvCopy
 
@@ -199,7 +200,8 @@ def test_the_probe_ignores_pythonpath_when_the_run_does(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_smoke_reports_a_hanging_required_import_with_exit_3(tmp_path: Path) -> None:
+def test_a_hanging_required_import_fails_smoke_and_run_with_exit_3(tmp_path: Path) -> None:
+    """A required import no locked distribution installs is probed by run too."""
     copy = VenvCopy(tmp_path / "venv")
     (copy.site_packages / "slowimport.py").write_text("import time\ntime.sleep(600)\n")
     manifest = json.loads((ROOT / "environment.manifest.json").read_text())
@@ -207,15 +209,46 @@ def test_smoke_reports_a_hanging_required_import_with_exit_3(tmp_path: Path) -> 
     imports["modules"].append("slowimport")
     imports["timeout_seconds"] = 5
     job = tmp_path / "job"
-    job.mkdir()
+    shutil.copytree(EXAMPLE, job)
     manifest_copy(job, imports=imports)
+    message = (
+        "import slowimport timed out after 5 s (the import hung; probe killed; "
+        "set imports.timeout_seconds in the manifest to allow longer)"
+    )
     proc = copy.run("-m", "cosmo_runner", "smoke", cwd=job)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert (
-        "  ERROR import slowimport timed out after 5 s (the import hung; probe killed; "
-        "set imports.timeout_seconds in the manifest to allow longer)\n"
-    ) in proc.stdout
+    assert f"  ERROR {message}\n" in proc.stdout
+
+    proc = copy.run("-m", "cosmo_runner", "run", "spec.json", "--out", tmp_path / "out", cwd=job)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"cosmo-runner: environment: {message}\n" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    log = load_log(tmp_path / "out")
+    assert log["status"] == "failed" and log["exit_code"] == 3
+    (check,) = [c for c in log["smoke"]["checks"] if c["name"] == "imports"]
+    assert check["observed"] == {"probed": ["slowimport"]}
+
+
+def test_run_and_validate_probe_no_import_a_locked_distribution_vouches_for(
+    tmp_path: Path, example: Path
+) -> None:
+    proc = run_cli("validate", example, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = load_log(tmp_path / "out")["smoke"]["checks"]
+    (summary,) = [c for c in checks if c["name"] == "imports"]
+    required = json.loads((ROOT / "environment.manifest.json").read_text())["imports"]["modules"]
+    assert summary["observed"] == {"probed": []}
+    assert summary["message"] == (
+        f"{len(required)} of {len(required)} required imports vouched for in-process by their "
+        "origin and locked distribution (not probed; 'cosmo-runner smoke' imports them all); "
+        "0 probed in fresh interpreters"
+    )
+    assert not [c for c in checks if c["name"].startswith("import:")]
+    smoke_checks = json.loads(run_cli("smoke", "--json").stdout)["smoke"]["checks"]
+    assert [c["name"] for c in smoke_checks if c["name"].startswith("import:")] == [
+        f"import:{m}" for m in required
+    ]
 
 
 @pytest.mark.slow
