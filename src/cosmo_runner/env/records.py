@@ -13,9 +13,11 @@ counts and on the file name the compiler was given, so not one of the 4 023 genu
 files of this project's ``.venv`` is byte-identical to a recompile, while every one is equal
 as code (bytecode, constants, names, line and exception tables; not the file name).
 
-Hashes are cached outside the environment (:func:`cache_dir`) per file, keyed by size,
-mtime_ns, ctime_ns, inode and device: any write changes ctime, even when mtime is put back
-with :func:`os.utime`, and a file replaced by another has another inode. A file changed less
+Hashes are cached outside the environment (:func:`cache_dir`) per file, keyed by path,
+size, mtime_ns, ctime_ns and inode: any write changes ctime, even when mtime is put back
+with :func:`os.utime`, and a file replaced by another has another inode. The device number
+is left out on purpose: an overlay file system (a container) gets a new one at every mount,
+while the inodes and ctimes of its image layers stay. A file changed less
 than :data:`RACY_NS` before it was hashed is not cached, since a second write within the
 file system's timestamp granularity could leave all five unchanged (git's "racily clean").
 An unusable cache directory means no cache; a corrupt cache file is ignored.
@@ -55,7 +57,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: no device number in the stat key
 # A file whose ctime is this close to the moment it was hashed is not cached (see above).
 RACY_NS = 2_000_000_000
 # How many file names a message shows before "and N more".
@@ -67,8 +69,8 @@ BOOKKEEPING = frozenset({"INSTALLER", "RECORD", "REQUESTED", "direct_url.json"})
 _OPTIMIZATIONS: tuple[tuple[str | int, int], ...] = (("", 0), (1, 1), (2, 2))
 _CHUNK = 1 << 20
 
-# Stat key of a file: size, mtime_ns, ctime_ns, inode, device.
-StatKey = tuple[int, int, int, int, int]
+# Stat key of a file: size, mtime_ns, ctime_ns, inode.
+StatKey = tuple[int, int, int, int]
 
 
 def normalize(name: str) -> str:
@@ -187,7 +189,7 @@ def _more(rest: list[str]) -> str:
 
 
 def _stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 class _Cache:
@@ -272,12 +274,6 @@ def _hash_file(path: str, algorithm: str) -> str:
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, algorithm)
     return algorithm + "=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
-
-
-def _record_rows(text: str) -> Iterable[tuple[int, list[str]]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    for row in reader:
-        yield reader.line_num, row
 
 
 @dataclass
@@ -401,21 +397,23 @@ class _DistCheck:
             return
         seen: set[str] = set()
         rows = 0
+        reader = csv.reader(io.StringIO(text, newline=""))
         try:
-            for line, row in _record_rows(text):
+            for row in reader:
                 if not row or row == [""]:
                     continue
                 rows += 1
                 if len(row) != 3:
                     self.result.problems.append(
-                        f"RECORD line {line} has {len(row)} fields, not 3 (path, hash, size)"
+                        f"RECORD line {reader.line_num} has {len(row)} fields, not 3 "
+                        "(path, hash, size)"
                     )
                     continue
                 path, recorded, size = row
                 if not recorded or path in seen:
                     continue  # unhashed (RECORD itself, .pyc), or listed twice
                 seen.add(path)
-                self._entry(line, path, recorded, size)
+                self._entry(reader.line_num, path, recorded, size)
         except csv.Error as exc:
             self.result.problems.append(f"RECORD unreadable as CSV: {exc}")
             return
@@ -473,7 +471,7 @@ class _DistCheck:
         self.result.bytes += st.st_size
         if size and int(size) != st.st_size:
             return f"size={st.st_size}"
-        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+        key = _stat_key(st)
         cache_key = rel if rel is not None else full
         observed = self.cache.get("files", cache_key, key)
         if observed is None or not observed.startswith(algorithm + "="):
