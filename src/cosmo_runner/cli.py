@@ -28,6 +28,7 @@ from cosmo_runner.errors import (
     exit_code_for,
 )
 from cosmo_runner.interrupts import SignalGuard
+from cosmo_runner.redact import redact_document, redact_text
 
 EPILOG = """exit codes: 0 ok; 2 usage error, invalid spec or input, unusable output directory;
 3 environment gate failed; 4 validators found problems; 5 an analysis or step failed;
@@ -50,11 +51,13 @@ class Console:
     def __init__(self) -> None:
         self.gone: dict[str, str] = {}  # stream name -> why it stopped ("Broken pipe", ...)
 
-    def out(self, text: str) -> None:
-        self._write("stdout", text)
+    def out(self, text: str, *, redacted: bool = False) -> None:
+        """Write to stdout; everything printed is redacted (cosmo_runner.redact) unless the
+        caller already did it structurally (``redacted``: JSON from :func:`_json_text`)."""
+        self._write("stdout", text if redacted else redact_text(text))
 
     def err(self, text: str) -> None:
-        self._write("stderr", text)
+        self._write("stderr", redact_text(text))
 
     def _write(self, name: str, text: str) -> None:
         if name in self.gone:
@@ -252,7 +255,8 @@ def build_parser(console: Console | None = None) -> argparse.ArgumentParser:
 
 
 def _json_text(document: Any) -> str:
-    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+    """The document as JSON, redacted as a document (print it with ``redacted=True``)."""
+    return json.dumps(redact_document(document), indent=2, sort_keys=True) + "\n"
 
 
 def cmd_smoke(args: argparse.Namespace, console: Console) -> int:
@@ -265,7 +269,9 @@ def cmd_smoke(args: argparse.Namespace, console: Console) -> int:
     report = run_checks(state, strict=args.strict, pip_check=args.pip_check, imports=imports)
     environment = state.document()
     if args.json:
-        console.out(_json_text({"environment": environment, "smoke": report.as_dict()}))
+        console.out(
+            _json_text({"environment": environment, "smoke": report.as_dict()}), redacted=True
+        )
     else:
         console.out(smoke_summary(environment, report) + "\n")
     return 0 if report.passed else 3
@@ -305,14 +311,14 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
     if args.env_command == "snapshot":
         from cosmo_runner.env.snapshot import capture
 
-        console.out(_json_text({"environment": capture(args.manifest).document()}))
+        console.out(_json_text({"environment": capture(args.manifest).document()}), redacted=True)
         return 0
     from cosmo_runner.env.diff import diff_sources
     from cosmo_runner.report_diff import diff_table
 
     result = diff_sources(args.a, args.b, manifest=args.manifest)
     if args.json:
-        console.out(_json_text(result.as_dict()))
+        console.out(_json_text(result.as_dict()), redacted=True)
     else:
         console.out(diff_table(result) + "\n")
     return 0 if result.identical else 1
@@ -339,7 +345,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         )
     )
     if args.json:
-        console.out(_json_text(report.as_dict()))
+        console.out(_json_text(report.as_dict()), redacted=True)
     else:
         console.out(render_report(report) + "\n")
     return int(report.exit_code)
@@ -351,7 +357,7 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
 
     listing = list_runs(args.dir)
     if args.json:
-        console.out(_json_text([entry.as_dict() for entry in listing.entries]))
+        console.out(_json_text([entry.as_dict() for entry in listing.entries]), redacted=True)
     else:
         console.out(runs_table(listing) + "\n")
     return 0

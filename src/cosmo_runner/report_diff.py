@@ -20,9 +20,16 @@ SECTION_LABELS = {
     "manifest_content": "manifest",
     "env_vars": "env var",
     "blas": "",
+    "threadpools": "loaded",
+    "cpu": "cpu",
     "runner": "runner",
 }
-SECTION_NAMES = {"manifest_content": "manifest", "env_vars": "env vars", "system": "platform"}
+SECTION_NAMES = {
+    "manifest_content": "manifest",
+    "env_vars": "env vars",
+    "system": "platform",
+    "threadpools": "loaded blas",
+}
 # Shown by a reproduced verify whose replay ran under another Python (issue 16): the
 # outputs reproduced across those interpreters.
 PYTHON_KEYS_SHOWN = ("version", "implementation")
@@ -40,7 +47,9 @@ def _value(value: Any, key: str = "") -> str:
 def _label(d: Difference) -> str:
     prefix = SECTION_LABELS.get(d.section, d.section)
     key = (
-        d.key.replace("_", " ") if d.section in ("python", "system", "lock", "manifest") else d.key
+        d.key.replace("_", " ")
+        if d.section in ("python", "system", "cpu", "lock", "manifest", "threadpools")
+        else d.key
     )
     return f"{prefix} {key}".strip()
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmo_runner.errors import OutputWriteError
+from cosmo_runner.redact import redact_document
 from cosmo_runner.runstate import HEARTBEAT_S, process_identity
 
 SCHEMA_VERSION = 1
@@ -205,7 +206,7 @@ class RunLog:
             if self._final:
                 return
             self.doc["updated_at"] = utc_now()
-            data = dumps(self.doc)
+            data = dumps(redact_document(self.doc))  # the last redaction pass
             write_atomic(self.path, data)
             self._last = data
             assert self.reserve_path is not None

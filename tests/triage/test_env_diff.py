@@ -102,6 +102,31 @@ CLASSES: dict[str, tuple[Edit, str, tuple[str, str, str]]] = {
         "blas {blas} mkl 2024.1",
         ("blas", "blas", "changed"),
     ),
+    "loaded-blas": (
+        _set("observed", "threadpools", "numpy_blas", "version", "0.3.21"),
+        "loaded blas {loaded} openblas 0.3.21",
+        ("threadpools", "blas", "changed"),
+    ),
+    "loaded-blas-architecture": (
+        _set("observed", "threadpools", "numpy_blas", "architecture", "SkylakeX"),
+        "loaded blas architecture {architecture} SkylakeX",
+        ("threadpools", "blas_architecture", "changed"),
+    ),
+    "loaded-blas-threads": (
+        _set("observed", "threadpools", "numpy_blas", "num_threads", 64),
+        "loaded blas threads {threads} 64",
+        ("threadpools", "blas_threads", "changed"),
+    ),
+    "cpu-model": (
+        _set("observed", "cpu", "model", "Intel(R) Xeon(R) Gold 6248"),
+        "cpu model {cpu} Intel(R) Xeon(R) Gold 6248",
+        ("cpu", "model", "changed"),
+    ),
+    "numpy-simd": (
+        _set("observed", "cpu", "numpy_simd", "found", []),
+        "cpu numpy simd {simd} (none)",
+        ("cpu", "numpy_simd", "changed"),
+    ),
 }
 
 
@@ -119,6 +144,11 @@ def _expected_row(template: str, environment: dict[str, Any]) -> list[str]:
         "machine": observed["machine"],
         "lock": environment["lock"]["sha256"][:12],
         "blas": f"{blas['name']} {blas['version']}",
+        "loaded": f"openblas {observed['threadpools']['numpy_blas']['version']}",
+        "architecture": observed["threadpools"]["numpy_blas"]["architecture"],
+        "threads": str(observed["threadpools"]["numpy_blas"]["num_threads"]),
+        "cpu": observed["cpu"]["model"],
+        "simd": " ".join(observed["cpu"]["numpy_simd"]["found"]),
     }
     for key, value in values.items():
         template = template.replace("{" + key + "}", value)
@@ -157,6 +187,17 @@ def test_each_difference_class_is_named_with_both_values(
     assert len(found) == count
 
 
+def test_a_log_from_before_the_probes_does_not_compare_them(snapshot_file) -> None:
+    def old(env: dict[str, Any]) -> None:
+        del env["observed"]["cpu"], env["observed"]["threadpools"]
+
+    proc = run_cli("env", "diff", snapshot_file("a", old), snapshot_file("b"), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["identical"] is True
+    assert {"cpu", "threadpools"} <= set(doc["not_compared"])
+
+
 def test_env_ids_are_stated_when_they_differ(snapshot_file) -> None:
     b = snapshot_file("b", _set("env_id", "0123456789abcdef"))
     proc = run_cli("env", "diff", snapshot_file("a"), b)
@@ -189,6 +230,7 @@ def test_a_run_in_another_environment_that_failed_its_gate(tmp_path: Path) -> No
         proc.stdout
     )
     assert any(line.split() == ["lock", "verdict", "in-sync", "drifted"] for line in lines)
+    assert "; env ids differ (" in lines[-1]  # the drift is part of the env id
     assert any(line.split()[:3] == ["env", "var", "PYTHONPATH"] for line in lines)
     assert "status failed" in lines[1]
     assert "B: the run failed its smoke gate" in proc.stdout

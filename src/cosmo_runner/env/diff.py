@@ -18,23 +18,26 @@ from typing import Any
 
 from cosmo_runner.env.probes import TOOLING
 from cosmo_runner.errors import ManifestError, UsageError
+from cosmo_runner.redact import redact_env
 from cosmo_runner.runstate import liveness
 
 CURRENT = "current"
 
 # Sections with a fixed set of fields: a key one side does not know is not compared.
-FIELD_SECTIONS = ("python", "system", "lock", "manifest", "blas", "runner")
+FIELD_SECTIONS = ("python", "system", "cpu", "lock", "manifest", "blas", "threadpools", "runner")
 # Sections that are maps: a key on one side only is "added" or "removed".
 MAP_SECTIONS = ("packages", "manifest_content", "env_vars")
 SECTIONS = (
     "python",
     "system",
+    "cpu",
     "packages",
     "lock",
     "manifest",
     "manifest_content",
     "env_vars",
     "blas",
+    "threadpools",
     "runner",
 )
 
@@ -159,8 +162,9 @@ def diff(a: EnvView, b: EnvView) -> EnvDiff:
         )
     if a.env_id and a.env_id == b.env_id and any(d.section == "packages" for d in differences):
         notes.append(
-            "env ids match but installed packages differ: the env id hashes the lock, "
-            "not what is installed (the smoke gate catches drift from the lock)"
+            "env ids match but installed packages differ: the env id hashes the lock and "
+            "any drift from its pins, not distributions outside the lock (the smoke gate "
+            "reports those as extras)"
         )
     return EnvDiff(a, b, differences, not_compared, notes)
 
@@ -266,12 +270,16 @@ def view_from_environment(
             "packages": _packages(observed.get("packages") or []),
             "lock": {"sha256": lock.get("sha256"), "verdict": lock.get("verdict")},
             "manifest": {"sha256": manifest.get("sha256"), "error": manifest.get("error")},
-            "env_vars": dict(observed.get("env_vars") or {}),
+            "env_vars": redact_env(observed.get("env_vars") or {}),
             "blas": {k: _blas_name(blas.get(k)) for k in ("blas", "lapack")},
             "runner": {"version": (observed.get("runner") or {}).get("version")},
         }
         if isinstance(expected, dict):
             sections["manifest_content"] = _flatten(expected)
+        if "cpu" in observed:  # logs from before these probes know neither section
+            sections["cpu"] = _cpu(observed["cpu"])
+        if "threadpools" in observed:
+            sections["threadpools"] = _threadpools(observed["threadpools"])
         runner = observed.get("runner") or {}
     except (KeyError, TypeError, AttributeError) as exc:
         where = path or source
@@ -328,6 +336,35 @@ def _packages(items: list[str]) -> dict[str, str]:
         name, _, version = str(item).partition("==")
         packages[name] = version
     return packages
+
+
+def _cpu(cpu: Any) -> dict[str, Any]:
+    cpu = cpu if isinstance(cpu, dict) else {}
+    simd = cpu.get("numpy_simd") if isinstance(cpu.get("numpy_simd"), dict) else {}
+    return {
+        "model": cpu.get("model"),
+        "numpy_simd": _words(simd.get("found")),
+        "numpy_features": _words(simd.get("enabled")),
+    }
+
+
+def _threadpools(pools: Any) -> dict[str, Any]:
+    """numpy's BLAS as loaded. The other libraries are not compared: which are loaded
+    depends on what the process imported before the snapshot (scipy brings its own)."""
+    pools = pools if isinstance(pools, dict) else {}
+    blas = pools.get("numpy_blas") if isinstance(pools.get("numpy_blas"), dict) else {}
+    return {
+        "blas": " ".join(str(blas[k]) for k in ("internal_api", "version") if blas.get(k)) or None,
+        "blas_architecture": blas.get("architecture"),
+        "blas_threads": blas.get("num_threads"),
+        "blas_threading_layer": blas.get("threading_layer"),
+    }
+
+
+def _words(items: Any) -> str | None:
+    if not isinstance(items, list):
+        return None
+    return " ".join(map(str, items)) if items else "(none)"
 
 
 def _blas_name(entry: Any) -> str | None:

@@ -6,26 +6,31 @@ installs, no subprocesses. A probe that does not apply returns ``None``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from cosmo_runner.env import origins
 from cosmo_runner.env.lock import canonicalize_name
+from cosmo_runner.redact import redact_env
 
-# Environment variables that change numerics (threads, hashing) or installs (pip).
-ENV_ALLOW_PREFIXES = ("OPENBLAS_", "MKL_", "PIP_")
+# Environment variables recorded in the snapshot (values redacted, see cosmo_runner.redact):
+# what changes numerics (threads, BLAS kernels, numpy's CPU dispatch, hashing, locale and
+# time zone, preloaded or searched shared libraries), plotting (matplotlib) and installs (pip).
+ENV_ALLOW_PREFIXES = ("NPY_", "MPL", "PYTHON", "OMP_", "OPENBLAS_", "MKL_", "PIP_")
 ENV_ALLOW_NAMES = (
-    "PYTHONHASHSEED",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LC_ALL",
+    "LANG",
+    "TZ",
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
-    "PYTHONPATH",
     "SOURCE_DATE_EPOCH",
     "COSMO_MANIFEST",
 )
@@ -89,6 +94,127 @@ def blas() -> dict[str, Any] | None:
     return result
 
 
+THREADPOOL_FIELDS = (
+    "user_api",
+    "internal_api",
+    "prefix",
+    "filepath",
+    "version",
+    "architecture",
+    "threading_layer",
+    "num_threads",
+)
+# Folders where wheel repair tools put a package's own shared libraries (auditwheel,
+# delocate, delvewheel): ``<site>/numpy.libs``, ``<site>/numpy/.dylibs``.
+VENDORED_LIB_DIRS = (".libs", ".dylibs")
+
+
+def threadpools() -> dict[str, Any] | None:
+    """The BLAS and OpenMP libraries loaded in this process (threadpoolctl), after numpy.
+
+    ``libraries``: every one threadpoolctl finds, sorted by path, with API, version,
+    architecture (OpenBLAS's kernel choice for this CPU) and thread count.
+    ``numpy_blas``: the entry of the BLAS numpy itself calls (see :func:`numpy_blas`), or
+    None. The other entries depend on what the process imported before (scipy's own
+    OpenBLAS appears once scipy.linalg is imported), so they are recorded, not compared.
+    ``error``: why threadpoolctl failed, if it did. None when threadpoolctl cannot be
+    imported. Imports numpy (which loads its BLAS).
+    """
+    try:
+        import numpy  # loads numpy's BLAS, so that threadpoolctl sees it
+    except Exception:
+        numpy_dir = None
+    else:
+        numpy_dir = Path(numpy.__file__).resolve().parent
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            info = threadpoolctl.threadpool_info()
+    except Exception as exc:  # a probe records, never breaks the snapshot
+        return {
+            "libraries": [],
+            "numpy_blas": None,
+            "warnings": [],
+            "error": f"{type(exc).__name__}: {exc}",
+        }
+    libraries = sorted(
+        ({key: lib.get(key) for key in THREADPOOL_FIELDS} for lib in info),
+        key=lambda lib: str(lib["filepath"]),
+    )
+    return {
+        "libraries": libraries,
+        "numpy_blas": numpy_blas(libraries, numpy_dir),
+        "warnings": [str(w.message) for w in caught],
+        "error": None,
+    }
+
+
+def numpy_blas(libraries: list[dict[str, Any]], numpy_dir: Path | None) -> dict[str, Any] | None:
+    """Which loaded BLAS is numpy's: the one inside numpy's own folders (a wheel's
+    ``numpy.libs`` or ``numpy/.dylibs``); else, for a numpy linked to a system or conda
+    BLAS, the first one not vendored by another package (scipy's wheel brings its own,
+    loaded only once scipy.linalg is imported, so it must not decide the env id)."""
+    if numpy_dir is None:
+        return None
+    blas = [lib for lib in libraries if lib.get("user_api") == "blas" and lib.get("filepath")]
+    own_dirs = (numpy_dir, numpy_dir.parent / f"{numpy_dir.name}.libs")
+
+    def path(lib: dict[str, Any]) -> Path:
+        return Path(os.path.realpath(str(lib["filepath"])))
+
+    own = [lib for lib in blas if any(path(lib).is_relative_to(d) for d in own_dirs)]
+    system = [lib for lib in blas if not path(lib).parent.name.endswith(VENDORED_LIB_DIRS)]
+    chosen = (own or system)[:1]
+    if not chosen:
+        return None
+    return dict(chosen[0])
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU model: /proc/cpuinfo's "model name" (Linux x86), else ``platform.processor()``
+    (empty on many Linux machines, then None)."""
+    try:
+        with cpuinfo.open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def numpy_simd() -> dict[str, list[str]] | None:
+    """numpy's CPU features at run time, as ``numpy.show_runtime()`` reports them.
+
+    ``show_runtime()`` only prints, so this reads the same source it does (the private
+    ``numpy._core._multiarray_umath`` attributes ``__cpu_baseline__``, ``__cpu_dispatch__``
+    and ``__cpu_features__``) and keeps its field names: ``baseline`` (compiled in),
+    ``found`` and ``not_found`` (the dispatch targets this CPU enables or lacks, after
+    ``NPY_DISABLE_CPU_FEATURES``). None without numpy or those attributes.
+    """
+    try:
+        try:
+            umath: Any = importlib.import_module("numpy._core._multiarray_umath")
+        except ImportError:  # numpy < 2
+            umath = importlib.import_module("numpy.core._multiarray_umath")
+        baseline = [str(f) for f in umath.__cpu_baseline__]
+        dispatch = [str(f) for f in umath.__cpu_dispatch__]
+        features = {str(k): bool(v) for k, v in umath.__cpu_features__.items()}
+    except Exception:
+        return None
+    return {
+        "baseline": baseline,
+        "found": [f for f in dispatch if features.get(f)],
+        "not_found": [f for f in dispatch if not features.get(f)],
+        "enabled": [f for f, on in features.items() if on],
+    }
+
+
 def container() -> dict[str, Any]:
     """Whether we run in a container, and the image's build id and base when baked in."""
     markers = [p for p in ("/.dockerenv", "/run/.containerenv") if Path(p).exists()]
@@ -101,12 +227,14 @@ def container() -> dict[str, Any]:
 
 
 def env_vars() -> dict[str, str]:
-    """Allow-listed environment variables only (never the whole environment)."""
-    return {
-        key: value
-        for key, value in sorted(os.environ.items())
-        if key in ENV_ALLOW_NAMES or key.startswith(ENV_ALLOW_PREFIXES)
-    }
+    """Allow-listed environment variables only (never the whole environment), redacted."""
+    return redact_env(
+        {
+            key: value
+            for key, value in sorted(os.environ.items())
+            if key in ENV_ALLOW_NAMES or key.startswith(ENV_ALLOW_PREFIXES)
+        }
+    )
 
 
 def git_commit() -> str | None:
@@ -141,5 +269,4 @@ def git_commit() -> str | None:
                 return line.split(" ", 1)[0]
     except OSError:
         return None
-    return None
     return None

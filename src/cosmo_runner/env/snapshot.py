@@ -108,22 +108,43 @@ def lock_drift(lock: Lock, dists: dict[str, metadata.Distribution]) -> list[dict
     return sorted(drift, key=lambda item: str(item["name"]))
 
 
-def env_id(
+# Environment variables whose values are hashed into the env id: each selects different
+# numeric kernels in the same build (numpy's SIMD dispatch, OpenBLAS's core type, MKL's
+# conditional numerical reproducibility and instruction set). Every other variable, thread
+# counts included, is recorded and diffed but not hashed (Dask's nanny sets
+# OMP_NUM_THREADS=1 in its workers; the same results must keep the same env id).
+ENV_ID_VARIABLES = (
+    "NPY_DISABLE_CPU_FEATURES",
+    "OPENBLAS_CORETYPE",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+)
+
+# What identifies the loaded BLAS in the env id: not its path (venvs differ) or threads.
+BLAS_ID_FIELDS = ("internal_api", "version", "architecture")
+
+
+def env_id_inputs(
     observed: dict[str, Any],
     lock: Lock | None,
     manifest: Manifest | None,
     drift: list[dict[str, Any]] | None = None,
-) -> str:
-    """Short content hash of what decides results (not the kernel, not the host name).
+) -> dict[str, Any]:
+    """Exactly what the env id hashes (the README's env-id section lists it with reasons).
 
     Lock and manifest sha256, Python implementation and version, OS family and libc,
-    machine, numpy's BLAS/LAPACK identity and the RECORD digest of the locked distributions'
-    installed files (``observed.records.digest``). Installed packages that differ from the
-    lock (``drift``) are hashed too, so a drifted environment never shares the env id of
-    the environment its lock describes; an in-sync environment's id depends on the lock alone.
+    machine; installed packages that differ from the lock (``drift``, so a drifted
+    environment never shares the env id of the one its lock describes); the RECORD digest
+    of the installed files (``observed["records"]["digest"]``, None where not checked); the
+    BLAS numpy calls, as loaded (threadpoolctl's name, version and architecture, not its
+    thread count or path); and the values of :data:`ENV_ID_VARIABLES`. Not the kernel, the
+    host name, the CPU model, thread counts or any other variable.
     """
-    blas = observed.get("blas") or {}
-    decisive = {
+    pools = observed.get("threadpools") or {}
+    numpy_blas = pools.get("numpy_blas") or {}
+    checked = observed.get("records") or {}
+    env_vars = observed.get("env_vars") or {}
+    decisive: dict[str, Any] = {
         "lock_sha256": lock.sha256 if lock else None,
         "manifest_sha256": manifest.sha256 if manifest else None,
         "python_implementation": observed["python"]["implementation"],
@@ -131,17 +152,32 @@ def env_id(
         "os_family": observed["os_family"],
         "libc": observed["libc"],
         "machine": observed["machine"],
-        "blas": {k: blas.get(k) for k in ("blas", "lapack")},
-        "records_digest": (observed.get("records") or {}).get("digest"),
+        "records_digest": checked.get("digest"),
+        "blas_loaded": {key: numpy_blas.get(key) for key in BLAS_ID_FIELDS},
+        "env_vars": {name: env_vars.get(name) for name in ENV_ID_VARIABLES},
     }
     if drift:
         decisive["drift"] = drift
+    return decisive
+
+
+def env_id(
+    observed: dict[str, Any],
+    lock: Lock | None,
+    manifest: Manifest | None,
+    drift: list[dict[str, Any]] | None = None,
+) -> str:
+    """Short content hash of :func:`env_id_inputs` (canonical JSON, sha256, 16 hex digits)."""
+    decisive = env_id_inputs(observed, lock, manifest, drift)
     canonical = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:ENV_ID_LENGTH]
 
 
-def observe(dists: dict[str, metadata.Distribution], *, with_blas: bool = True) -> dict[str, Any]:
-    """The ``observed`` part: facts about this interpreter and machine, from the probes."""
+def observe(dists: dict[str, metadata.Distribution], *, with_numpy: bool = True) -> dict[str, Any]:
+    """The ``observed`` part: facts about this interpreter and machine, from the probes.
+
+    ``with_numpy`` False skips the probes that import numpy (BLAS, thread pools, SIMD).
+    """
     return {
         "python": probes.python(),
         "platform": platform.platform(),
@@ -149,9 +185,14 @@ def observe(dists: dict[str, metadata.Distribution], *, with_blas: bool = True) 
         "os_family": probes.os_family(),
         "libc": probes.libc(),
         "cpu_count": os.cpu_count(),
+        "cpu": {
+            "model": probes.cpu_model(),
+            "numpy_simd": probes.numpy_simd() if with_numpy else None,
+        },
         "packages": probes.packages(dists),
         "pip_version": dists["pip"].version if "pip" in dists else None,
-        "blas": probes.blas() if with_blas else None,
+        "blas": probes.blas() if with_numpy else None,
+        "threadpools": probes.threadpools() if with_numpy else None,
         "container": probes.container(),
         "env_vars": probes.env_vars(),
         "import_paths": probes.import_paths(),
