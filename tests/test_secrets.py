@@ -98,7 +98,9 @@ def test_the_logs_say_what_was_set_without_the_values(workdir: Path) -> None:
     [log] = failed
     assert log["exit_code"] == 2
     assert log["command"][2] == "https://***@host.example/spec.json"
-    assert "spec file not found" in log["error"]["message"]
+    # the path lost its "//" (pathlib): only the userinfo known from argv gives it away
+    assert log["error"]["message"].startswith("https:/***redacted***@host.example/spec.json: ")
+    assert "not found" in log["error"]["message"]
 
 
 @pytest.mark.parametrize(
