@@ -256,14 +256,13 @@ class RunLog:
             self._final = True
             assert self.reserve_path is not None
             self.reserve_path.unlink(missing_ok=True)
+            final = redact_document(self.doc)  # the last redaction pass, as in save()
             try:
-                write_atomic(self.path, dumps(self.doc))
+                write_atomic(self.path, dumps(final))
             except OutputWriteError as exc:
                 if not disk_full(exc):
                     raise
-                compact = json.dumps(
-                    self.doc, sort_keys=True, allow_nan=False, separators=(",", ":")
-                )
+                compact = json.dumps(final, sort_keys=True, allow_nan=False, separators=(",", ":"))
                 write_atomic(self.path, compact.encode() + b"\n")
 
     def discard(self) -> None:
