@@ -216,3 +216,26 @@ def test_userinfo_seen_once_in_a_document_is_hidden_everywhere_in_it() -> None:
     assert "argv-s3cret" not in json.dumps(out)
     assert out["command"][2] == "https://***@host/spec.json"
     assert out["spec"]["resolved"] == f"/tmp/https:/{REDACTED}@host/spec.json"
+
+
+TRICKY = st.text('ab:/@="\\\n KEYtokenA1é', max_size=14)
+TRICKY_JSON = st.recursive(
+    st.none() | st.integers() | TRICKY,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["env_vars", "a", "MY_KEY", "b"]), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(TRICKY_JSON, st.lists(TRICKY, max_size=3))
+def test_the_shortcut_for_clean_documents_never_changes_the_outcome(
+    document: Any, secrets: list[str]
+) -> None:
+    """redact_document skips the walk when its JSON text shows nothing to hide; the walk
+    itself must then agree (escaped characters, URLs, secret words, known values)."""
+    from cosmo_runner import redact
+
+    values = set(redact._usable(secrets)) | set(redact._usable(redact._harvest(document)))
+    assert redact_document(document, secrets) == redact._redact(document, redact._usable(values))

@@ -23,6 +23,7 @@ input.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -38,7 +39,7 @@ MIN_SECRET_LENGTH = 6
 # Fields of our documents that hold maps of environment variables (name -> value).
 ENV_MAP_KEYS = frozenset({"env_vars"})
 
-_SECRET_NAME = re.compile("|".join(SECRET_WORDS), re.IGNORECASE)
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 # scheme "://" then the userinfo: everything up to the authority's last "@" (greedy).
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s\"<>]*)@")
 # NAME=value in free text (argv items, messages); the value runs to whitespace or a quote.
@@ -49,7 +50,8 @@ _ASSIGNMENT = re.compile(
 
 def is_secret_name(name: str) -> bool:
     """Whether a variable or field name marks its value as a secret."""
-    return bool(_SECRET_NAME.search(name))
+    upper = name.upper()
+    return any(word in upper for word in SECRET_WORDS)
 
 
 def _strip_userinfo(text: str) -> str:
@@ -145,7 +147,8 @@ def redact_env(env: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def redact_document(document: Any, secrets: Iterable[str] | None = None) -> Any:
-    """A JSON-ready document with every string redacted (a new document; the input is kept).
+    """A JSON-ready document with every string redacted (the input is never modified; it is
+    returned itself when nothing in it needs hiding).
 
     The userinfo of any URL in the document is also hunted for in all of its strings.
 
@@ -154,8 +157,21 @@ def redact_document(document: Any, secrets: Iterable[str] | None = None) -> Any:
     names are not judged: a field called ``key`` in a diff holds a package's name.
     """
     values = set(known_secrets() if secrets is None else secrets)
-    values.update(_usable(_harvest(document)))
+    text = json.dumps(document, ensure_ascii=False, default=str)
+    if "://" in text:
+        values.update(_usable(_harvest(document)))
+    if not _may_need_redaction(text, values):
+        return document  # the common case, decided in C: nothing to hide anywhere
     return _redact(document, _usable(values))
+
+
+def _may_need_redaction(text: str, secrets: Iterable[str]) -> bool:
+    """Whether any rule could apply to a document dumped as ``text`` (JSON, not ASCII-escaped):
+    rule 1 needs a ``://``, rule 2 a secret word (in a variable's name), rule 3 a known
+    value. A value that JSON would escape cannot be searched for in ``text``: then yes."""
+    if "://" in text or is_secret_name(text):
+        return True
+    return any(s in text or _JSON_ESCAPED.search(s) for s in secrets)
 
 
 def _harvest(node: Any) -> list[str]:
