@@ -213,12 +213,14 @@ def test_a_hanging_required_import_fails_smoke_and_run_with_exit_3(tmp_path: Pat
     manifest = json.loads((ROOT / "environment.manifest.json").read_text())
     imports = manifest["imports"]
     imports["modules"].append("slowimport")
-    imports["timeout_seconds"] = 5
+    imports["timeout_seconds"] = (
+        20  # above a loaded import of matplotlib (CI runs 3 suites at once)
+    )
     job = tmp_path / "job"
     shutil.copytree(EXAMPLE, job)
     manifest_copy(job, imports=imports)
     message = (
-        "import slowimport timed out after 5 s (the import hung; probe killed; "
+        "import slowimport timed out after 20 s (the import hung; probe killed; "
         "set imports.timeout_seconds in the manifest to allow longer)"
     )
     proc = copy.run("-m", "cosmo_runner", "smoke", cwd=job)

@@ -128,5 +128,12 @@ def test_false_marker_pin_is_neither_missing_nor_extra(tmp_path: Path) -> None:
     path.write_text(MARKED, encoding="utf-8")
     lock = read_lock(path)
     assert "winonly" not in lock.pins and any(p.name == "winonly" for p in lock.entries)
-    plain = metadata.PathDistribution(tmp_path)  # no metadata: version None
-    assert [d["name"] for d in lock_drift(lock, {"plain": plain})] == ["a", "plain"]
+    info = tmp_path / "plain-2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plain\nVersion: 2.0\n")
+    plain = metadata.PathDistribution(info)
+    drift = lock_drift(lock, {"plain": plain})
+    assert drift == [
+        {"name": "a", "locked": lock.pins["a"], "installed": None},
+        {"name": "plain", "locked": "3.0", "installed": "2.0"},
+    ]

@@ -78,7 +78,7 @@ def _hanging_import(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
     (copy.site_packages / "cosmo_hang_probe.py").write_text("import time\ntime.sleep(600)\n")
     manifest = json.loads((ROOT / "environment.manifest.json").read_text())
     manifest["imports"]["modules"].append("cosmo_hang_probe")
-    manifest["imports"]["timeout_seconds"] = 3
+    manifest["imports"]["timeout_seconds"] = 30  # well above a loaded import of matplotlib
     shutil.copy(ROOT / "requirements.lock.txt", tmp / "requirements.lock.txt")
     (tmp / "environment.manifest.json").write_text(json.dumps(manifest))
     return {
