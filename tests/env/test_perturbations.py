@@ -38,26 +38,33 @@ def _deleted(top_level: str) -> Callable[[VenvCopy, Path], dict[str, Any]]:
 def _numpy_shadow(where: Path) -> Path:
     package = where / "numpy"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("__version__ = '0.0.0-shadow'\n")
+    ran = where / "SHADOW-CODE-RAN"
+    (package / "__init__.py").write_text(
+        f"open({str(ran)!r}, 'w').close()\n__version__ = '0.0.0-shadow'\n"
+    )
     return package
 
 
 def _shadow_in_cwd(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
     shadowed = tmp / "shadowed-cwd"
     _numpy_shadow(shadowed)
-    return {"needle": "numpy resolves to", "cwd": shadowed}
+    return {"needle": "numpy resolves to", "cwd": shadowed, "never_runs": shadowed}
 
 
 def _shadow_on_pythonpath(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
     _numpy_shadow(tmp / "elsewhere")
-    return {"needle": "(PYTHONPATH)", "env": {"PYTHONPATH": str(tmp / "elsewhere")}}
+    return {
+        "needle": "(PYTHONPATH)",
+        "env": {"PYTHONPATH": str(tmp / "elsewhere")},
+        "never_runs": tmp / "elsewhere",
+    }
 
 
 def _shadow_by_pth(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
     _numpy_shadow(tmp / "evil")
     pth = copy.site_packages / "zz-evil.pth"
     pth.write_text(f"import sys; sys.path.insert(0, {str(tmp / 'evil')!r})\n")
-    return {"needle": f"(added by {pth})"}
+    return {"needle": f"(added by {pth})", "never_runs": tmp / "evil"}
 
 
 def _foreign_wheel_tag(copy: VenvCopy, tmp: Path) -> dict[str, Any]:
@@ -134,6 +141,11 @@ def test_perturbation_fails_the_gate(name: str, tmp_path: Path) -> None:
     errors = [line for line in smoke.stdout.splitlines() if line.lstrip().startswith("ERROR")]
     assert any(case["needle"] in line for line in errors), smoke.stdout
 
+    # smoke's fresh-interpreter import probes may import a shadow on PYTHONPATH, as the run's
+    # own imports would; the run process itself must judge it without running it (below)
+    if "never_runs" in case:
+        (case["never_runs"] / "SHADOW-CODE-RAN").unlink(missing_ok=True)
+
     out = tmp_path / "out"
     run = copy.run(
         "-m", "cosmo_runner", "run", job / "spec.json", "--out", out, *extra, cwd=cwd, env=env
@@ -153,3 +165,5 @@ def test_perturbation_fails_the_gate(name: str, tmp_path: Path) -> None:
     )
     assert log["validators"] == [] and log["analyses"] == []
     assert json.loads((out / "run_log.json").read_text())["error"]["exit_code"] == 3
+    if "never_runs" in case:  # run's gate judged the shadow without importing it
+        assert not (case["never_runs"] / "SHADOW-CODE-RAN").exists()

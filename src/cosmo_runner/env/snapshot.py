@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmo_runner import __version__
-from cosmo_runner.env import distmeta, probes, records
+from cosmo_runner.env import distmeta, origins, probes, records
 from cosmo_runner.env.lock import Lock, read_lock
 from cosmo_runner.env.manifest import Manifest, load, locate
 from cosmo_runner.errors import ManifestError
@@ -230,6 +230,9 @@ def capture(
     if lock is not None:
         names = [*lock.pins, *lock.unevaluated]  # an unevaluated pin is checked if installed
         state.records = records.verify(names, dists, cache=records.cache_dir(), deep=deep)
-    state.observed = observe(dists)
+    # The probes that import numpy (and threadpoolctl) run only when both resolve inside the
+    # environment: a shadowing numpy/ must fail the gate without its code ever running.
+    trusted = all(origin.inside for origin in origins.resolve(["numpy", "threadpoolctl"]))
+    state.observed = observe(dists, with_numpy=trusted)
     state.observed["records"] = state.records.summary() if state.records else None
     return state
