@@ -122,6 +122,10 @@ def render_report(report: VerifyReport) -> str:
     """What ``cosmo-runner verify`` prints: the verdict, each differing output, the env diff."""
     lines = [f"verify {report.run_dir} (run {report.run_id})"]
     lines.append(f"  replay: {report.replay_dir} (exit {report.replay_exit_code})")
+    lines += [
+        f"  version differs: {v.describe()}, original vs replay (another cosmo-runner wrote it)"
+        for v in report.versions
+    ]
     if report.smoke_failures:
         lines += [f"  environment gate: {m}" for m in report.smoke_failures]
         lines += [f"  hint: {h}" for h in report.hints]

@@ -34,7 +34,8 @@ from cosmo_runner.errors import OutputWriteError
 from cosmo_runner.redact import redact_document
 from cosmo_runner.runstate import HEARTBEAT_S, process_identity
 
-SCHEMA_VERSION = 1
+#: The run log's format version (``schema_version``, 1, before it was renamed; see logread).
+LOG_VERSION = 2
 LOG_NAME = "run_log.json"
 RESERVE_NAME = ".run_log.reserve"
 RESERVE_EXTRA = 64 * 1024  # reserve = last saved log + this: room for the final log's additions
@@ -148,7 +149,7 @@ class RunLog:
         self.heartbeat_error: OutputWriteError | None = None
         started_at = utc_now()
         self.doc: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
+            "log_version": LOG_VERSION,
             "run_id": run_id,
             "status": "running",
             "exit_code": None,

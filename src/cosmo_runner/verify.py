@@ -25,9 +25,11 @@ from cosmo_runner.errors import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_USAGE,
+    CosmoError,
     InputError,
     UsageError,
 )
+from cosmo_runner.logread import log_version, read_document, read_run_log, result_version
 from cosmo_runner.runstate import liveness
 
 EXIT_REPRODUCED = 0
@@ -139,6 +141,31 @@ class OutputComparison:
 
 
 @dataclass(frozen=True)
+class VersionDiff:
+    """A format version that differs between the original run and the replay."""
+
+    field: str  # "log_version" or "result_version"
+    path: str  # the file it is in, relative to the run directory
+    original: int  # 0: absent (written before versions were recorded)
+    replay: int
+
+    def describe(self) -> str:
+        return f"{self.field} {_version(self.original)} vs {_version(self.replay)} ({self.path})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "path": self.path,
+            "original": self.original,
+            "replay": self.replay,
+        }
+
+
+def _version(value: int) -> str:
+    return str(value) if value else "0 (absent)"
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     run_dir: Path
     replay_dir: Path
@@ -153,6 +180,7 @@ class VerifyReport:
     replay_error: str | None = None
     smoke_failures: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+    versions: list[VersionDiff] = field(default_factory=list)
 
     @property
     def differing(self) -> list[OutputComparison]:
@@ -187,6 +215,7 @@ class VerifyReport:
             "max_abs": max_abs.as_dict() if max_abs else None,
             "max_rel": max_rel.as_dict() if max_rel else None,
             "env_diff": self.env_diff.as_dict() if self.env_diff else None,
+            "versions": [v.as_dict() for v in self.versions],
         }
 
 
@@ -230,6 +259,7 @@ def verify(options: VerifyOptions) -> VerifyReport:
         "env_diff": env_diff,
         "replay_exit_code": result.exit_code,
         "replay_error": str(result.error) if result.error is not None else None,
+        "versions": compare_versions(run_dir, log, result.run_dir or replay_dir, replay_log),
     }
     if result.smoke is not None and not result.smoke.passed:
         return VerifyReport(
@@ -261,21 +291,19 @@ def verify(options: VerifyOptions) -> VerifyReport:
 
 
 def load_run_log(run_dir: Path) -> dict[str, Any]:
-    """The run log of a finished, succeeded run; anything else is a :class:`UsageError`."""
+    """The run log of a finished, succeeded run; anything else is a :class:`UsageError`.
+
+    A malformed log (not JSON, truncated, a list, a field missing or of the wrong type) is
+    a :class:`~cosmo_runner.errors.FileError` naming the file and the field's JSON pointer
+    (:func:`cosmo_runner.logread.read_run_log`).
+    """
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: not a run directory")
     path = run_dir / "run_log.json"
-    try:
-        log = json.loads(path.read_bytes())
-    except FileNotFoundError as exc:
-        raise UsageError(f"{run_dir}: not a run directory (no run_log.json)") from exc
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(log, dict) or "run_id" not in log:
-        raise UsageError(f"{path}: not a cosmo-runner run log")
-    if log.get("status") != "succeeded":
+    if not path.exists() and not path.is_symlink():
+        raise UsageError(f"{run_dir}: not a run directory (no run_log.json)")
+    log = read_run_log(path)
+    if log["status"] != "succeeded":
         state = liveness(log)
         why = f": {state.reason}" if state.reason else ""
         raise UsageError(
@@ -357,6 +385,34 @@ def _manifest_hint(log: dict[str, Any], replay_log: dict[str, Any]) -> list[str]
     if not original or original == replay or not Path(original).is_file():
         return []
     return [f"the original run used the manifest {original}; pass --manifest {original} to use it"]
+
+
+def compare_versions(
+    run_dir: Path, log: dict[str, Any], replay_dir: Path, replay_log: dict[str, Any]
+) -> list[VersionDiff]:
+    """The format versions (run log, each result both runs have) that differ."""
+    found = []
+    if log_version(log) != log_version(replay_log):
+        found.append(
+            VersionDiff("log_version", "run_log.json", log_version(log), log_version(replay_log))
+        )
+    recorded = {str(o["path"]) for o in log.get("outputs") or []}
+    replayed = {str(o["path"]) for o in replay_log.get("outputs") or []}
+    for path in sorted(recorded & replayed):
+        if not (path.startswith("results/") and path.endswith(".json")):
+            continue
+        original, replay = _result_version(run_dir / path), _result_version(replay_dir / path)
+        if original is not None and replay is not None and original != replay:
+            found.append(VersionDiff("result_version", path, original, replay))
+    return found
+
+
+def _result_version(path: Path) -> int | None:
+    """The result file's version; None when it cannot be read (compared elsewhere)."""
+    try:
+        return result_version(read_document(path))
+    except CosmoError:
+        return None
 
 
 def compare_outputs(

@@ -11,17 +11,19 @@ Plan first, act second: :func:`diff` is pure data; printing is :mod:`cosmo_runne
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cosmo_runner.env.probes import TOOLING
 from cosmo_runner.errors import ManifestError, UsageError
+from cosmo_runner.logread import check_environment, check_run_log, read_document
 from cosmo_runner.redact import redact_env
 from cosmo_runner.runstate import liveness
 
 CURRENT = "current"
+#: What env diff reads of a run log besides its environment (checked by logread).
+ENV_DIFF_FIELDS = ("status", "smoke")
 
 # Sections with a fixed set of fields: a key one side does not know is not compared.
 FIELD_SECTIONS = ("python", "system", "cpu", "lock", "manifest", "blas", "threadpools", "runner")
@@ -195,7 +197,7 @@ def load_view(source: str, *, manifest: str | None = None) -> EnvView:
     path = Path(source)
     if path.is_dir():
         log_path = path / "run_log.json"
-        if not log_path.is_file():
+        if not log_path.exists() and not log_path.is_symlink():  # a FIFO is refused when read
             raise UsageError(f"{path}: not a run directory (no run_log.json)")
         return _view_from_json(log_path, source)
     if not path.exists():
@@ -208,21 +210,17 @@ def load_view(source: str, *, manifest: str | None = None) -> EnvView:
     return view_from_lock(path, source)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes())
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not valid JSON: {exc}") from exc
-
-
 def _view_from_json(path: Path, source: str) -> EnvView:
-    data = _read_json(path)
+    """A run log or snapshot, checked before it is read (:mod:`cosmo_runner.logread`:
+    a malformed one is exit 2 naming the file and field), or a manifest."""
+    data = read_document(path)
     if isinstance(data, dict) and "environment" in data:
-        if not isinstance(data["environment"], dict):
-            raise UsageError(f"{path}: the run log has no environment section")
         kind = "run log" if "run_id" in data else "snapshot"
+        if kind == "run log":
+            check_run_log(data, path, fields=ENV_DIFF_FIELDS, required=())
+        if data["environment"] is None and kind == "run log":
+            raise UsageError(f"{path}: the run log has no environment section")
+        check_environment(data["environment"], path)
         state = liveness(data) if kind == "run log" and "status" in data else None
         status = state.status if state is not None else None
         view = view_from_environment(data["environment"], source, kind, path=path)

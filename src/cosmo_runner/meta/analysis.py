@@ -10,6 +10,8 @@ message names the analysis id.
 
 Result keys
 -----------
+``result_version`` (:data:`RESULT_VERSION`), the format version of the result file.
+
 Core fit (the random-/equal-effects model without moderators; metafor ``rma.uni`` and
 ``predict``): ``k, estimate, se, statistic, df`` (``None`` for the z-test), ``pval, ci_lb,
 ci_ub, tau2, tau2_se`` (``None`` where metafor has none: EE), ``tau, I2, H2, Q, Q_df,
@@ -56,7 +58,11 @@ from cosmo_runner.meta.effects import REQUIRED_COLUMNS, EffectSizes, escalc
 from cosmo_runner.meta.rma import RMAResult, rma
 from cosmo_runner.tables import Table
 
-__all__ = ["CORE_KEYS", "LEAVE1OUT_MAX_K", "RESULT_KEYS", "analyse"]
+__all__ = ["CORE_KEYS", "LEAVE1OUT_MAX_K", "RESULT_KEYS", "RESULT_VERSION", "analyse"]
+
+#: The result JSON's format version, recorded in every result as ``result_version``
+#: (results without it were written before versions were recorded: version 0).
+RESULT_VERSION = 1
 
 #: Keys of the core fit, present in every result (and in each subgroup entry).
 CORE_KEYS = (
@@ -89,6 +95,7 @@ CORE_KEYS = (
 
 #: Every key of a result, in output order (moderator and subgroup keys only when asked for).
 RESULT_KEYS = (
+    "result_version",
     "id",
     "measure",
     *CORE_KEYS,
@@ -296,7 +303,11 @@ def _analyse(analysis_id: str, spec: Mapping[str, Any], table: Table) -> dict[st
     yi, vi = es.yi, es.vi
     fit = rma(yi, vi, method=method, test=test, level=level)
 
-    result: dict[str, Any] = {"id": analysis_id, "measure": measure}
+    result: dict[str, Any] = {
+        "result_version": RESULT_VERSION,
+        "id": analysis_id,
+        "measure": measure,
+    }
     core = _core(fit)
     _undefined_note(core)
     result.update(core)

@@ -36,14 +36,26 @@ def validate_against(name: str, instance: Any) -> list[str]:
 
     Sorted by location so the output is stable; all problems at once, not just the first.
     """
-    import jsonschema
+    return problems_against(load_schema(name), instance)
 
-    schema = load_schema(name)
+
+def problems_against(schema: dict[str, Any], instance: Any) -> list[str]:
+    """Every problem of ``instance`` against ``schema`` (a dict), as :func:`validate_against`.
+
+    A value matching none of a ``oneOf``/``anyOf`` is reported by its most relevant branch
+    (jsonschema's ``best_match``): ``/spec/sha256: 5 is not of type ...`` rather than the
+    whole ``/spec`` object "is not valid under any of the given schemas".
+    """
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
-    errors = sorted(
-        validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message)
-    )
+    found = [
+        best_match([e]) if e.validator in ("oneOf", "anyOf") and e.context else e
+        for e in validator.iter_errors(instance)
+    ]
+    errors = sorted(found, key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [f"{shorten(pointer(e.absolute_path))}: {_message(e)}" for e in errors]
 
 
