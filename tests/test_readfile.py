@@ -127,6 +127,14 @@ def test_proc_files_with_size_zero_are_read() -> None:
 # ---------------------------------------------------------------- strict JSON
 
 
+def _json_error(text: str) -> str:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
+    raise AssertionError(f"{text!r} parsed")
+
+
 @pytest.mark.parametrize(
     ("text", "problems"),
     [
@@ -150,13 +158,8 @@ def test_proc_files_with_size_zero_are_read() -> None:
             '{"b": NaN, "a": 1, "a": 1}',
             ["/a: duplicate key 'a'", "/b: NaN is not allowed (JSON numbers are finite)"],
         ),
-        (
-            '{"a": 1,}',
-            [
-                "not valid JSON: Expecting property name enclosed in double quotes "
-                "(line 1, column 9)"
-            ],
-        ),
+        # the json module's own wording, which changed in 3.13 ("Illegal trailing comma ...")
+        ('{"a": 1,}', ["not valid JSON: " + _json_error('{"a": 1,}')]),
         ("", ["not valid JSON: Expecting value (line 1, column 1)"]),
         ("[1] [2]", ["not valid JSON: Extra data (line 1, column 5)"]),
     ],
