@@ -97,41 +97,30 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     parts: list[str] = []
     status = 0
-    if "meta" in only:
-        cmd = [python, str(BENCH / "bench_meta.py")] + (["--quick"] if args.quick else [])
-        out, code = section(cmd, "meta-analysis engine", "### Meta-analysis engine")
-        parts.append(out)
-        status |= code
-    if "env" in only:
-        cmd = [python, str(BENCH / "bench_env.py"), "--venv", str(main_venv)]
-        cmd += ["--repeats", "5"] if args.quick else []
-        out, code = section(cmd, "environment gate", "### Environment gate")
-        parts.append(out)
-        status |= code
-    if "e2e" in only:
-        cmd = [python, str(BENCH / "bench_e2e.py"), "--venv", str(main_venv)]
-        cmd += ["--repeats", "5"] if args.quick else []
-        out, code = section(cmd, "end to end", "### End to end")
-        parts.append(out)
-        status |= code
-    if "probes" in only:
-        cmd = [python, str(BENCH / "bench_probes.py"), "--venv", str(main_venv)]
-        cmd += ["--repeats", "5"] if args.quick else []
-        out, code = section(cmd, "import probes", "### Import probes")
-        parts.append(out)
-        status |= code
-    if "records" in only:
-        cmd = [str(main_venv / "bin" / "python"), str(BENCH / "bench_records.py")]
-        cmd += ["--repeats", "5", "--deep-repeats", "1"] if args.quick else []
-        out, code = section(cmd, "RECORD check", "### Installed files against RECORD")
-        parts.append(out)
-        status |= code
-    if "large" in only:
-        cmd = [python, str(BENCH / "bench_large.py"), "--venv", str(main_venv)]
-        cmd += ["--sizes", "100000,1000000"] if args.quick else []
-        out, code = section(cmd, "large tables", "### Large tables")
-        parts.append(out)
-        status |= code
+    venv_python = str(main_venv / "bin" / "python")
+    venv_arg = ["--venv", str(main_venv)]
+    quick_repeats = ["--repeats", "5"] if args.quick else []
+    # name -> (interpreter, script, its arguments, progress title, section heading)
+    sections = {
+        "meta": (python, "bench_meta.py", ["--quick"] if args.quick else [],
+                 "meta-analysis engine", "### Meta-analysis engine"),
+        "env": (python, "bench_env.py", venv_arg + quick_repeats,
+                "environment gate", "### Environment gate"),
+        "e2e": (python, "bench_e2e.py", venv_arg + quick_repeats, "end to end", "### End to end"),
+        "probes": (python, "bench_probes.py", venv_arg + quick_repeats,
+                   "import probes", "### Import probes"),
+        "records": (venv_python, "bench_records.py",
+                    ["--repeats", "5", "--deep-repeats", "1"] if args.quick else [],
+                    "RECORD check", "### Installed files against RECORD"),
+        "large": (python, "bench_large.py",
+                  venv_arg + (["--sizes", "100000,1000000"] if args.quick else []),
+                  "large tables", "### Large tables"),
+    }  # fmt: skip
+    for name, (interpreter, script, extra, title, heading) in sections.items():
+        if name in only:
+            out, code = section([interpreter, str(BENCH / script), *extra], title, heading)
+            parts.append(out)
+            status |= code
     if "docker" in only:
         script = docker_script()
         title = "### Docker image build time"
