@@ -101,3 +101,16 @@ def test_without_jsonschema_the_manifest_is_shape_checked(
         "/tools/0: needs string 'name' and 'specifier'",
     ]
     assert shape_problems([]) == ["/: the manifest is not a JSON object"]
+
+
+def test_an_empty_dist_info_on_sys_path_is_skipped_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from cosmo_runner.env import probes
+
+    (tmp_path / "ghost-1.0.dist-info").mkdir()  # no METADATA: a broken uninstall leaves these
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    found = probes.installed_distributions()  # warnings are errors in this suite
+    assert "ghost" not in found and "numpy" in found

@@ -68,7 +68,7 @@ def dists_of(*sites: Path) -> dict[str, Any]:
     for site in sites:
         for info in sorted(site.glob("*.dist-info")):
             dist = metadata.Distribution.at(info)
-            if dist.metadata["Name"] is None:
+            if dist.metadata.get("Name") is None:
                 continue  # an empty dist-info folder: not a distribution
             found.setdefault(records.normalize(dist.metadata["Name"]), dist)
     return found

@@ -95,17 +95,6 @@ def test_an_unreadable_input_is_exit_2_cannot_read(
     assert log["exit_code"] == 2 and log["error"]["type"] == "InputError"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_a_file_without_read_permission_is_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    spec = _gen_case(tmp_path)
-    (spec.parent / "g.csv").chmod(0)
-    code, errors = _run(spec, tmp_path / "out", capsys)
-    assert code == 2 and "cannot read" in errors[0] and "Permission denied" in errors[0]
-    load_log(tmp_path / "out")
-
-
 def test_the_analysis_uses_the_hashed_bytes_when_the_file_is_replaced(tmp_path: Path) -> None:
     """Replace the input after it was read and hashed (a test hook, not timing luck)."""
     case = tmp_path / "bcg"

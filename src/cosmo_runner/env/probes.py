@@ -61,10 +61,10 @@ def installed_distributions() -> dict[str, metadata.Distribution]:
     """PEP 503 name -> the distribution import would see (first on ``sys.path`` wins)."""
     found: dict[str, metadata.Distribution] = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if not name:
+        names = dist.metadata.get_all("Name") or []  # [] for an empty dist-info, no warning
+        if not names or not names[0]:
             continue
-        found.setdefault(canonicalize_name(name), dist)
+        found.setdefault(canonicalize_name(names[0]), dist)
     return found
 
 
