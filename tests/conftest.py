@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,19 @@ def fake_dist(
     if entry_points:
         (info / "entry_points.txt").write_text(entry_points, encoding="utf-8")
     return info
+
+
+class InMemoryDist(metadata.Distribution):
+    """A distribution whose metadata files are given as text (for in-process unit tests)."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        self.files_ = files
+
+    def read_text(self, filename: str) -> str | None:
+        return self.files_.get(filename)
+
+    def locate_file(self, path: str | object) -> Path:
+        raise NotImplementedError
 
 
 def load_log(run_dir: Path) -> dict[str, Any]:

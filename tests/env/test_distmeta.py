@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from cosmo_runner.env import distmeta
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, InMemoryDist, run_cli
 from tests.env.test_smoke import manifest_copy
 from tests.envcopy import VenvCopy
 
@@ -136,22 +136,11 @@ def test_the_project_itself_installed_editable_is_not_a_locked_name() -> None:
 # --- in process -------------------------------------------------------------------------
 
 
-class _Dist(metadata.Distribution):
-    def __init__(self, files: dict[str, str]) -> None:
-        self.files_ = files
-
-    def read_text(self, filename: str) -> str | None:
-        return self.files_.get(filename)
-
-    def locate_file(self, path: str | object) -> Path:
-        raise NotImplementedError
-
-
 def test_wheel_tags_are_read_as_written() -> None:
     wheel = "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-a\nTag: cp311-cp311-b\n"
-    assert distmeta.wheel_tags(_Dist({"WHEEL": wheel})) == ["cp311-cp311-a", "cp311-cp311-b"]
-    assert distmeta.wheel_tags(_Dist({"WHEEL": "Wheel-Version: 1.0\n"})) == []
-    assert distmeta.wheel_tags(_Dist({})) is None
+    assert distmeta.wheel_tags(InMemoryDist({"WHEEL": wheel})) == ["cp311-cp311-a", "cp311-cp311-b"]
+    assert distmeta.wheel_tags(InMemoryDist({"WHEEL": "Wheel-Version: 1.0\n"})) == []
+    assert distmeta.wheel_tags(InMemoryDist({})) is None
 
 
 def test_compressed_tags_expand() -> None:
@@ -191,9 +180,9 @@ def test_without_packaging_tags_are_only_recorded(monkeypatch: pytest.MonkeyPatc
     ],
 )
 def test_direct_url_kinds(text: str, kind: str, url: str | None) -> None:
-    found = distmeta.direct_url(_Dist({"direct_url.json": text}))
+    found = distmeta.direct_url(InMemoryDist({"direct_url.json": text}))
     assert found is not None and found.kind == kind
     if url is not None:
         assert found.url == url
     assert found.local == (kind in ("editable", "local", "invalid"))
-    assert distmeta.direct_url(_Dist({})) is None
+    assert distmeta.direct_url(InMemoryDist({})) is None

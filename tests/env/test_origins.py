@@ -13,14 +13,13 @@ import importlib.machinery
 import site
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from cosmo_runner.env import origins
-from tests.conftest import ROOT, load_log, run_cli
+from tests.conftest import ROOT, InMemoryDist, load_log, run_cli
 from tests.envcopy import VenvCopy
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cosmo-runner"
@@ -218,17 +217,6 @@ def test_import_paths_records_sys_path_and_every_flag() -> None:
     assert recorded["flags"]["safe_path"] is sys.flags.safe_path
 
 
-class _Dist(metadata.Distribution):
-    def __init__(self, files: dict[str, str]) -> None:
-        self.files_ = files
-
-    def read_text(self, filename: str) -> str | None:
-        return self.files_.get(filename)
-
-    def locate_file(self, path: str | object) -> Path:
-        raise NotImplementedError
-
-
 def test_top_level_modules_come_from_record_then_top_level_txt() -> None:
     record = "\n".join(
         [
@@ -245,14 +233,17 @@ def test_top_level_modules_come_from_record_then_top_level_txt() -> None:
             '"quoted/__init__.py",sha256=x,1',
         ]
     )
-    assert origins.top_level_modules(_Dist({"RECORD": record})) == [
+    assert origins.top_level_modules(InMemoryDist({"RECORD": record})) == [
         "pkg",
         "single",
         "_ext",
         "quoted",
     ]
-    assert origins.top_level_modules(_Dist({"top_level.txt": "a\nb\n\nnot-valid\n"})) == ["a", "b"]
-    assert origins.top_level_modules(_Dist({})) == []
+    assert origins.top_level_modules(InMemoryDist({"top_level.txt": "a\nb\n\nnot-valid\n"})) == [
+        "a",
+        "b",
+    ]
+    assert origins.top_level_modules(InMemoryDist({})) == []
 
 
 def test_every_locked_distribution_in_this_environment_has_top_level_modules() -> None:
