@@ -64,7 +64,7 @@ def test_static_lock_check_passes_and_fails_on_an_unsatisfied_pin(tmp_path: Path
     text = (copy / "pyproject.toml").read_text()
     (copy / "pyproject.toml").write_text(
         text.replace('"numpy>=2.2"', '"numpy>=99"').replace(
-            '"packaging>=24",', '"packaging>=24",\n    "requests",'
+            '"packaging>=24",', '"packaging>=24",\n    "no-such-dist-xyz",'
         )
     )
     bad = subprocess.run(
@@ -75,7 +75,7 @@ def test_static_lock_check_passes_and_fails_on_an_unsatisfied_pin(tmp_path: Path
     )
     assert bad.returncode == 1
     assert "numpy==" in bad.stderr and "does not satisfy numpy>=99" in bad.stderr
-    assert "requests (project.dependencies) is missing" in bad.stderr
+    assert "no-such-dist-xyz (project.dependencies) is missing" in bad.stderr
 
 
 MARKED = (
