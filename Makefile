@@ -19,7 +19,7 @@ UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --generate-hashes --allow-unsaf
 	--no-emit-index-url --no-emit-find-links --universal --fork-strategy fewest --python-version 3.11
 
 .PHONY: help venv dev run smoke test lint typecheck lock lock-check bench .venv-bench clean \
-	docker-up docker-down base-image image
+	docker-up docker-down base-image image slurm-up slurm-down
 
 help:
 	@echo "make run    - create $(VENV) from the lock, smoke-test it, run the BCG example"
@@ -28,6 +28,9 @@ help:
 	@echo "make lock   - regenerate the three hashed locks (needs the network)"
 	@echo "make bench  - benchmarks, printed side by side"
 	@echo "make image  - hermetic Docker image from the lock (needs an engine: make docker-up)"
+	@echo "make docker-up / docker-down - start / stop a private Docker engine (docs/docker.md)"
+	@echo "make slurm-up / slurm-down   - start / stop a single-node Slurm on loopback (root;"
+	@echo "              then export SLURM_CONF=$(SLURM_ROOT)/slurm.conf; README: Slurm)"
 
 # Runtime environment: the runtime lock only, then the project without deps or build isolation.
 $(VENV)/.runtime-stamp: requirements.lock.txt pyproject.toml
@@ -114,3 +117,15 @@ base-image:
 image:
 	$(DOCKER_ENV) BASE_IMAGE=$(BASE_IMAGE) IMAGE_PYTHON_VERSION=$(IMAGE_PYTHON_VERSION) \
 		$(PYTHON) scripts/docker/image.py
+
+# Slurm (README, "Slurm"): a single-node cluster from Debian's slurm-wlm and munge, loopback
+# only, with a private munged, slurmctld and slurmd under $(SLURM_ROOT) (their slurm.conf is
+# made from scripts/slurm/slurm.conf.in at start), stopped by their pid files. Needs root.
+SLURM_ROOT ?= /tmp/cosmo-slurm
+SLURM_ENV := COSMO_SLURM_ROOT=$(SLURM_ROOT)
+
+slurm-up:
+	$(SLURM_ENV) scripts/slurm/up.sh
+
+slurm-down:
+	$(SLURM_ENV) scripts/slurm/down.sh

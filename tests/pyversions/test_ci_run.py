@@ -2,7 +2,8 @@
 
 A copy of .ci/run runs against fakes: ``make`` (``dev`` builds a venv whose python is this
 interpreter and whose pytest exits as told; ``test`` exits as told), ``pyenv`` (the versions
-it is told to have), a Docker engine that answers, and R. Nothing real is built or started.
+it is told to have), a Docker engine and a Slurm that answer unless told not to (then
+``make docker-up`` / ``slurm-up`` exit as told), and R. Nothing real is built or started.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from tests.conftest import ROOT
 from tests.pyversions.conftest import SUPPORTED, THIS
 
 OTHERS = [m for m in SUPPORTED if m != THIS]
+# What the other Pythons run: neither the image nor the shared cluster, nor the replay.
+OTHER_MARKERS = "not docker and not slurm and not pyversions"
 
 
 def executable(path: Path, text: str) -> None:
@@ -35,7 +38,15 @@ def repo(tmp_path: Path) -> Path:
     for rel in (".ci/run", "scripts/find_python.sh", "scripts/pyversions.py", "pyproject.toml"):
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, repo / rel)
-    executable(repo / "scripts" / "docker" / "engine_answers.sh", "#!/bin/sh\nexit 0\n")
+    # The services answer unless FAKE_NO_DOCKER / FAKE_NO_SLURM is set.
+    executable(
+        repo / "scripts" / "docker" / "engine_answers.sh",
+        '#!/bin/sh\n[ -z "${FAKE_NO_DOCKER:-}" ]\n',
+    )
+    executable(
+        repo / "scripts" / "slurm" / "cluster_answers.sh",
+        '#!/bin/sh\n[ -z "${FAKE_NO_SLURM:-}" ]\n',
+    )
     bin_dir = tmp_path / "bin"
     executable(bin_dir / "Rscript", "#!/bin/sh\nexit 0\n")
     # make dev [PYTHON=p VENV=v]: a venv whose python is this one and whose pytest exits
@@ -56,6 +67,8 @@ case " $* " in
             "$minor" "${{!var:-0}}" >"$venv/bin/pytest"
         chmod +x "$venv/bin/python" "$venv/bin/pytest" ;;
     *" test "*) exit "${{FAKE_MAKE_TEST:-0}}" ;;
+    *" docker-up "*) exit "${{FAKE_DOCKER_UP:-0}}" ;;
+    *" slurm-up "*) exit "${{FAKE_SLURM_UP:-0}}" ;;
 esac
 """,
     )
@@ -102,7 +115,7 @@ def summary(lines: list[str]) -> list[str]:
 
 
 def suite(minor: str, code: int) -> str:
-    return f".ci/run: Python {minor}: pytest -m 'not docker and not pyversions' exited {code}"
+    return f".ci/run: Python {minor}: pytest -m '{OTHER_MARKERS}' exited {code}"
 
 
 def test_every_part_passes(tmp_path: Path, repo: Path) -> None:
@@ -122,12 +135,41 @@ def test_every_part_passes(tmp_path: Path, repo: Path) -> None:
         )
         assert (
             f"pytest {minor} -q -p no:cacheprovider --basetemp=" in calls
-            and "-m not docker and not pyversions" in calls
+            and f"-m {OTHER_MARKERS}" in calls
         )
     # every venv is built before make test starts (the cross-version test uses them)
     assert calls.index("make --no-print-directory test") > max(
         calls.index(f"VENV=.venv-{m}") for m in OTHERS
     )
+    # the engine and the cluster answered: neither is started nor stopped
+    assert not any(f"-{step}" in calls for step in ("up", "down"))
+
+
+def test_services_that_do_not_answer_are_started_then_stopped(repo: Path) -> None:
+    code, lines, calls = ci_run(repo, FAKE_NO_DOCKER="1", FAKE_NO_SLURM="1")
+    assert code == 0, lines
+    made = [c.removeprefix("make --no-print-directory ") for c in calls.splitlines()]
+    assert made[:2] == ["docker-up", "slurm-up"]
+    assert made[-2:] == ["docker-down", "slurm-down"]
+    assert made.index("test") < made.index("docker-down")
+
+
+@pytest.mark.parametrize("service", ["docker", "slurm"])
+def test_a_service_that_cannot_start_stops_the_run_and_what_started(
+    repo: Path, service: str
+) -> None:
+    code, lines, calls = ci_run(
+        repo, FAKE_NO_DOCKER="1", FAKE_NO_SLURM="1", **{f"FAKE_{service.upper()}_UP": "1"}
+    )
+    assert code == 1
+    assert lines[-1] == f".ci/run: make {service}-up failed"
+    made = [c.removeprefix("make --no-print-directory ") for c in calls.splitlines()]
+    assert "test" not in made
+    # what was started (or tried) is stopped again; what never started is not stopped
+    if service == "docker":
+        assert made == ["docker-up", "docker-down"]
+    else:
+        assert made == ["docker-up", "slurm-up", "docker-down", "slurm-down"]
 
 
 def test_a_failing_other_python_fails_the_run_and_its_log_is_shown(
