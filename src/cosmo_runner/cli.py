@@ -34,7 +34,8 @@ EPILOG = """exit codes: 0 ok; 2 usage error, invalid spec or input, unusable out
 3 environment gate failed; 4 validators found problems; 5 an analysis or step failed;
 130/143 interrupted (SIGINT/SIGTERM); env diff: 0 same, 1 different, 2 error;
 verify: 0 reproduced, 1 differs, 2 error, 3 the replay failed its smoke gate;
-runs: 0 listed (lost runs too), 2 missing or unreadable DIR or a malformed single log."""
+runs: 0 listed (lost runs too), 2 missing or unreadable DIR or a malformed single log;
+report: 0 written, 2 not a run folder or a malformed log, 5 report.html cannot be written."""
 
 
 class Console:
@@ -251,6 +252,11 @@ def build_parser(console: Console | None = None) -> argparse.ArgumentParser:
         help="folder of runs, one run folder, or a batch folder (default: ./runs)",
     )
     runs.add_argument("--json", action="store_true", help="a JSON array, one object per entry")
+
+    report = command(
+        sub, "report", "write RUN/report.html again from its log (0 done, 2 not a run, 5 write)"
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN", help="run directory")
     return parser
 
 
@@ -363,6 +369,13 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from cosmo_runner.share.report import rewrite_report
+
+    console.out(f"wrote {rewrite_report(args.run_dir)}\n")
+    return 0
+
+
 def _report_error(error: BaseException, debug: bool, console: Console) -> None:
     if isinstance(error, FileError):
         lines = [f"{error.path}: {p}" for p in error.problems]
@@ -432,4 +445,6 @@ def _dispatch(argv: list[str], console: Console, signals: SignalGuard) -> int:
         return cmd_env(args, console)
     if args.command == "runs":
         return cmd_runs(args, console)
+    if args.command == "report":
+        return cmd_report(args, console)
     return cmd_verify(args, console)

@@ -228,7 +228,7 @@ def execute(options: RunOptions, signals: SignalGuard | None = None) -> RunResul
             log.discard()
             claimed.release()
             raise exc.error from exc.__cause__
-        runner.finish(error)  # no signal can interrupt this: the guard is closed
+        error = runner.finish(error)  # no signal can interrupt this: the guard is closed
     finally:
         if installed:
             guard.restore()
@@ -565,7 +565,8 @@ class _Runner:
             record["plots"] = [file_record(p, self.run_dir) for p in written]
             timings["plots"] = round(time.perf_counter() - started, 6)
 
-    def finish(self, error: BaseException | None) -> None:
+    def finish(self, error: BaseException | None) -> BaseException | None:
+        """Write report.html and the final log; return the run's error (see _write_report)."""
         if self.claimed is not None:  # stopped before the first log: the final log holds it
             (self.claimed.path / CLAIM_NAME).unlink(missing_ok=True)
         if self.run_dir is not None:
@@ -578,8 +579,49 @@ class _Runner:
                 + sorted((self.run_dir / "plots").rglob("*"))
                 if p.is_file() and not p.name.startswith(".")
             ]
+        outcome = error
+
+        def report(doc: dict[str, Any]) -> None:
+            nonlocal outcome
+            problem = self._write_report(doc)
+            if problem is not None and outcome is None:
+                outcome = problem
+                doc.update(
+                    status="failed", exit_code=exit_code_for(problem), error=_error_record(problem)
+                )
+
         if error is None:
-            self.log.finish("succeeded", 0)
+            self.log.finish("succeeded", 0, before_write=report)
         else:
             status = "interrupted" if isinstance(error, Interrupted) else "failed"
-            self.log.finish(status, exit_code_for(error), _error_record(error))
+            self.log.finish(status, exit_code_for(error), _error_record(error), report)
+        return outcome
+
+    def _write_report(self, doc: dict[str, Any]) -> CosmoError | None:
+        """report.html from the completed log, before the final write; the problem, if any.
+
+        A report that cannot be written never loses the run: the final log is still
+        written and says why under ``report.error``. A run that had otherwise succeeded
+        then fails with exit 5 (an output could not be written); a failed run keeps its
+        own error and exit code. ``cosmo-runner report RUN`` writes the page again.
+        """
+        from cosmo_runner.share.report import REPORT_NAME
+
+        assert self.run_dir is not None
+        started = time.perf_counter()
+        problem: CosmoError | None = None
+        try:
+            from cosmo_runner.share.report import write_run_report
+
+            write_run_report(self.run_dir, doc)
+        except OutputWriteError as exc:
+            problem = exc
+        except Exception as exc:  # a bug in the report: the run and its log still complete
+            problem = StepError(f"internal error in step 'report': {type(exc).__name__}: {exc}")
+            problem.__cause__ = exc
+        doc["timings"]["report"] = round(time.perf_counter() - started, 6)
+        doc["report"] = {
+            "path": REPORT_NAME,
+            "error": None if problem is None else _short_error(problem),
+        }
+        return problem

@@ -26,6 +26,7 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -236,9 +237,20 @@ class RunLog:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
-    def finish(self, status: str, exit_code: int, error: dict[str, Any] | None = None) -> None:
+    def finish(
+        self,
+        status: str,
+        exit_code: int,
+        error: dict[str, Any] | None = None,
+        before_write: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         """The final log. On a full disk, the reserve is released first and a compact
-        (unindented) log is the fallback; only if that fails too does this raise."""
+        (unindented) log is the fallback; only if that fails too does this raise.
+
+        ``before_write`` is called with the completed document just before it is written,
+        while the reserve still holds the final log's room (the pipeline writes
+        ``report.html`` there and records the outcome in the document); it must not raise.
+        """
         self.stop_heartbeat()
         for name in list(self._step_t0):
             self.end_step(name)
@@ -253,6 +265,8 @@ class RunLog:
         )
         if self.path is None:
             return
+        if before_write is not None:
+            before_write(self.doc)
         with self._lock:
             self._final = True
             assert self.reserve_path is not None

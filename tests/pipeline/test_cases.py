@@ -35,6 +35,8 @@ def test_case(name: str, tmp_path: Path) -> None:
     for fragment in expected.get("stderr", []):
         assert any(fragment in line for line in error_lines), (fragment, proc.stderr)
     log = load_log(out)  # complete and valid against the published schema
+    assert log["report"] == {"path": "report.html", "error": None}  # in every run directory
+    assert (out / "report.html").is_file()
     assert log["status"] == expected["status"]
     assert log["exit_code"] == expected["exit_code"]
     assert log["environment"]["observed"]["packages"], "the snapshot is in every log"

@@ -120,6 +120,7 @@ def test_racing_processes_on_one_out_have_exactly_one_run(example: Path, tmp_pat
         assert winner_stdout.startswith(f"run {log['run_id']}: succeeded")
         assert sorted(p.name for p in out.iterdir()) == [
             "plots",
+            "report.html",
             "results",
             "run_log.json",
             "spec.json",
