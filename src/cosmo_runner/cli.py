@@ -35,7 +35,8 @@ EPILOG = """exit codes: 0 ok; 2 usage error, invalid spec or input, unusable out
 130/143 interrupted (SIGINT/SIGTERM); env diff: 0 same, 1 different, 2 error;
 verify: 0 reproduced, 1 differs, 2 error, 3 the replay failed its smoke gate;
 runs: 0 listed (lost runs too), 2 missing or unreadable DIR or a malformed single log;
-report: 0 written, 2 not a run folder or a malformed log, 5 report.html cannot be written."""
+report, export, env sbom: 0 written, 2 not a run folder, a malformed log or a bad option,
+5 the file cannot be written."""
 
 
 class Console:
@@ -215,6 +216,11 @@ def build_parser(console: Console | None = None) -> argparse.ArgumentParser:
     diff.add_argument("b", help="run directory, run_log.json, lock, manifest, or 'current'")
     diff.add_argument("--json", action="store_true", help="machine-readable output")
     diff.add_argument("--manifest", metavar="PATH", help="manifest for 'current'")
+    sbom = command(env_sub, "sbom", "CycloneDX SBOM of the current environment (JSON)")
+    sbom.add_argument("--manifest", metavar="PATH", help="environment manifest")
+    sbom.add_argument(
+        "--out", type=Path, metavar="FILE", help="write the SBOM to FILE (default: stdout)"
+    )
 
     verify = command(
         sub,
@@ -257,7 +263,26 @@ def build_parser(console: Console | None = None) -> argparse.ArgumentParser:
         sub, "report", "write RUN/report.html again from its log (0 done, 2 not a run, 5 write)"
     )
     report.add_argument("run_dir", type=Path, metavar="RUN", help="run directory")
+
+    export = command(
+        sub, "export", "export a run: an RO-Crate or a CycloneDX SBOM (0 done, 2 usage, 5 write)"
+    )
+    export.add_argument("run_dir", type=Path, metavar="RUN", help="run directory")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="what to write")
+    export.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="cyclonedx: the SBOM file; ro-crate: the crate directory (or .zip with --zip)",
+    )
+    export.add_argument(
+        "--zip", action="store_true", help="ro-crate: write the crate as one zip file at PATH"
+    )
     return parser
+
+
+EXPORT_FORMATS = ("ro-crate", "cyclonedx")
 
 
 def _json_text(document: Any) -> str:
@@ -319,6 +344,8 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
 
         console.out(_json_text({"environment": capture(args.manifest).document()}), redacted=True)
         return 0
+    if args.env_command == "sbom":
+        return cmd_env_sbom(args, console)
     from cosmo_runner.env.diff import diff_sources
     from cosmo_runner.report_diff import diff_table
 
@@ -328,6 +355,20 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
     else:
         console.out(diff_table(result) + "\n")
     return 0 if result.identical else 1
+
+
+def cmd_env_sbom(args: argparse.Namespace, console: Console) -> int:
+    from cosmo_runner.env.snapshot import capture
+    from cosmo_runner.runlog import write_atomic
+    from cosmo_runner.share.sbom import sbom_text
+
+    text = sbom_text(capture(args.manifest).document())
+    if args.out is None:
+        console.out(text, redacted=True)
+    else:
+        write_atomic(args.out, text.encode("utf-8"))
+        console.out(f"wrote {args.out}\n")
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
@@ -366,6 +407,21 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
         console.out(_json_text([entry.as_dict() for entry in listing.entries]), redacted=True)
     else:
         console.out(runs_table(listing) + "\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    if args.format == "cyclonedx":
+        if args.zip:
+            raise UsageError("--zip applies to --format ro-crate only")
+        from cosmo_runner.share.sbom import export_run_sbom
+
+        written = export_run_sbom(args.run_dir, args.out)
+    else:
+        from cosmo_runner.share.crate import export_crate
+
+        written = export_crate(args.run_dir, args.out, zip_=args.zip)
+    console.out(f"wrote {written}\n")
     return 0
 
 
@@ -447,4 +503,6 @@ def _dispatch(argv: list[str], console: Console, signals: SignalGuard) -> int:
         return cmd_runs(args, console)
     if args.command == "report":
         return cmd_report(args, console)
+    if args.command == "export":
+        return cmd_export(args, console)
     return cmd_verify(args, console)

@@ -81,14 +81,6 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-@pytest.fixture(scope="module")
-def bcg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The BCG example, run once for the module (in process)."""
-    out = tmp_path_factory.mktemp("bcg") / "run"
-    assert main(["run", str(EXAMPLE / "spec.json"), "--out", str(out)]) == 0
-    return out
-
-
 def test_bcg_report_holds_the_run(bcg_run: Path) -> None:
     log = load_log(bcg_run)  # schema-valid, with the report's record
     assert log["report"] == {"path": "report.html", "error": None}
@@ -366,7 +358,7 @@ def test_report_command_refuses_what_is_not_a_run(
     assert run(["report", str(tmp_path)], capsys) == (
         2,
         "",
-        f"cosmo-runner: error: {tmp_path}: not a run folder (no run_log.json)\n",
+        f"cosmo-runner: error: {tmp_path}: not a run folder (no run_log.json or batch_log.json)\n",
     )
     code, _, err = run(["report"], capsys)
     assert code == 2 and err.startswith("cosmo-runner: error: ") and err.count("\n") == 1

@@ -110,6 +110,27 @@ def parse_entries(text: str, source: str) -> list[Pin]:
     return entries
 
 
+_HASH = re.compile(r"--hash[=\s]+sha256:([0-9a-fA-F]{64})")
+
+
+def pin_hashes(text: str, source: str) -> dict[tuple[str, str], tuple[str, ...]]:
+    """``(PEP 503 name, version)`` -> the sha256 set the lock allows for that pin, sorted.
+
+    One pin may have many files (a wheel per platform and Python, an sdist); which of them
+    was installed is not recorded anywhere, so this is a set of candidates, not a file hash.
+    """
+    hashes: dict[tuple[str, str], set[str]] = {}
+    for line in _logical_lines(text):
+        if line.startswith("-"):
+            continue
+        match = _PIN.match(line.split(" --hash", 1)[0].strip())
+        if match is None:
+            raise ManifestError(f"{source}: not an exact 'name==version' pin: {line[:120]!r}")
+        key = (canonicalize_name(match["name"]), match["version"])
+        hashes.setdefault(key, set()).update(h.lower() for h in _HASH.findall(line))
+    return {key: tuple(sorted(values)) for key, values in hashes.items()}
+
+
 def marker_applies(marker: str | None, environment: dict[str, str] | None = None) -> bool | None:
     """Whether a pin's marker holds (for this interpreter, or ``environment``'s overrides).
 

@@ -162,19 +162,29 @@ def write_run_report(run_dir: Path, log: dict[str, Any]) -> Path:
 
 
 def rewrite_report(run_dir: Path) -> Path:
-    """``cosmo-runner report RUN``: read ``RUN/run_log.json`` and write ``RUN/report.html``.
+    """``cosmo-runner report RUN``: write ``RUN/report.html`` from ``RUN/run_log.json``, or
+    for a batch folder (``batch_log.json``, no run log) the batch's page.
 
-    :class:`~cosmo_runner.errors.UsageError` (exit 2) when ``run_dir`` is not a run folder,
+    :class:`~cosmo_runner.errors.UsageError` (exit 2) when ``run_dir`` is neither,
     :class:`~cosmo_runner.errors.FileError` (exit 2) for a malformed log naming the field,
     :class:`~cosmo_runner.errors.OutputWriteError` (exit 5) when the page cannot be written.
     """
     from cosmo_runner.logread import check_run_log, read_document
+    from cosmo_runner.schemas import validate_against
+    from cosmo_runner.triage.runs import BATCH_LOG_NAME
 
     log_path = run_dir / LOG_NAME
+    batch_path = run_dir / BATCH_LOG_NAME
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: not a run folder (not a directory)")
+    if not log_path.is_file() and batch_path.is_file():
+        batch = read_document(batch_path)
+        problems = validate_against("batch_log", batch)
+        if problems:
+            raise FileError(str(batch_path), problems)
+        return write_batch_report(run_dir, batch)
     if not log_path.is_file():
-        raise UsageError(f"{run_dir}: not a run folder (no {LOG_NAME})")
+        raise UsageError(f"{run_dir}: not a run folder (no {LOG_NAME} or {BATCH_LOG_NAME})")
     log = check_run_log(read_document(log_path), log_path, fields=REPORT_FIELDS)
     return write_run_report(run_dir, log)
 
@@ -475,4 +485,126 @@ def _environment_view(environment: dict[str, Any]) -> dict[str, Any]:
         },
         "runner": " ".join(str(runner.get(k)) for k in ("version", "git_commit") if runner.get(k)),
         "packages": [str(p) for p in observed.get("packages") or []],
+    }
+
+
+# --------------------------------------------------------------------------- batches
+
+#: A run log larger than this is not read for the batch table (its row says so).
+MAX_ROW_LOG_BYTES = 64 * MiB
+
+
+def render_batch_report(batch_dir: Path, batch: dict[str, Any]) -> bytes:
+    """The batch's page: a summary, then one row per spec (status, exit code, each
+    analysis' estimate, CI and I², a link to the run's own report.html)."""
+    context = batch_context(batch_dir, redact_document(batch))
+    return _environment().get_template("batch_report.html.j2").render(context).encode("utf-8")
+
+
+def write_batch_report(batch_dir: Path, batch: dict[str, Any]) -> Path:
+    """Render and write ``batch_dir/report.html`` atomically (an OSError is an
+    :class:`~cosmo_runner.errors.OutputWriteError`)."""
+    path = batch_dir / REPORT_NAME
+    write_atomic(path, render_batch_report(batch_dir, batch))
+    return path
+
+
+def _run_row(batch_dir: Path, rel: Any) -> dict[str, Any]:
+    """What a batch row shows of one run folder: its log's status and analysis summaries."""
+    row: dict[str, Any] = {"analyses": [], "note": "", "link": None, "run_id": None}
+    if not isinstance(rel, str) or not rel:
+        return row
+    root = batch_dir.resolve()
+    run_dir = (root / rel).resolve()
+    if not run_dir.is_relative_to(root):
+        row["note"] = f"{rel}: outside the batch folder, not read"
+        return row
+    try:
+        log = json.loads(read_regular(run_dir / LOG_NAME, limit=MAX_ROW_LOG_BYTES))
+    except (FileError, ValueError) as exc:
+        problem = exc.problems[0] if isinstance(exc, FileError) and exc.problems else "not JSON"
+        row["note"] = f"{rel}/{LOG_NAME}: {problem}"
+        return row
+    if not isinstance(log, dict):
+        row["note"] = f"{rel}/{LOG_NAME}: not a run log"
+        return row
+    row["run_id"] = log.get("run_id") if isinstance(log.get("run_id"), str) else None
+    row["log_status"] = log.get("status") if isinstance(log.get("status"), str) else None
+    row["log_exit_code"] = log.get("exit_code") if isinstance(log.get("exit_code"), int) else None
+    if (run_dir / REPORT_NAME).is_file():
+        row["link"] = f"{Path(rel).as_posix()}/{REPORT_NAME}"
+    for analysis in log.get("analyses") or []:
+        if not isinstance(analysis, dict):
+            continue
+        found = analysis.get("summary")
+        summary: dict[str, Any] = found if isinstance(found, dict) else {}
+        row["analyses"].append(
+            {
+                "id": str(analysis.get("id") or ""),
+                "status": str(analysis.get("status") or ""),
+                **{k: _number(summary.get(k)) for k in ("estimate", "ci_lb", "ci_ub", "I2")},
+            }
+        )
+    return row
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def batch_context(batch_dir: Path, batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch page's data: ``specs`` rows when the log has them (``cosmo-runner batch``),
+    else one row per listed run folder (a minimal batch log, as ``runs`` reads it)."""
+    rows = []
+    specs = batch.get("specs")
+    if isinstance(specs, list):
+        for entry in specs:
+            if not isinstance(entry, dict):
+                continue
+            row = _run_row(batch_dir, entry.get("run_dir"))
+            row.update(
+                name=str(entry.get("key") or entry.get("spec") or ""),
+                spec=str(entry.get("spec") or ""),
+                status=str(entry.get("status") or row.get("log_status") or "unknown"),
+                exit_code=entry.get("exit_code"),
+                message=str(entry.get("message") or ""),
+            )
+            rows.append(row)
+    else:
+        for item in batch.get("runs") or []:
+            rel = item.get("path") if isinstance(item, dict) else None
+            row = _run_row(batch_dir, rel)
+            row.update(
+                name=str(rel or ""),
+                spec="",
+                status=row.get("log_status") or "unknown",
+                exit_code=row.get("log_exit_code"),
+                message="",
+            )
+            rows.append(row)
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row["status"]] = totals.get(row["status"], 0) + 1
+    workers = [w for w in batch.get("workers") or [] if isinstance(w, dict)]
+    error = batch.get("error") if isinstance(batch.get("error"), dict) else None
+    return {
+        "version": __version__,
+        "batch_id": str(batch.get("batch_id") or ""),
+        "status": str(batch.get("status") or "unknown"),
+        "exit_code": batch.get("exit_code"),
+        "ok": batch.get("status") == "succeeded",
+        "started_at": batch.get("started_at"),
+        "ended_at": batch.get("ended_at"),
+        "expected_env_id": batch.get("expected_env_id"),
+        "command": " ".join(str(c) for c in batch.get("command") or []),
+        "error": f"{error.get('type')}: {error.get('message')}" if error else "",
+        "rows": rows,
+        "totals": sorted(totals.items()),
+        "workers": [
+            {k: w.get(k) for k in ("name", "address", "env_id", "status", "reason", "specs")}
+            for w in workers
+        ],
+        "env_ids": sorted({str(w["env_id"]) for w in workers if w.get("env_id")}),
     }
