@@ -2,6 +2,7 @@
 #
 #   apt-get install -y --no-install-recommends r-base-core r-cran-metafor r-cran-jsonlite
 #   Rscript scripts/metafor/make_fixtures.R [outdir]      # default tests/fixtures/metafor
+#   (at its end it runs make_fixtures_stats.R into <outdir>/stats)
 #
 # Writes one JSON file per data set. Each holds the data, escalc's yi/vi, and one case per
 # measure x method x test x control ("default" = metafor's defaults, "tight" =
@@ -278,3 +279,10 @@ fx$cases <- list()
 write_fixture(fx, "zerocells.json")
 
 cat("fixtures written to", outdir, "\n")
+
+# Mantel-Haenszel / Peto, publication bias, cumulative and influence: a sibling script,
+# writing into <outdir>/stats (sorting by code point, as R does under LC_COLLATE=C).
+Sys.setlocale("LC_COLLATE", "C")
+stats_outdir_override <- file.path(outdir, "stats")
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])),
+                 "make_fixtures_stats.R"))

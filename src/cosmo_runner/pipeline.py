@@ -540,7 +540,8 @@ class _Runner:
         result = analyse(entry, table)
         timings["fit"] = round(time.perf_counter() - started, 6)
         record["summary"] = {
-            k: result.get(k) for k in ("k", "estimate", "ci_lb", "ci_ub", "tau2", "I2", "pval")
+            k: result.get(k)
+            for k in ("k", "estimate", "ci_lb", "ci_ub", "tau2", "I2", "pval", "method")
         }
         if result.get("transformed"):
             record["summary"]["transformed"] = result["transformed"]

@@ -32,6 +32,10 @@ def smoke_summary(environment: dict[str, Any], report: SmokeReport) -> str:
     return "\n".join(lines)
 
 
+#: How the summary names the methods that pool 2x2 tables (the others by their code).
+_POOLED = {"MH": "Mantel-Haenszel", "PETO": "Peto"}
+
+
 def run_summary(log: dict[str, Any], log_path: Any) -> str:
     lines = [f"run {log['run_id']}: {log['status']} (exit {log['exit_code']})"]
     for validator in log.get("validators", []):
@@ -51,6 +55,9 @@ def run_summary(log: dict[str, Any], log_path: Any) -> str:
             f"[{_fmt(summary['ci_lb'])}, {_fmt(summary['ci_ub'])}] tau2 {_fmt(summary['tau2'])} "
             f"I2 {_fmt(summary['I2'], 1)}%"
         )
+        method = summary.get("method")
+        if method:
+            line += f" ({_POOLED.get(method, method)})"
         moderators = [
             f"    moderator {coef['term']}: {_fmt(coef['estimate'])} "
             f"[{_fmt(coef['ci_lb'])}, {_fmt(coef['ci_ub'])}] p {coef['pval']:.3g}; "

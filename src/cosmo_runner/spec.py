@@ -78,7 +78,41 @@ def problems(data: Any) -> list[str]:
                     f"{where}/input: {shorten(repr(item['input']))} is not an input "
                     f"(inputs: {shorten(', '.join(sorted(inputs)))})"
                 )
+            if section == "analyses":
+                found.extend(_table_method_problems(item, where))
     return found
+
+
+#: Methods that pool 2x2 tables directly, and their measures (meta.mantel_haenszel's table;
+#: repeated here so that validating a spec imports no numpy; a test keeps them equal).
+TABLE_METHODS = {"MH": ("OR", "RR", "RD"), "PETO": ("OR",)}
+
+
+def _table_method_problems(item: dict[str, Any], where: str) -> list[str]:
+    """MH and PETO: their measures only, and no test, moderators or subgroup."""
+    method = item.get("method")
+    if method not in TABLE_METHODS:
+        return []
+    out = []
+    allowed = TABLE_METHODS[method]
+    if item["measure"] not in allowed:
+        out.append(
+            f"{where}/measure: method {method} pools 2x2 tables of {', '.join(allowed)}, "
+            f"not {shorten(repr(item['measure']))}"
+        )
+    reasons = {
+        "test": "takes no test (always a z statistic, as metafor's rma.mh and rma.peto)",
+        "moderators": "fits no moderators (use an inverse-variance method such as REML)",
+    }
+    for key, reason in reasons.items():
+        if key in item:
+            out.append(f"{where}/{key}: method {method} {reason}")
+    if "subgroup" in (item.get("columns") or {}):
+        out.append(
+            f"{where}/columns/subgroup: method {method} has no subgroup analysis here "
+            "(use an inverse-variance method)"
+        )
+    return out
 
 
 def load(path: Path, base_dir: Path | None = None) -> Spec:

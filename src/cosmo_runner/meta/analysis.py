@@ -55,6 +55,13 @@ from numpy.typing import NDArray
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, regtest, subgroups
 from cosmo_runner.meta.effects import REQUIRED_COLUMNS, EffectSizes, escalc
+from cosmo_runner.meta.mantel_haenszel import METHODS as TABLE_METHODS
+from cosmo_runner.meta.mantel_haenszel import (
+    UNDEFINED,
+    PooledTables,
+    leave1out_tables,
+    pool_tables,
+)
 from cosmo_runner.meta.rma import RMAResult, rma
 from cosmo_runner.tables import Table
 
@@ -99,6 +106,7 @@ RESULT_KEYS = (
     "id",
     "measure",
     *CORE_KEYS,
+    "k_yi",
     "studies",
     "dropped_studies",
     "added_half",
@@ -297,6 +305,8 @@ def _analyse(analysis_id: str, spec: Mapping[str, Any], table: Table) -> dict[st
     labels = _labels(columns, table, n)
     study = columns.get("study", "study")
     places: Callable[[int], str] = lambda i: table.location(i, None, study).text()  # noqa: E731
+    if method.upper() in TABLE_METHODS:
+        return _analyse_tables(analysis_id, spec, args, labels=labels, places=places)
     es: EffectSizes = escalc(measure, drop00=drop00, labels=labels, places=places, **args)
     if es.k < 2:
         raise AnalysisError(f"need at least 2 studies, got k = {es.k}")
@@ -484,3 +494,154 @@ def _subgroups(
         "subgroups": entries,
         "subgroup_test": {"Q": _num(sub.Q), "df": int(sub.df), "pval": _num(sub.pval)},
     }
+
+
+#: What ``algorithm`` says for the methods that pool 2x2 tables directly.
+TABLE_ALGORITHMS = {"MH": "Mantel-Haenszel", "PETO": "Peto"}
+
+
+def _analyse_tables(
+    analysis_id: str,
+    spec: Mapping[str, Any],
+    args: Mapping[str, NDArray[np.float64]],
+    *,
+    labels: list[str],
+    places: Callable[[int], str],
+) -> dict[str, Any]:
+    """An analysis pooled by Mantel-Haenszel or Peto (:mod:`cosmo_runner.meta.mantel_haenszel`).
+
+    Keys as for the other methods; ``test`` is null (always a z statistic, metafor's rma.mh
+    and rma.peto have no choice), ``tau2`` is 0, and what these equal-effects methods do not
+    define is null with the reason in ``warnings``.
+    """
+    method = str(spec.get("method")).upper()
+    measure = str(spec.get("measure", "")).upper()
+    level = float(spec.get("level", 95))
+    drop00 = bool(spec.get("drop00", True))
+    ai, ci = args["ai"], args["ci"]
+    bi = args["bi"] if "bi" in args else args["n1i"] - ai
+    di = args["di"] if "di" in args else args["n2i"] - ci
+    cells = (ai, bi, ci, di)
+    fit = pool_tables(
+        ai, bi, ci, di, method=method, measure=measure, level=level, drop00=drop00,
+        places=places,
+    )  # fmt: skip
+    k = fit.k
+    if k < 2:
+        raise AnalysisError(f"need at least 2 studies, got k = {k}")
+    has = np.isfinite(fit.yi)
+    name = TABLE_ALGORITHMS[method]
+    warnings: list[str] = []
+    none = [labels[i] for i in np.flatnonzero(~has)]
+    if none:
+        warnings.append(
+            f"{len(none)} double-zero {'study has' if len(none) == 1 else 'studies have'} no "
+            f"individual outcome (out of Q, df = k_yi - 1; kept in the {name} sums): "
+            + ", ".join(repr(x) for x in none)
+        )
+    warnings.append(
+        f"no prediction interval: {name} is an equal-effects method without tau2 "
+        "(metafor's predict gives none)"
+    )
+    core: dict[str, Any] = {
+        "k": k,
+        "estimate": _num(fit.estimate),
+        "se": _num(fit.se),
+        "statistic": _num(fit.statistic),
+        "df": None,
+        "pval": _num(fit.pval),
+        "ci_lb": _num(fit.ci_lb),
+        "ci_ub": _num(fit.ci_ub),
+        "tau2": 0.0,
+        "tau2_se": None,
+        "tau": 0.0,
+        "I2": _num(fit.I2),
+        "H2": _num(fit.H2),
+        "Q": _num(fit.Q),
+        "Q_df": int(fit.Q_df),
+        "Q_pval": _num(fit.Q_pval),
+        "pi_lb": None,
+        "pi_ub": None,
+        "method": method,
+        "test": None,
+        "level": _num(fit.level),
+        "converged": True,
+        "iterations": 0,
+        "algorithm": name,
+        "warnings": warnings,
+    }
+    result: dict[str, Any] = {"result_version": RESULT_VERSION, "id": analysis_id}
+    result["measure"] = measure
+    result.update(core)
+    result["k_yi"] = int(fit.k_yi)
+    result["studies"] = [
+        {"label": lab, "yi": y, "vi": v, "weight_percent": w}
+        for lab, y, v, w in zip(
+            labels, _floats(fit.yi), _floats(fit.vi), _floats(fit.weights), strict=True
+        )
+    ]
+    result["dropped_studies"] = []
+    zero = (ai == 0) | (bi == 0) | (ci == 0) | (di == 0)
+    result["added_half"] = [labels[i] for i in np.flatnonzero(zero & has)]
+    result["tau2_ci"] = result["I2_ci"] = result["H2_ci"] = None
+    result["leave_one_out"] = _tables_leave1out(
+        fit, cells, labels, drop00=drop00, warnings=warnings
+    )
+    result["egger"] = None
+    if int(fit.k_yi) >= 3:
+        try:
+            eg = regtest(fit.yi[has], fit.vi[has], method="EE", test="z", level=level)
+        except AnalysisError as exc:
+            warnings.append(f"Egger's test not computed: {exc.message}")
+        else:
+            result["egger"] = {
+                "statistic": _num(eg.statistic),
+                "df": None,
+                "pval": _num(eg.pval),
+                "limit_estimate": _num(eg.limit_estimate),
+                "limit_ci_lb": _num(eg.limit_ci_lb),
+                "limit_ci_ub": _num(eg.limit_ci_ub),
+            }
+    else:
+        warnings.append("k_yi < 3 individual outcomes: Egger's test is not computed")
+    result["transformed"] = _transform(measure, core)
+    return result
+
+
+def _tables_leave1out(
+    fit: PooledTables,
+    cells: tuple[NDArray[np.float64], ...],
+    labels: list[str],
+    *,
+    drop00: bool,
+    warnings: list[str],
+) -> list[dict[str, Any]] | None:
+    """metafor's leave1out for rma.mh / rma.peto: the pooled fit without each table."""
+    if fit.k < 3:
+        warnings.append("k < 3: leave-one-out is not computed")
+        return None
+    if fit.k > LEAVE1OUT_MAX_K:
+        warnings.append(f"leave-one-out not computed: k = {fit.k} > {LEAVE1OUT_MAX_K}")
+        return None
+    l1o = leave1out_tables(
+        *cells, method=fit.method, measure=fit.measure, level=fit.level, drop00=drop00
+    )
+    for i in np.flatnonzero(l1o.undefined):
+        warnings.append(
+            f"leave-one-out without {labels[i]!r}: {UNDEFINED[(fit.method, fit.measure)]} "
+            "(null, as metafor's NA)"
+        )
+    return [
+        {
+            "label": labels[i],
+            "estimate": _num(l1o.estimate[i]),
+            "se": _num(l1o.se[i]),
+            "pval": _num(l1o.pval[i]),
+            "ci_lb": _num(l1o.ci_lb[i]),
+            "ci_ub": _num(l1o.ci_ub[i]),
+            "tau2": 0.0,
+            "I2": _num(l1o.I2[i]),
+            "Q": _num(l1o.Q[i]),
+        }
+        for i in range(fit.k)
+    ]

@@ -205,7 +205,24 @@ def _float(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _studies(block: Mapping[str, Any], stem: str) -> list[_Study]:
+#: Methods that pool 2x2 tables directly (equal-effects; their names in the plots).
+_TABLE_METHODS = {"MH": "Mantel-Haenszel", "PETO": "Peto"}
+
+
+def _method(block: Mapping[str, Any]) -> str:
+    return str(block.get("method") or "").upper()
+
+
+def _common_effect(block: Mapping[str, Any]) -> bool:
+    """An equal-effects model: EE/FE, or a 2x2 pooling method (MH, PETO)."""
+    return _method(block) in {"EE", "FE", *_TABLE_METHODS}
+
+
+def _studies(
+    block: Mapping[str, Any], stem: str, *, without_outcome: list[str] | None = None
+) -> list[_Study]:
+    """The studies with an outcome. Under MH/PETO a double-zero study has none (yi null):
+    its label goes to ``without_outcome`` when given, else it is left out."""
     raw = block.get("studies")
     if not raw:
         raise AnalysisError(f"plots for {stem!r}: the result lists no studies")
@@ -213,6 +230,10 @@ def _studies(block: Mapping[str, Any], stem: str) -> list[_Study]:
     for i, entry in enumerate(raw, start=1):
         yi, vi = _float(entry.get("yi")), _float(entry.get("vi"))
         label = str(entry.get("label") if entry.get("label") is not None else i)
+        if yi is None and entry.get("vi") is None and _method(block) in _TABLE_METHODS:
+            if without_outcome is not None:
+                without_outcome.append(label)
+            continue
         if yi is None or vi is None or vi <= 0:
             raise AnalysisError(
                 f"plots for {stem!r}: study {label!r} has no finite yi and positive vi"
@@ -236,6 +257,9 @@ def _is_regression(block: Mapping[str, Any]) -> bool:
 
 def _model_name(block: Mapping[str, Any], *, short: bool = False) -> str:
     method = str(block.get("method") or "")
+    pooled = _TABLE_METHODS.get(method.upper())
+    if pooled is not None:
+        return f"CE model ({method.upper()})" if short else f"Common-effect model ({pooled})"
     if method.upper() in {"EE", "FE"} or (_float(block.get("tau2")) is None and not method):
         return "CE model" if short else "Common-effect model"
     name = "RE model" if short else "Random-effects model"
@@ -248,7 +272,7 @@ def _summary(block: Mapping[str, Any], label: str) -> _Summary | None:
     if est is None or lb is None or ub is None or _is_regression(block):
         return None
     pi_lb, pi_ub = _float(block.get("pi_lb")), _float(block.get("pi_ub"))
-    if pi_lb is None or pi_ub is None or str(block.get("method") or "").upper() in {"EE", "FE"}:
+    if pi_lb is None or pi_ub is None or _common_effect(block):
         pi_lb = pi_ub = None
     return _Summary(label, est, lb, ub, pi_lb, pi_ub)
 
@@ -281,8 +305,7 @@ def _est_ci(scale: _Scale, est: float, lb: float, ub: float) -> str:
 def _heterogeneity(block: Mapping[str, Any]) -> str:
     parts = []
     tau2 = _float(block.get("tau2"))
-    method = str(block.get("method") or "")
-    if tau2 is not None and method.upper() not in {"EE", "FE"}:
+    if tau2 is not None and not _common_effect(block):
         parts.append(f"τ² = {_num(tau2, 4 if tau2 < 0.01 else 3)}")
     i2 = _float(block.get("I2"))
     if i2 is not None:
@@ -301,7 +324,7 @@ def _overall_test(block: Mapping[str, Any]) -> str:
     df = _float(block.get("df"))
     test = str(block.get("test") or "z")
     name = f"t({df:.0f})" if df is not None else "z"
-    label = "Knapp-Hartung" if test == "knha" else "Wald"
+    label = _TABLE_METHODS.get(_method(block)) or ("Knapp-Hartung" if test == "knha" else "Wald")
     return (
         f"Test for overall effect ({label}): {name} = {_num(stat)}, "
         f"{_pval(_float(block.get('pval')))}"
@@ -463,9 +486,17 @@ def _forest_rows(result: Mapping[str, Any], stem: str) -> tuple[list[_Row], list
                 add("note", het)
             y -= 0.5
     else:
-        for study in _studies(result, stem):
+        without: list[str] = []
+        for study in _studies(result, stem, without_outcome=without):
             add("study", study.label, study=study)
         y -= 0.5
+        if without:
+            footer.append(
+                f"Not shown: {len(without)} double-zero "
+                f"{'study' if len(without) == 1 else 'studies'} without an individual outcome "
+                f"(in the {_TABLE_METHODS[_method(result)]} estimate, not in Q): "
+                + ", ".join(without)
+            )
         if isinstance(subgroups, Sequence) and subgroups:
             # Subgroup entries without their studies: one diamond per subgroup.
             for group in subgroups:
