@@ -167,6 +167,18 @@ class AnalysisError(StepError):
     """A meta-analysis cannot be computed (k < 2, bad variances, no convergence ...)."""
 
 
+class UnknownMeasureError(AnalysisError):
+    """A measure name that is not in the measure table (:mod:`cosmo_runner.meta.measures`).
+
+    ``measure`` is the name as given, ``known`` the table's names.
+    """
+
+    def __init__(self, measure: str, known: tuple[str, ...]) -> None:
+        self.measure = measure
+        self.known = known
+        super().__init__(f"unknown measure {shorten(measure)!r} (one of {', '.join(known)})")
+
+
 class Interrupted(CosmoError):
     """The run was stopped by a signal: SIGINT -> 130, SIGTERM -> 143 (128 + signal number)."""
 

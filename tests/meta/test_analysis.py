@@ -186,7 +186,11 @@ def test_drop00_lists_dropped_studies() -> None:
         ),
         ({"measure": "GEN"}, {"yi": ["0.1", "0.2"], "vi": ["1", "nan"]}, "'nan' is not a number"),
         ({"measure": "GEN"}, {"yi": ["0.1"], "vi": ["1"]}, "at least 2 studies"),
-        ({"measure": "GEN"}, {"yi": ["0.1", "0.2"], "vi": ["1", "-1"]}, "strictly positive"),
+        (
+            {"measure": "GEN"},
+            {"yi": ["0.1", "0.2"], "vi": ["1", "-1"]},
+            "vi -1 must be > 0 \\(table line 3\\)",
+        ),
         ({"measure": "GEN"}, {"yi": ["0.1", "0.2"], "vi": ["1", "1e999"]}, "not finite"),
         (
             {"measure": "RR", "columns": {"study": "s"}},
@@ -249,3 +253,22 @@ def test_leave_one_out_is_skipped_above_its_cap(monkeypatch: pytest.MonkeyPatch)
     assert res["leave_one_out"] is None
     assert any("leave-one-out not computed: k = 8 > 5" in w for w in res["warnings"])
     assert res["egger"] is not None
+
+
+def test_an_escalc_error_after_a_dropped_row_names_the_file_line() -> None:
+    """The rows a validator drops keep their file lines in the analysis's messages.
+
+    (The validator applies the same rules, so in a run this empty arm is its finding; here
+    the analysis meets it alone, as a library caller without a validator would.)
+    """
+    from cosmo_runner.tables import parse_csv
+
+    text = "study,ai,bi,ci,di\nA,4,119,11,128\nB,,300,29,274\nC,0,0,248,12619\nD,3,228,11,209\n"
+    table = parse_csv(text.encode(), Path("bcg.csv"))
+    kept = table.subset(np.array([True, False, True, True]))
+    with pytest.raises(AnalysisError) as info:
+        analyse({"id": "reml", "measure": "RR"}, kept)
+    assert info.value.message == (
+        "analysis 'reml': escalc: each arm needs at least one participant "
+        "(bcg.csv line 4 (study 'C'))"
+    )

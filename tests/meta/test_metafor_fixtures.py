@@ -27,7 +27,7 @@ import pytest
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta import confint_tau2, escalc, leave1out, regtest, rma
-from cosmo_runner.meta.effects import MEASURES
+from cosmo_runner.meta.measures import MEASURES, lookup
 from cosmo_runner.meta.rma import METHODS, TESTS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metafor"
@@ -92,6 +92,8 @@ def test_fixtures_cover_every_measure_method_and_test() -> None:
             for test in TESTS:
                 for control in ("default", "tight"):
                     assert (measure, method, test, control) in seen, (measure, method, test)
+    computed = {m for path in FIXTURES.glob("*.json") for m in _load(path.name).get("escalc", {})}
+    assert set(MEASURES) <= computed, "every measure of the table has escalc reference values"
     mods = {(c["method"], c["test"]) for _, _, c in CASES if c["moderators"]}
     assert mods == {(m, t) for m in METHODS for t in TESTS}
     names = {fx["dataset"] for _, fx, _ in CASES}
@@ -240,7 +242,9 @@ def test_diagnostics_match_metafor(case_id: str, fx: dict[str, Any], case: dict[
     if "transformed" in case and not pm_default:
         ref = case["transformed"]
         res = rma(yi, vi, method=method, test=test, control=control)
-        back = np.exp if case["measure"] in ("RR", "OR") else np.tanh
+        transform = lookup(case["measure"]).transform
+        assert transform is not None, f"{case_id}: metafor back-transforms, the table does not"
+        back = transform.func
         got = [back(res.estimate), back(res.ci_lb), back(res.ci_ub)]
         want = [ref["pred"], ref["ci_lb"], ref["ci_ub"]]
         if ref["pi_lb"] not in (None, []):  # metafor's predict gives no PI for EE models

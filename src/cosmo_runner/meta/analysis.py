@@ -27,8 +27,9 @@ has no heterogeneity term), ``leave_one_out`` (``[{label, estimate, se, pval, ci
 tau2, I2, Q}]``; ``None`` when k < 3 or k > :data:`LEAVE1OUT_MAX_K`, with the reason in
 ``warnings``), ``egger`` (``{statistic, df, pval, limit_estimate,
 limit_ci_lb, limit_ci_ub}``; ``None`` when k < 3 or when the test cannot be computed, e.g.
-all ``vi`` equal, with the reason in ``warnings``), ``transformed`` (RR and OR: ``exp``;
-ZCOR: ``tanh``, back to r; else ``None``): ``{estimate, ci_lb, ci_ub, pi_lb, pi_ub}``.
+all ``vi`` equal, with the reason in ``warnings``), ``transformed`` (the measure's natural
+back-transformation, ``back`` in :mod:`cosmo_runner.meta.measures`, e.g. ``exp`` for ratio
+measures and ``tanh`` for ZCOR; ``None`` for a measure without one): ``{estimate, ci_lb, ci_ub, pi_lb, pi_ub}``.
 
 With ``moderators``: ``coefficients: [{term, estimate, se, statistic, pval, ci_lb, ci_ub}]``,
 ``QM, QM_df`` (a list: ``[m]``, or ``[m, k - p]`` for the F test with knha), ``QM_pval, QE,
@@ -54,7 +55,7 @@ from numpy.typing import NDArray
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, regtest, subgroups
-from cosmo_runner.meta.effects import REQUIRED_COLUMNS, EffectSizes, escalc
+from cosmo_runner.meta.effects import EffectSizes, escalc
 from cosmo_runner.meta.mantel_haenszel import METHODS as TABLE_METHODS
 from cosmo_runner.meta.mantel_haenszel import (
     UNDEFINED,
@@ -62,6 +63,7 @@ from cosmo_runner.meta.mantel_haenszel import (
     leave1out_tables,
     pool_tables,
 )
+from cosmo_runner.meta.measures import Measure, lookup
 from cosmo_runner.meta.rma import RMAResult, rma
 from cosmo_runner.tables import Table
 
@@ -134,8 +136,6 @@ RESULT_KEYS = (
     "subgroup_test",
 )
 
-_ALTERNATIVES = {"bi": "n1i", "di": "n2i", "vi": "sei"}
-
 #: Leave-one-out costs k fits of k - 1 studies (seconds at k = 5000); above this it is skipped.
 LEAVE1OUT_MAX_K = 5000
 
@@ -176,31 +176,22 @@ def _parse(table: Table, column: str, arg: str, study: str) -> NDArray[np.float6
 
 
 def _gather(
-    measure: str, columns: Mapping[str, str], table: Table
+    entry: Measure, columns: Mapping[str, str], table: Table
 ) -> dict[str, NDArray[np.float64]]:
-    """The escalc arguments for ``measure``: mapped columns, else same-named columns."""
-
-    def name(arg: str) -> str:
-        return columns.get(arg, arg)
-
-    def present(arg: str) -> bool:
-        return arg in columns or arg in table
-
+    """The escalc arguments of the measure's form in use: mapped columns, else same-named."""
+    form = entry.form([arg for arg in entry.args if arg in columns or arg in table])
     study = columns.get("study", "study")
     out: dict[str, NDArray[np.float64]] = {}
-    for arg in REQUIRED_COLUMNS[measure]:
-        use = arg
-        alt = _ALTERNATIVES.get(arg)
-        if not present(arg) and alt is not None and present(alt):
-            use = alt
-        col = name(use)
+    for arg in form:
+        col = columns.get(arg, arg)
         if col not in table:
-            hint = f" (or {alt!r})" if alt else ""
+            alts = entry.alternatives(arg)
+            hint = f" (or {' or '.join(map(repr, alts))})" if alts else ""
             raise AnalysisError(
-                f"measure {measure} needs {use!r}{hint}: column {col!r} is not in the input"
+                f"measure {entry.name} needs {arg!r}{hint}: column {col!r} is not in the input"
                 + table.delimiter_hint()
             )
-        out[use] = _parse(table, col, use, study)
+        out[arg] = _parse(table, col, arg, study)
     return out
 
 
@@ -254,20 +245,14 @@ def _undefined_note(result: dict[str, Any]) -> None:
         )
 
 
-def _transform(measure: str, core: dict[str, Any]) -> dict[str, float | None] | None:
-    if measure in ("RR", "OR"):
-        back = math.exp
-    elif measure == "ZCOR":
-        back = math.tanh
-    else:
+def _transform(entry: Measure, core: dict[str, Any]) -> dict[str, float | None] | None:
+    """The pooled results on the measure's natural scale (the table's ``back``), or None."""
+    transform = entry.transform
+    if transform is None:
         return None
-    keys = {"estimate": "estimate", "ci_lb": "ci_lb", "ci_ub": "ci_ub"}
-    keys.update(pi_lb="pi_lb", pi_ub="pi_ub")
-    out: dict[str, float | None] = {}
-    for key, src in keys.items():
-        value = core[src]
-        out[key] = None if value is None else _num(back(value))
-    return out
+    keys = ("estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub")
+    values = np.array([np.nan if core[key] is None else core[key] for key in keys], dtype=float)
+    return dict(zip(keys, _floats(transform.func(values)), strict=True))
 
 
 def analyse(spec: Mapping[str, Any], table: Table | Mapping[str, Sequence[Any]]) -> dict[str, Any]:
@@ -290,9 +275,8 @@ def analyse(spec: Mapping[str, Any], table: Table | Mapping[str, Sequence[Any]])
 
 
 def _analyse(analysis_id: str, spec: Mapping[str, Any], table: Table) -> dict[str, Any]:
-    measure = str(spec.get("measure", "")).upper()
-    if measure not in REQUIRED_COLUMNS:
-        raise AnalysisError(f"unknown measure {spec.get('measure')!r}")
+    entry = lookup(spec.get("measure", ""))
+    measure = entry.name
     columns: Mapping[str, str] = spec.get("columns") or {}
     method = str(spec.get("method", "REML"))
     test = str(spec.get("test", "z"))
@@ -300,7 +284,7 @@ def _analyse(analysis_id: str, spec: Mapping[str, Any], table: Table) -> dict[st
     moderators = list(spec.get("moderators") or [])
     drop00 = bool(spec.get("drop00", False))
 
-    args = _gather(measure, columns, table)
+    args = _gather(entry, columns, table)
     n = len(next(iter(args.values())))
     labels = _labels(columns, table, n)
     study = columns.get("study", "study")
@@ -396,7 +380,7 @@ def _analyse(analysis_id: str, spec: Mapping[str, Any], table: Table) -> dict[st
             }
     else:
         result["warnings"].append("k < 3: leave-one-out and Egger's test are not computed")
-    result["transformed"] = _transform(measure, core)
+    result["transformed"] = _transform(entry, core)
 
     if moderators:
         result.update(
@@ -604,7 +588,7 @@ def _analyse_tables(
             }
     else:
         warnings.append("k_yi < 3 individual outcomes: Egger's test is not computed")
-    result["transformed"] = _transform(measure, core)
+    result["transformed"] = _transform(lookup(measure), core)
     return result
 
 

@@ -9,8 +9,9 @@ returns (the JSON written to ``results/<id>.json``) and writes ``<stem>.<kind>.p
   study's weight; a CI reaching far past the rest ends in an arrow), its weight in percent
   and ``estimate [CI]`` as text; the summary diamond with the prediction interval drawn as
   whiskers on its own row beneath it; a dashed reference line at the null; a footer with
-  the heterogeneity statistics (tau², I², Q, p) and the test of the overall effect. Ratio
-  measures (RR, OR) are drawn on the log scale with the axis labelled in ratio units
+  the heterogeneity statistics (tau², I², Q, p) and the test of the overall effect. Names and
+  axes come from the measure table (:mod:`cosmo_runner.meta.measures`): ratio
+  measures (e.g. RR, OR) are drawn on the log scale with the axis labelled in ratio units
   (metafor's ``atransf=exp``), ZCOR with the axis labelled in correlations
   (``atransf=transf.ztor``); the text columns use the same scale.
   Meta-regressions (a result with ``coefficients``) have no single summary: the studies are
@@ -44,6 +45,7 @@ from statistics import NormalDist
 from typing import Any
 
 import matplotlib
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -51,6 +53,7 @@ from matplotlib.patches import Polygon
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from cosmo_runner.errors import AnalysisError
+from cosmo_runner.meta.measures import Transform, lookup
 from cosmo_runner.runlog import write_atomic
 
 __all__ = ["FORMATS", "KINDS", "MAX_FOREST_ROWS", "render"]
@@ -75,18 +78,6 @@ _SAVE_METADATA: dict[str, dict[str, Any]] = {
     "png": {"Software": None},
     "svg": {"Date": None, "Creator": None},
 }
-
-_MEASURE_NAMES = {
-    "RR": "Risk Ratio",
-    "OR": "Odds Ratio",
-    "RD": "Risk Difference",
-    "MD": "Mean Difference",
-    "SMD": "Standardized Mean Difference",
-    "ZCOR": "Correlation",
-    "GEN": "Observed Outcome",
-}
-_RATIO = frozenset({"RR", "OR"})
-
 
 # --------------------------------------------------------------------------- public API
 
@@ -162,37 +153,29 @@ class _Summary:
 
 @dataclass(frozen=True)
 class _Scale:
-    """How effects are shown: the measure's name, back-transformation and axis kind."""
+    """How effects are shown: the measure's name, axis kind and label (the measure table's)."""
 
     measure: str
     name: str
     axis: str  # "ratio" (log scale, ratio labels), "r" (z scale, r labels) or "linear"
+    axis_label: str
 
     @property
     def null(self) -> float:
         return 0.0
 
-    def back(self, x: float) -> float:
-        if self.axis == "ratio":
-            return math.exp(x)
-        if self.axis == "r":
-            return math.tanh(x)
-        return x
+    transform: Transform | None  # the axis labels' units (metafor's atransf); None: linear
 
-    @property
-    def axis_label(self) -> str:
-        if self.axis == "ratio":
-            return f"{self.name} (log scale)"
-        if self.axis == "r":
-            return f"{self.name} (Fisher's z scale)"
-        return self.name
+    def back(self, x: float) -> float:
+        if self.transform is None:
+            return x
+        return float(self.transform.func(np.float64(x)))
 
 
 def _scale(result: Mapping[str, Any]) -> _Scale:
-    measure = str(result.get("measure") or "GEN").upper()
-    name = _MEASURE_NAMES.get(measure, "Observed Outcome")
-    axis = "ratio" if measure in _RATIO else "r" if measure == "ZCOR" else "linear"
-    return _Scale(measure, name, axis)
+    entry = lookup(result.get("measure"))
+    shown = None if entry.axis == "linear" else entry.transform
+    return _Scale(entry.name, entry.label, entry.axis, entry.axis_label, shown)
 
 
 def _float(value: Any) -> float | None:

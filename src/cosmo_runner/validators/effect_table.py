@@ -1,10 +1,13 @@
 """The ``effect_table`` validator: a CSV effect table fit for a measure (metafor's escalc).
 
-Checks: the columns the measure needs are present (with a hint when the header looks
-written with another delimiter); every cell is a strict number (see
-:mod:`cosmo_runner.tables`) and finite; variances, standard errors and SDs > 0; counts
-are whole numbers within +-2^53 (``12.0`` is 12), non-negative (sample sizes positive);
-n > 3 for ZCOR; -1 < r < 1; study labels unique; at least 2 studies. Moderator columns
+Checks: the columns the measure needs are present (the measure's forms in the measure table,
+:mod:`cosmo_runner.meta.measures`, with a hint when the header looks written with another
+delimiter); every cell is a strict number (see :mod:`cosmo_runner.tables`) and finite; the
+measure's value rules, the same ones ``escalc`` applies (variances and standard errors
+given directly > 0, SDs >= 0, counts whole numbers within +-2^53 (``12.0`` is 12) and
+non-negative, sample sizes positive, n > 3 for ZCOR, -1 < r < 1, ...); then each study's
+effect computed as ``escalc`` does, which must be finite with a variance > 0 (an MD with
+both SDs 0 is named here, not by the fit); study labels unique; at least 2 studies. Moderator columns
 (the validator's ``moderators`` and those of the analyses of its input) must hold strict
 finite numbers, and subgroup columns (``columns.subgroup`` of the validator or of those
 analyses) non-empty labels.
@@ -27,15 +30,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from cosmo_runner.meta.measures import Measure, Rule, bad_effects, lookup
 from cosmo_runner.tables import Table
 from cosmo_runner.validators import FINDINGS_CAP, Finding, ValidatorContext, ValidatorOutcome
-
-COUNTS = ("ai", "bi", "ci", "di")
-SIZES = ("n1i", "n2i", "ni")
-POSITIVE = ("vi", "sei", "sd1i", "sd2i")
-
-#: Counts are whole numbers of at most this size (floats are exact integers up to 2^53).
-MAX_COUNT = 2.0**53
 
 _CELL_MAX = 60  # characters of a bad cell echoed in a message
 
@@ -43,22 +40,9 @@ BoolArray = NDArray[np.bool_]
 
 
 def required_args(measure: str, columns: Mapping[str, str], header: Sequence[str]) -> list[str]:
-    """metafor's arguments a measure needs; 2x2 tables take bi/di, or n1i/n2i instead."""
-    if measure in ("RR", "OR", "RD"):
-
-        def available(arg: str) -> bool:
-            return arg in columns or arg in header
-
-        if not (available("bi") and available("di")) and available("n1i") and available("n2i"):
-            return ["ai", "n1i", "ci", "n2i"]
-        return ["ai", "bi", "ci", "di"]
-    if measure in ("MD", "SMD"):
-        return ["m1i", "sd1i", "n1i", "m2i", "sd2i", "n2i"]
-    if measure == "ZCOR":
-        return ["ri", "ni"]
-    if "vi" in columns or "vi" in header or not ("sei" in columns or "sei" in header):
-        return ["yi", "vi"]
-    return ["yi", "sei"]
+    """metafor's arguments a measure needs: the first of its forms whose columns all exist."""
+    entry = lookup(measure)
+    return list(entry.form([arg for arg in entry.args if arg in columns or arg in header]))
 
 
 def _cell(text: str) -> str:
@@ -140,61 +124,94 @@ class _Collector:
 
 
 def _value_checks(
-    collect: _Collector, table: Table, arg: str, col: str, *, measure: str, valid: BoolArray
+    collect: _Collector,
+    table: Table,
+    entry: Measure,
+    needed: Sequence[tuple[str, str]],
+    valid: Mapping[str, BoolArray],
 ) -> None:
-    """Range checks of a parsed numeric column (``valid``: parsed and finite cells)."""
-    text = table.text(col)
-    values = table.numbers(col).values
-    tag = f" ({arg})" if arg != col else ""
+    """The measure's value rules, then its computed effects, on the parsed finite cells.
 
-    def says(problem: str) -> Callable[[int], str]:
-        return _says(text, problem, tag=tag)
+    ``valid[arg]``: the cells of ``arg`` that parsed and are finite. A cell (or row) that
+    broke a rule is not checked by the later ones, so each problem is one finding.
+    """
+    form = tuple(arg for arg, _ in needed)
+    cols = dict(needed)
+    values = {arg: table.numbers(col).values for arg, col in needed}
+    ok = {arg: valid[arg].copy() for arg in form}
+    with np.errstate(all="ignore"):
+        for rule in entry.rules_for(form):
+            _check_rule(collect, table, rule, cols=cols, values=values, ok=ok)
+        rows = np.logical_and.reduce([ok[arg] for arg in form])
+        if not rows.any():
+            return
+        effects = entry.compute({arg: values[arg][rows] for arg in form})
+    bad_yi, bad_vi = bad_effects(effects)
+    where = np.flatnonzero(rows)
+    for code, bad, computed, what in (
+        ("effect-not-finite", bad_yi, effects.yi, "effect size"),
+        ("variance-not-positive", bad_vi & ~bad_yi, effects.vi, "sampling variance"),
+    ):
+        if not bad.any():
+            continue
+        mask = np.zeros(len(table), dtype=bool)
+        mask[where[bad]] = True
+        shown = dict(zip(where[bad].tolist(), computed[bad].tolist(), strict=True))
+        must = "must be finite" if code == "effect-not-finite" else "must be > 0"
+        collect.add(
+            code,
+            "error",
+            mask,
+            None,
+            _computed(entry, what, must=must, shown=shown, form=form, values=values),
+        )
 
-    with np.errstate(invalid="ignore"):
-        if arg in POSITIVE:
-            collect.add("not-positive", "error", valid & (values <= 0), col, says("must be > 0"))
-        if arg in COUNTS + SIZES:
-            whole = (np.floor(values) == values) & (np.abs(values) <= MAX_COUNT)
-            collect.add(
-                "not-a-count",
-                "error",
-                valid & ~whole,
-                col,
-                says("must be an integer count (a whole number within +-2^53)"),
-            )
-            counted = valid & whole
-            if arg in COUNTS:
-                collect.add(
-                    "negative-count",
-                    "error",
-                    counted & (values < 0),
-                    col,
-                    says("must be a non-negative count"),
-                )
-            else:
-                collect.add(
-                    "not-positive-count",
-                    "error",
-                    counted & (values <= 0),
-                    col,
-                    says("must be a positive count"),
-                )
-                if measure == "ZCOR" and arg == "ni":
-                    collect.add(
-                        "zcor-n",
-                        "error",
-                        counted & (values > 0) & (values <= 3),
-                        col,
-                        says("must be > 3 for ZCOR (the variance is 1/(n - 3))"),
-                    )
-        if arg == "ri":
-            collect.add(
-                "out-of-range",
-                "error",
-                valid & ~((values > -1) & (values < 1)),
-                col,
-                says("must be between -1 and 1 (exclusive)"),
-            )
+
+def _computed(
+    entry: Measure,
+    what: str,
+    *,
+    must: str,
+    shown: Mapping[int, float],
+    form: Sequence[str],
+    values: Mapping[str, NDArray[np.float64]],
+) -> Callable[[int], str]:
+    def message(row: int) -> str:
+        args = _args(form, values, row)
+        return f": the {entry.name} {what} is {shown[row]:g} ({args}); it {must}"
+
+    return message
+
+
+def _args(form: Sequence[str], values: Mapping[str, NDArray[np.float64]], row: int) -> str:
+    return ", ".join(f"{arg} {values[arg][row]:g}" for arg in form)
+
+
+def _check_rule(
+    collect: _Collector,
+    table: Table,
+    rule: Rule,
+    *,
+    cols: Mapping[str, str],
+    values: Mapping[str, NDArray[np.float64]],
+    ok: dict[str, BoolArray],
+) -> None:
+    rows = np.logical_and.reduce([ok[arg] for arg in rule.args])
+    broken = rows & ~np.asarray(rule.test(*(values[arg] for arg in rule.args)), dtype=bool)
+    if not broken.any():
+        return
+    for arg in rule.args:
+        ok[arg] &= ~broken
+    if len(rule.args) == 1:
+        arg = rule.args[0]
+        col = cols[arg]
+        tag = f" ({arg})" if arg != col else ""
+        collect.add(rule.code, "error", broken, col, _says(table.text(col), rule.problem, tag=tag))
+        return
+    collect.add(
+        rule.code, "error", broken, None,
+        lambda row: f": {rule.problem} ({_args(rule.args, values, row)})",
+    )  # fmt: skip
 
 
 def check_table(
@@ -208,6 +225,8 @@ def check_table(
 ) -> ValidatorOutcome:
     """All findings for ``table``; pure (the table is already parsed)."""
     outcome = ValidatorOutcome()
+    entry = lookup(measure)
+    measure = entry.name
     study_col = columns.get("study", "study")
     needed = [(arg, columns.get(arg, arg)) for arg in required_args(measure, columns, table.header)]
     numeric = list(dict.fromkeys([*needed, *(("moderator", m) for m in moderators)]))
@@ -243,6 +262,7 @@ def check_table(
         else:
             collect.add("empty-cell", "error", mask, col, lambda row: f": empty {what}")
 
+    valid: dict[str, BoolArray] = {}
     for arg, col in numeric:
         parsed = table.numbers(col)
         text = table.text(col)
@@ -264,7 +284,8 @@ def check_table(
             _says(text, "is not finite"),
         )
         if arg != "moderator":
-            _value_checks(collect, table, arg, col, measure=measure, valid=readable & finite)
+            valid[arg] = readable & finite
+    _value_checks(collect, table, entry, needed, valid)
     for col in dict.fromkeys(subgroups):
         empty_cells(col, np.asarray(table.text(col) == "", dtype=bool), "subgroup label")
 

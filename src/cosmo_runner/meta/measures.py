@@ -1,0 +1,451 @@
+"""The measure table: everything cosmo-runner knows about an effect-size measure, in one place.
+
+Each :class:`Measure` entry holds, for one of metafor's ``escalc`` measures (Viechtbauer
+2010; metafor 3.8 ``escalc`` with its defaults):
+
+- its metafor name and arguments, as the *forms* ``escalc`` accepts (``ai, bi, ci, di`` or
+  ``ai, n1i, ci, n2i``; ``yi, vi`` or ``yi, sei``): the first form whose columns are all
+  given is used, else the first (whose missing columns are then named);
+- its value rules (:class:`Rule`), the ONE definition that the ``effect_table`` validator
+  (:mod:`cosmo_runner.validators.effect_table`) and :func:`cosmo_runner.meta.effects.escalc`
+  both apply, in the same order;
+- the computation of ``yi`` and ``vi`` (vectorised numpy), with its zero-cell handling;
+- the label of what the plots show (``label``: "Risk Ratio" for RR, whose values are shown
+  back-transformed), the back-transformation of the pooled results, and the plot axis
+  (``"ratio"``: log scale labelled in ratio units, metafor's ``atransf=exp``; ``"r"``: the z
+  scale labelled in correlations, ``atransf=transf.ztor``; ``"linear"``) with its label.
+
+Everything else derives from :data:`MEASURES`: ``escalc``, the validator, the analysis (the
+columns it reads, ``transformed``), the plots (names and axes) and the run-spec schema's
+``measure`` enum (``src/cosmo_runner/schemas/run_spec.schema.json`` lists the names for its
+readers; a test checks it equals this table's keys). An unknown name is an
+:class:`~cosmo_runner.errors.UnknownMeasureError` from :func:`lookup`, never a default.
+
+Value rules follow what metafor's ``escalc`` accepts, with one deliberate difference: a
+variance or standard error given directly (GEN) must be > 0, because the fit weighs each
+study by ``1/vi`` (metafor's escalc passes 0 on, negative ``sei`` even squared, and then
+``rma`` fails or drops the study). Standard deviations may be 0, as in metafor; a study
+whose computed ``vi`` is not > 0 (both SDs 0) is then reported by name by the validator and
+``escalc`` alike (:func:`bad_effects`).
+
+Adding a measure means adding one entry here (and its name to the schema enum, its metafor
+fixture in ``scripts/metafor/make_fixtures.R`` and a line in docs/meta.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import gammaln
+
+from cosmo_runner.errors import UnknownMeasureError
+
+__all__ = [
+    "MAX_COUNT",
+    "MEASURES",
+    "TRANSFORMS",
+    "Effects",
+    "Measure",
+    "Rule",
+    "Transform",
+    "bad_effects",
+    "lookup",
+]
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+Columns = Mapping[str, FloatArray]
+
+#: Counts are whole numbers of at most this size (floats are exact integers up to 2^53).
+MAX_COUNT = 2.0**53
+
+
+# --------------------------------------------------------------------------- value rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A value rule: the rows where ``test(*columns)`` is false break it.
+
+    A rule of one argument is about a cell (``problem`` follows the cell's value: "-1 must
+    be > 0"); a rule of several is about a row (``problem`` is the whole sentence). Rules
+    apply only when every one of their ``args`` is in the form in use, in table order, and a
+    cell or row that broke one rule is not checked by the later ones (one finding each).
+    ``code`` is the validator's finding code.
+    """
+
+    args: tuple[str, ...]
+    test: Callable[..., BoolArray]
+    problem: str
+    code: str
+
+
+def _cell(arg: str, test: Callable[[FloatArray], BoolArray], problem: str, code: str) -> Rule:
+    return Rule((arg,), test, problem, code)
+
+
+def _whole(x: FloatArray) -> BoolArray:
+    out: BoolArray = (np.floor(x) == x) & (np.abs(x) <= MAX_COUNT)
+    return out
+
+
+_NOT_A_COUNT = "must be an integer count (a whole number within +-2^53)"
+
+
+def _count(arg: str) -> tuple[Rule, ...]:
+    """An event or cell count: a whole number >= 0."""
+    return (
+        _cell(arg, _whole, _NOT_A_COUNT, "not-a-count"),
+        _cell(arg, lambda x: x >= 0, "must be a non-negative count", "negative-count"),
+    )
+
+
+def _size(arg: str) -> tuple[Rule, ...]:
+    """A sample size: a whole number > 0 (metafor: 'group sizes are <= 0')."""
+    return (
+        _cell(arg, _whole, _NOT_A_COUNT, "not-a-count"),
+        _cell(arg, lambda x: x > 0, "must be a positive count", "not-positive-count"),
+    )
+
+
+def _positive(arg: str) -> tuple[Rule, ...]:
+    """A variance or standard error given directly: > 0 (the fit weighs by 1/vi)."""
+    return (_cell(arg, lambda x: x > 0, "must be > 0", "not-positive"),)
+
+
+def _sd(arg: str) -> tuple[Rule, ...]:
+    """A standard deviation: >= 0 (metafor: 'standard deviations are negative')."""
+    return (_cell(arg, lambda x: x >= 0, "must be >= 0", "negative-sd"),)
+
+
+def _correlation(arg: str) -> tuple[Rule, ...]:
+    """A correlation: strictly between -1 and 1 (|r| = 1 has no finite z and no variance)."""
+    return (
+        _cell(
+            arg, lambda x: (x > -1) & (x < 1), "must be between -1 and 1 (exclusive)",
+            "out-of-range",
+        ),
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- back-transforms
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A back-transformation of pooled results, as metafor's ``transf.*`` function ``name``."""
+
+    name: str
+    func: Callable[[Any], Any]  # numpy ufunc-like: arrays and scalars
+    reference: str
+
+
+#: The back-transformations by name (metafor 3.8 ``transf.*``).
+TRANSFORMS: dict[str, Transform] = {
+    t.name: t
+    for t in (
+        Transform("exp", np.exp, "exp(x)"),
+        Transform("ztor", np.tanh, "metafor transf.ztor: tanh(z), Fisher's z back to r"),
+    )
+}
+
+
+# --------------------------------------------------------------------------- computations
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What a measure's computation returns for all input rows.
+
+    ``added`` marks the rows whose counts got the zero-cell correction, ``double_zero`` the
+    rows ``drop00=True`` removes (``None`` where the measure has neither).
+    """
+
+    yi: FloatArray
+    vi: FloatArray
+    added: BoolArray | None = None
+    double_zero: BoolArray | None = None
+
+
+def _two_by_two(c: Columns) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    ai, ci = c["ai"], c["ci"]
+    bi = c["bi"] if "bi" in c else c["n1i"] - ai
+    di = c["di"] if "di" in c else c["n2i"] - ci
+    return ai, bi, ci, di
+
+
+def _cells(c: Columns) -> tuple[tuple[FloatArray, ...], BoolArray, BoolArray]:
+    """The 2x2 cells with metafor's defaults: ``add=1/2, to="only0"``; double zeros marked."""
+    ai, bi, ci, di = _two_by_two(c)
+    double_zero = ((ai == 0) & (ci == 0)) | ((bi == 0) & (di == 0))
+    cells = np.stack([ai, bi, ci, di])
+    added = np.any(cells == 0, axis=0)
+    add = np.where(added, 0.5, 0.0)
+    return (ai + add, bi + add, ci + add, di + add), added, double_zero
+
+
+def _rr(c: Columns) -> Effects:
+    (ai, bi, ci, di), added, dz = _cells(c)
+    n1i, n2i = ai + bi, ci + di
+    yi = np.log(ai / n1i) - np.log(ci / n2i)
+    vi = 1.0 / ai - 1.0 / n1i + 1.0 / ci - 1.0 / n2i
+    return Effects(yi, vi, added, dz)
+
+
+def _or(c: Columns) -> Effects:
+    (ai, bi, ci, di), added, dz = _cells(c)
+    yi = np.log(ai / bi) - np.log(ci / di)
+    vi = 1.0 / ai + 1.0 / bi + 1.0 / ci + 1.0 / di
+    return Effects(yi, vi, added, dz)
+
+
+def _rd(c: Columns) -> Effects:
+    (ai, bi, ci, di), added, dz = _cells(c)
+    n1i, n2i = ai + bi, ci + di
+    p1i, p2i = ai / n1i, ci / n2i
+    yi = p1i - p2i
+    vi = p1i * (1.0 - p1i) / n1i + p2i * (1.0 - p2i) / n2i
+    return Effects(yi, vi, added, dz)
+
+
+def _md(c: Columns) -> Effects:
+    yi = c["m1i"] - c["m2i"]
+    vi = c["sd1i"] ** 2 / c["n1i"] + c["sd2i"] ** 2 / c["n2i"]
+    return Effects(yi, vi)
+
+
+def _cmi(mi: FloatArray) -> FloatArray:
+    """Hedges' exact small-sample correction c(m) (metafor's ``.cmicalc``)."""
+    out: FloatArray = np.exp(
+        gammaln(mi / 2.0) - np.log(np.sqrt(mi / 2.0)) - gammaln((mi - 1.0) / 2.0)
+    )
+    return out
+
+
+def _smd(c: Columns) -> Effects:
+    n1i, n2i = c["n1i"], c["n2i"]
+    mi = n1i + n2i - 2.0
+    sdpi = np.sqrt(((n1i - 1.0) * c["sd1i"] ** 2 + (n2i - 1.0) * c["sd2i"] ** 2) / mi)
+    yi = _cmi(mi) * (c["m1i"] - c["m2i"]) / sdpi
+    vi = 1.0 / n1i + 1.0 / n2i + yi**2 / (2.0 * (n1i + n2i))
+    return Effects(yi, vi)
+
+
+def _zcor(c: Columns) -> Effects:
+    return Effects(np.arctanh(c["ri"]), 1.0 / (c["ni"] - 3.0))
+
+
+def _gen(c: Columns) -> Effects:
+    vi = c["vi"] if "vi" in c else c["sei"] ** 2
+    return Effects(c["yi"], vi)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+#: Rules of every argument, whichever measure uses it (metafor gives an argument one meaning).
+_ARG_RULES: dict[str, tuple[Rule, ...]] = {
+    **{arg: _count(arg) for arg in ("ai", "bi", "ci", "di")},
+    **{arg: _size(arg) for arg in ("n1i", "n2i", "ni")},
+    **{arg: _sd(arg) for arg in ("sd1i", "sd2i")},
+    **{arg: _positive(arg) for arg in ("vi", "sei")},
+    "ri": _correlation("ri"),
+}
+
+_TWO_BY_TWO_FORMS = (("ai", "bi", "ci", "di"), ("ai", "n1i", "ci", "n2i"))
+_TWO_BY_TWO_RULES = (
+    Rule(
+        ("ai", "bi"), lambda a, b: a + b > 0, "each arm needs at least one participant", "empty-arm"
+    ),
+    Rule(
+        ("ci", "di"), lambda c, d: c + d > 0, "each arm needs at least one participant", "empty-arm"
+    ),
+    Rule(
+        ("ai", "n1i"),
+        lambda a, n: a <= n,
+        "ai must not exceed n1i (events > group size)",
+        "events-exceed-size",
+    ),
+    Rule(
+        ("ci", "n2i"),
+        lambda c, n: c <= n,
+        "ci must not exceed n2i (events > group size)",
+        "events-exceed-size",
+    ),
+)
+_MEANS_FORMS = (("m1i", "sd1i", "n1i", "m2i", "sd2i", "n2i"),)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One measure: see the module docstring for what each field is for."""
+
+    name: str
+    description: str
+    forms: tuple[tuple[str, ...], ...]
+    compute: Callable[[Columns], Effects]
+    label: str
+    axis: str
+    back: str | None = None
+    rules: tuple[Rule, ...] = ()
+    reference: str = ""
+    args: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "args", tuple(dict.fromkeys(a for f in self.forms for a in f)))
+
+    def form(self, available: Collection[str]) -> tuple[str, ...]:
+        """The arguments to read: the first form whose columns are all ``available``."""
+        for form in self.forms:
+            if all(arg in available for arg in form):
+                return form
+        return self.forms[0]
+
+    def alternatives(self, arg: str) -> tuple[str, ...]:
+        """What may stand in for ``arg`` (the other forms' arguments at its place)."""
+        out: list[str] = []
+        for form in self.forms:
+            for other in self.forms:
+                if arg in form and len(other) == len(form):
+                    alt = other[form.index(arg)]
+                    if alt != arg and alt not in out:
+                        out.append(alt)
+        return tuple(out)
+
+    def rules_for(self, form: tuple[str, ...]) -> tuple[Rule, ...]:
+        """The value rules that apply to ``form``, in the order they are checked."""
+        cells = tuple(rule for arg in form for rule in _ARG_RULES.get(arg, ()))
+        own = tuple(rule for rule in self.rules if all(a in form for a in rule.args))
+        single = tuple(rule for rule in own if len(rule.args) == 1)
+        return cells + single + tuple(rule for rule in own if len(rule.args) > 1)
+
+    @property
+    def transform(self) -> Transform | None:
+        """The natural back-transformation of pooled results (RR, OR: exp; ZCOR: ztor)."""
+        return None if self.back is None else TRANSFORMS[self.back]
+
+    @property
+    def axis_label(self) -> str:
+        """The forest plot's x-axis label."""
+        if self.axis == "ratio":
+            return f"{self.label} (log scale)"
+        if self.axis == "r":
+            return f"{self.label} (Fisher's z scale)"
+        return self.label
+
+
+_ENTRIES = (
+    Measure(
+        "RR",
+        "log risk ratio",
+        _TWO_BY_TWO_FORMS,
+        _rr,
+        "Risk Ratio",
+        "ratio",
+        back="exp",
+        rules=_TWO_BY_TWO_RULES,
+        reference="yi = log(p1/p2), vi = 1/ai - 1/n1i + 1/ci - 1/n2i (metafor escalc 'RR')",
+    ),
+    Measure(
+        "OR",
+        "log odds ratio",
+        _TWO_BY_TWO_FORMS,
+        _or,
+        "Odds Ratio",
+        "ratio",
+        back="exp",
+        rules=_TWO_BY_TWO_RULES,
+        reference="yi = log(ai di / (bi ci)), vi = 1/ai + 1/bi + 1/ci + 1/di (escalc 'OR')",
+    ),
+    Measure(
+        "RD",
+        "risk difference",
+        _TWO_BY_TWO_FORMS,
+        _rd,
+        "Risk Difference",
+        "linear",
+        rules=_TWO_BY_TWO_RULES,
+        reference="yi = p1 - p2, large-sample vi = p1(1-p1)/n1i + p2(1-p2)/n2i (escalc 'RD')",
+    ),
+    Measure(
+        "MD",
+        "raw mean difference",
+        _MEANS_FORMS,
+        _md,
+        "Mean Difference",
+        "linear",
+        reference="yi = m1i - m2i, vi = sd1i^2/n1i + sd2i^2/n2i (escalc 'MD')",
+    ),
+    Measure(
+        "SMD",
+        "standardized mean difference (Hedges' g)",
+        _MEANS_FORMS,
+        _smd,
+        "Standardized Mean Difference",
+        "linear",
+        rules=(
+            Rule(("n1i", "n2i"), lambda a, b: a + b > 3, "SMD needs n1i + n2i > 3", "smd-n"),
+            Rule(
+                ("sd1i", "n1i", "sd2i", "n2i"),
+                lambda s1, n1, s2, n2: (n1 - 1) * s1**2 + (n2 - 1) * s2**2 > 0,
+                "SMD needs a positive pooled standard deviation",
+                "smd-sd",
+            ),
+        ),
+        reference=(
+            "Hedges (1981): g = c(m) (m1i - m2i)/sdpi, c(m) = exp(lgamma(m/2) - log(sqrt(m/2)) "
+            "- lgamma((m-1)/2)), m = n1i + n2i - 2; vi = 1/n1i + 1/n2i + g^2/(2 (n1i + n2i)) "
+            "(escalc 'SMD', vtype 'LS')"
+        ),
+    ),
+    Measure(
+        "ZCOR",
+        "Fisher's r-to-z transformed correlation",
+        (("ri", "ni"),),
+        _zcor,
+        "Correlation",
+        "r",
+        back="ztor",
+        rules=(
+            _cell(
+                "ni", lambda n: n > 3, "must be > 3 for ZCOR (the variance is 1/(n - 3))", "zcor-n"
+            ),
+        ),
+        reference="yi = atanh(ri), vi = 1/(ni - 3) (escalc 'ZCOR')",
+    ),
+    Measure(
+        "GEN",
+        "effects given directly",
+        (("yi", "vi"), ("yi", "sei")),
+        _gen,
+        "Observed Outcome",
+        "linear",
+        reference="yi with vi, or vi = sei^2 (escalc with yi and vi/sei)",
+    ),
+)
+
+#: Every measure by its metafor name, in the order the docs and the schema list them.
+MEASURES: dict[str, Measure] = {m.name: m for m in _ENTRIES}
+
+
+def lookup(name: object) -> Measure:
+    """The table entry for ``name`` (metafor's spelling, any case); else a clear error."""
+    entry = MEASURES.get(str(name).upper())
+    if entry is None:
+        raise UnknownMeasureError(str(name), tuple(MEASURES))
+    return entry
+
+
+def bad_effects(effects: Effects) -> tuple[BoolArray, BoolArray]:
+    """Rows whose computed ``yi`` is not finite, and rows whose ``vi`` is not finite and > 0.
+
+    Used after the rules by the validator and by ``escalc``, so a study the fit cannot use
+    (an MD with both SDs 0, vi = 0) is named in both.
+    """
+    bad_yi: BoolArray = ~np.isfinite(effects.yi)
+    bad_vi: BoolArray = ~(np.isfinite(effects.vi) & (effects.vi > 0))
+    return bad_yi, bad_vi

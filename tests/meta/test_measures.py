@@ -1,0 +1,191 @@
+"""The measure table: one definition read by escalc, the validator, the analysis, the plots
+and the schema; every value rule applied the same way by the validator and by escalc."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cosmo_runner.errors import AnalysisError, UnknownMeasureError
+from cosmo_runner.meta import escalc
+from cosmo_runner.meta.analysis import analyse
+from cosmo_runner.meta.measures import MEASURES, TRANSFORMS, lookup
+from cosmo_runner.schemas import load_schema
+from cosmo_runner.tables import parse_csv
+from cosmo_runner.validators.effect_table import check_table, required_args
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metafor"
+
+#: Three valid studies per measure (the first form of each).
+VALID: dict[str, dict[str, list[float]]] = {
+    "RR": {"ai": [4, 6, 3], "bi": [119, 300, 50], "ci": [11, 29, 5], "di": [128, 274, 60]},
+    "MD": {
+        "m1i": [10.0, 12.0, 9.5], "sd1i": [2.0, 0.0, 1.5], "n1i": [20, 30, 25],
+        "m2i": [9.0, 11.0, 9.0], "sd2i": [2.5, 2.0, 1.0], "n2i": [22, 28, 24],
+    },
+    "ZCOR": {"ri": [0.3, -0.1, 0.5], "ni": [50, 40, 60]},
+    "GEN": {"yi": [0.1, 0.4, -0.2], "vi": [0.04, 0.02, 0.05]},
+}  # fmt: skip
+for _name in ("OR", "RD"):
+    VALID[_name] = VALID["RR"]
+for _name in ("SMD",):
+    VALID[_name] = VALID["MD"]
+
+#: (measure, changed columns, the finding code): study 2 (row index 1) breaks one rule.
+BROKEN: list[tuple[str, dict[str, list[float]], str]] = [
+    ("RR", {"ai": [4, 2.5, 3]}, "not-a-count"),
+    ("OR", {"bi": [119, -1, 50]}, "negative-count"),
+    ("RD", {"ci": [11, 0, 5], "di": [128, 0, 60]}, "empty-arm"),
+    ("RR", {"bi": [], "di": [], "n1i": [123, 5, 53], "n2i": [139, 303, 65]}, "events-exceed-size"),
+    ("OR", {"bi": [], "di": [], "n1i": [123, 0, 53], "n2i": [139, 303, 65]}, "not-positive-count"),
+    ("MD", {"sd1i": [2.0, -1.0, 1.5]}, "negative-sd"),
+    ("MD", {"n2i": [22, 2.5, 24]}, "not-a-count"),
+    ("MD", {"sd1i": [2.0, 0.0, 1.5], "sd2i": [2.5, 0.0, 1.0]}, "variance-not-positive"),
+    ("SMD", {"n1i": [20, 1, 25], "n2i": [22, 2, 24]}, "smd-n"),
+    ("SMD", {"sd1i": [2.0, 0.0, 1.5], "sd2i": [2.5, 0.0, 1.0]}, "smd-sd"),
+    ("ZCOR", {"ri": [0.3, 1.0, 0.5]}, "out-of-range"),
+    ("ZCOR", {"ni": [50, 3, 60]}, "zcor-n"),
+    ("ZCOR", {"ni": [50, -4, 60]}, "not-positive-count"),
+    ("GEN", {"vi": [0.04, 0.0, 0.05]}, "not-positive"),
+    ("GEN", {"vi": [], "sei": [0.2, -0.1, 0.3]}, "not-positive"),
+]
+
+#: Codes of the checks that follow the rules (the computed effects), in every measure.
+COMPUTED = {"effect-not-finite", "variance-not-positive"}
+
+
+def _columns(measure: str, change: dict[str, list[float]]) -> dict[str, list[float]]:
+    cols = {**VALID[measure], **change}
+    return {name: values for name, values in cols.items() if values}
+
+
+def _csv(cols: dict[str, list[float]]) -> Any:
+    names = ["study", *cols]
+    rows = [",".join([f"S{i + 1}", *(repr(cols[c][i]) for c in cols)]) for i in range(3)]
+    return parse_csv(("\n".join([",".join(names), *rows]) + "\n").encode(), Path("t.csv"))
+
+
+def test_the_schema_enum_is_the_table() -> None:
+    schema = load_schema("run_spec")
+    assert schema["$defs"]["measure"]["enum"] == list(MEASURES)
+
+
+def test_every_entry_is_complete() -> None:
+    for name, entry in MEASURES.items():
+        assert entry.name == name
+        assert entry.forms and all(entry.forms), name
+        assert entry.axis in ("ratio", "r", "linear"), name
+        assert entry.reference, f"{name}: the formula's source is cited"
+        if entry.axis != "linear":
+            assert entry.transform is not None, f"{name}: a {entry.axis} axis needs its units"
+        if entry.back is not None:
+            assert entry.back in TRANSFORMS, name
+
+
+@pytest.mark.parametrize(
+    ("measure", "change", "code"), BROKEN, ids=[f"{m}-{c}" for m, _, c in BROKEN]
+)
+def test_validator_and_escalc_apply_the_same_rule(
+    measure: str, change: dict[str, list[float]], code: str
+) -> None:
+    cols = _columns(measure, change)
+    outcome = check_table(_csv(cols), measure, {}, "error")
+    errors = [f for f in outcome.findings if f.level == "error"]
+    assert [(f.code, f.location["line"] if f.location else None) for f in errors] == [(code, 3)]
+    assert errors[0].message.startswith("t.csv line 3 (study 'S2')")
+    with pytest.raises(AnalysisError, match=r"\(row 2\)$"):
+        escalc(measure, **cols)  # type: ignore[arg-type]
+    # the valid table passes both
+    assert check_table(_csv(VALID[measure]), measure, {}, "error").errors == 0
+    assert escalc(measure, **VALID[measure]).k == 3  # type: ignore[arg-type]
+
+
+def test_every_rule_of_the_table_is_tested() -> None:
+    codes = {rule.code for entry in MEASURES.values() for f in entry.forms
+             for rule in entry.rules_for(f)}  # fmt: skip
+    tested = {code for _, _, code in BROKEN}
+    assert codes <= tested
+    assert tested - codes <= COMPUTED
+    assert "variance-not-positive" in tested
+
+
+def test_messages_name_the_cell_or_the_row() -> None:
+    outcome = check_table(_csv(_columns("MD", {"sd1i": [2.0, -1.0, 1.5]})), "MD", {}, "error")
+    assert (
+        outcome.findings[0].message == "t.csv line 3 (study 'S2'), column sd1i: -1.0 must be >= 0"
+    )
+    zero = _columns("MD", {"sd1i": [2.0, 0.0, 1.5], "sd2i": [2.5, 0.0, 1.0]})
+    (finding,) = check_table(_csv(zero), "MD", {}, "error").findings
+    assert finding.message == (
+        "t.csv line 3 (study 'S2'): the MD sampling variance is 0 (m1i 12, sd1i 0, n1i 30, "
+        "m2i 11, sd2i 0, n2i 28); it must be > 0"
+    )
+    with pytest.raises(
+        AnalysisError, match=r"^escalc: the MD sampling variance is not > 0 \(row 2\)$"
+    ):
+        escalc("MD", **zero)  # type: ignore[arg-type]
+    arm = _columns("RD", {"ci": [11, 0, 5], "di": [128, 0, 60]})
+    (finding,) = check_table(_csv(arm), "RD", {}, "error").findings
+    assert finding.message == (
+        "t.csv line 3 (study 'S2'): each arm needs at least one participant (ci 0, di 0)"
+    )
+
+
+def test_one_standard_deviation_of_zero_is_valid_as_in_metafor() -> None:
+    # metafor's escalc accepts sd >= 0; the study's vi is still > 0 through the other arm
+    assert VALID["MD"]["sd1i"][1] == 0.0
+    es = escalc("MD", **VALID["MD"])  # type: ignore[arg-type]
+    assert es.vi[1] == pytest.approx(2.0**2 / 28)
+
+
+@pytest.mark.parametrize("name", ["XYZ", "", None, "rom "])
+def test_an_unknown_measure_is_a_clear_error_everywhere(name: Any) -> None:
+    known = ", ".join(MEASURES)
+    message = f"unknown measure {str(name)!r} (one of {known})"
+    with pytest.raises(UnknownMeasureError) as info:
+        lookup(name)
+    assert info.value.message == message
+    assert info.value.measure == str(name)
+    assert info.value.known == tuple(MEASURES)
+    with pytest.raises(UnknownMeasureError, match="unknown measure"):
+        escalc(name, yi=[1.0, 2.0], vi=[1.0, 1.0])
+    with pytest.raises(UnknownMeasureError, match="unknown measure"):
+        check_table(_csv(VALID["GEN"]), name, {}, "error")
+    with pytest.raises(UnknownMeasureError, match="unknown measure"):
+        required_args(name, {}, ["yi", "vi"])
+    with pytest.raises(AnalysisError, match=f"^analysis 'a': {re.escape(message)}$"):
+        analyse({"id": "a", "measure": name}, {"yi": ["1", "2"], "vi": ["1", "1"]})
+    from cosmo_runner.meta import plots
+
+    with pytest.raises(UnknownMeasureError, match="unknown measure"):
+        plots.draw({"measure": name, "studies": [{"yi": 0.1, "vi": 0.1}]}, ["forest"], "x")
+
+
+def test_lookup_takes_any_case() -> None:
+    assert lookup("zcor") is MEASURES["ZCOR"]
+
+
+def test_the_forms_and_their_alternatives() -> None:
+    rr = MEASURES["RR"]
+    assert rr.form({"ai", "n1i", "ci", "n2i"}) == ("ai", "n1i", "ci", "n2i")
+    assert rr.form({"ai", "bi", "ci", "di", "n1i", "n2i"}) == ("ai", "bi", "ci", "di")
+    assert rr.form({"ai", "ci", "n1i"}) == ("ai", "bi", "ci", "di")  # first form: names di
+    assert rr.alternatives("bi") == ("n1i",)
+    assert MEASURES["GEN"].alternatives("vi") == ("sei",)
+    assert required_args("GEN", {"sei": "se"}, ["yi", "se"]) == ["yi", "sei"]
+
+
+@pytest.mark.parametrize("measure", list(MEASURES))
+def test_plot_axes_come_from_the_table(measure: str) -> None:
+    from cosmo_runner.meta import plots
+
+    result = analyse({"id": "p", "measure": "GEN"}, {"yi": ["0.1", "0.3", "-0.2"],
+                                                   "vi": ["0.04", "0.02", "0.05"]})  # fmt: skip
+    result["measure"] = measure
+    # private: the forest figure's axes (the public draw() returns only encoded bytes)
+    fig = plots._forest(result, "p")
+    ax = next(a for a in fig.axes if a.axison)
+    assert ax.get_xlabel() == MEASURES[measure].axis_label
