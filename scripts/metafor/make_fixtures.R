@@ -66,7 +66,7 @@ fit_record <- function(res) {
 }
 
 transf_for <- function(measure) {
-  if (measure %in% c("RR", "OR")) return(exp)
+  if (measure %in% c("RR", "OR", "ROM")) return(exp)
   if (measure == "ZCOR") return(transf.ztor)
   NULL
 }
@@ -187,6 +187,17 @@ for (measure in c("MD", "SMD")) {
   fx$cases <- c(fx$cases, all_cases("normand1999", es$yi, es$vi, measure))
 }
 write_fixture(fx, "normand1999.json")
+
+# ------------------------------------------------------------ dat.curtis1998: ROM
+ct <- dat.curtis1998
+fx <- header("curtis1998", "dat.curtis1998: elevated CO2 and woody plant biomass, means and SDs")
+fx$data <- list(study = paste(ct$paper, ct$id), m1i = ct$m1i, sd1i = ct$sd1i, n1i = ct$n1i,
+                m2i = ct$m2i, sd2i = ct$sd2i, n2i = ct$n2i)
+es <- escalc("ROM", m1i = m1i, sd1i = sd1i, n1i = n1i, m2i = m2i, sd2i = sd2i, n2i = n2i,
+             data = ct)
+fx$escalc <- list(ROM = es_record(es))
+fx$cases <- all_cases("curtis1998", es$yi, es$vi, "ROM")
+write_fixture(fx, "curtis1998.json")
 
 # ----------------------------------------------------------------- dat.molloy2014: ZCOR
 ml <- dat.molloy2014

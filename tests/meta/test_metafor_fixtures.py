@@ -98,6 +98,7 @@ def test_fixtures_cover_every_measure_method_and_test() -> None:
     assert mods == {(m, t) for m in METHODS for t in TESTS}
     names = {fx["dataset"] for _, fx, _ in CASES}
     assert {"bcg", "normand1999", "molloy2014", "hackshaw1998", "k2", "boundary", "k400"} <= names
+    assert "curtis1998" in names
     assert {"varratio", "tau2huge", "tau2tiny"} <= names
     assert max(len(fx["data"]["yi"]) for _, fx, _ in CASES if "yi" in fx["data"]) >= 400
     parts = {"predict", "confint", "leave1out", "regtest", "transformed"}
@@ -113,6 +114,7 @@ def test_fixtures_cover_every_measure_method_and_test() -> None:
         ("bcg", "RD"),
         ("normand1999", "MD"),
         ("normand1999", "SMD"),
+        ("curtis1998", "ROM"),
         ("molloy2014", "ZCOR"),
         ("hackshaw1998", "GEN"),
     ],

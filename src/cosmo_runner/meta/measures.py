@@ -235,6 +235,13 @@ def _smd(c: Columns) -> Effects:
     return Effects(yi, vi)
 
 
+def _rom(c: Columns) -> Effects:
+    m1i, m2i = c["m1i"], c["m2i"]
+    yi = np.log(m1i / m2i)
+    vi = c["sd1i"] ** 2 / (c["n1i"] * m1i**2) + c["sd2i"] ** 2 / (c["n2i"] * m2i**2)
+    return Effects(yi, vi)
+
+
 def _zcor(c: Columns) -> Effects:
     return Effects(np.arctanh(c["ri"]), 1.0 / (c["ni"] - 3.0))
 
@@ -400,6 +407,27 @@ _ENTRIES = (
             "Hedges (1981): g = c(m) (m1i - m2i)/sdpi, c(m) = exp(lgamma(m/2) - log(sqrt(m/2)) "
             "- lgamma((m-1)/2)), m = n1i + n2i - 2; vi = 1/n1i + 1/n2i + g^2/(2 (n1i + n2i)) "
             "(escalc 'SMD', vtype 'LS')"
+        ),
+    ),
+    Measure(
+        "ROM",
+        "log ratio of means",
+        _MEANS_FORMS,
+        _rom,
+        "Ratio of Means",
+        "ratio",
+        back="exp",
+        rules=(
+            Rule(
+                ("m1i", "m2i"),
+                lambda a, b: a / b > 0,
+                "ROM needs m1i / m2i > 0 (the log of the ratio of means)",
+                "rom-ratio",
+            ),
+        ),
+        reference=(
+            "Hedges, Gurevitch & Curtis (1999): yi = log(m1i/m2i), "
+            "vi = sd1i^2/(n1i m1i^2) + sd2i^2/(n2i m2i^2) (escalc 'ROM', vtype 'LS')"
         ),
     ),
     Measure(
