@@ -427,3 +427,31 @@ def test_report_shows_only_files_that_match_the_log(
     assert f"{log['analyses'][1]['summary']['estimate']:.4f}" in text
     shown = [attrs["id"] for attrs in page.named("figure")]
     assert shown == ["plot-bcg-reml-funnel", "plot-bcg-dl-forest"]
+
+
+def test_result_blocks_the_page_does_not_know_are_listed(
+    bcg_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newer analysis' diagnostics (a rank test, cumulative fits) still show, escaped."""
+    import hashlib
+
+    copy = tmp_path / "run"
+    shutil.copytree(bcg_run, copy)
+    path = copy / "results" / "bcg-reml.json"
+    result = json.loads(path.read_text(encoding="utf-8"))
+    result["rank_test"] = {"tau": -0.1, "pval": 0.7}
+    result["cumulative"] = [{"label": "<i>first</i>", "estimate": 0.1}, {"label": "b", "k": 2}]
+    result["nested"] = {"deep": {"x": 1}}  # not flat: not shown
+    path.write_text(json.dumps(result), encoding="utf-8")
+    log = json.loads((copy / "run_log.json").read_text(encoding="utf-8"))
+    log["analyses"][0]["result"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (copy / "run_log.json").write_text(json.dumps(log), encoding="utf-8")
+    assert run(["report", str(copy)], capsys)[0] == 0
+    html = (copy / "report.html").read_text(encoding="utf-8")
+    text = Page(html).text
+    assert "More results" in text
+    assert "rank_test pval 0.7000 · tau -0.1000" in text
+    assert "cumulative (2 rows)" in text and "<i>first</i>" in text and "<i>" not in html
+    assert "nested" not in text
+    # the other analyses have nothing unknown: no such heading for them
+    assert text.count("More results") == 1

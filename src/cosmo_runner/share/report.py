@@ -438,11 +438,106 @@ def _result_view(result: dict[str, Any]) -> dict[str, Any]:
         "subgroup_test": subgroup_test if isinstance(subgroup_test, dict) else None,
         "egger": egger,
         "leave_one_out": [r for r in result.get("leave_one_out") or [] if isinstance(r, dict)],
+        "more": _more_results(result),
         "studies": [s for s in result.get("studies") or [] if isinstance(s, dict)],
         "warnings": [str(w) for w in result.get("warnings") or []],
         "converged": result.get("converged"),
         "iterations": result.get("iterations"),
     }
+
+
+#: Result keys the page shows in their own place; any other block is listed under "More".
+_SHOWN_KEYS = frozenset(
+    {
+        "H2",
+        "H2_ci",
+        "I2",
+        "I2_ci",
+        "Q",
+        "QE",
+        "QE_df",
+        "QE_pval",
+        "QM",
+        "QM_df",
+        "QM_pval",
+        "Q_df",
+        "Q_pval",
+        "R2",
+        "added_half",
+        "algorithm",
+        "ci_lb",
+        "ci_ub",
+        "coefficients",
+        "converged",
+        "df",
+        "dropped_studies",
+        "egger",
+        "estimate",
+        "id",
+        "iterations",
+        "k",
+        "leave_one_out",
+        "level",
+        "measure",
+        "method",
+        "moderator_I2",
+        "moderator_algorithm",
+        "moderator_converged",
+        "moderator_iterations",
+        "moderator_tau2",
+        "moderator_warnings",
+        "pi_lb",
+        "pi_ub",
+        "pval",
+        "result_version",
+        "se",
+        "statistic",
+        "studies",
+        "tau",
+        "tau2",
+        "tau2_ci",
+        "tau2_se",
+        "test",
+        "transformed",
+        "warnings",
+        "subgroups",
+        "subgroup_test",
+    }
+)
+_MORE_ROWS = 500
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _more_results(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Result blocks this page has no place of its own for (a newer analysis' diagnostics,
+    say): a flat object as ``key value`` pairs, a list of flat objects as a table."""
+    more: list[dict[str, Any]] = []
+    for key in sorted(set(result) - _SHOWN_KEYS):
+        value = result[key]
+        if _scalar(value):
+            more.append({"name": key, "pairs": [("", value)], "columns": [], "rows": []})
+        elif isinstance(value, dict) and all(_scalar(v) for v in value.values()):
+            more.append({"name": key, "pairs": sorted(value.items()), "columns": [], "rows": []})
+        elif (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, dict) and all(_scalar(x) for x in v.values()) for v in value)
+        ):
+            columns = list(dict.fromkeys(k for row in value for k in row))
+            rows = [[row.get(c) for c in columns] for row in value[:_MORE_ROWS]]
+            more.append(
+                {
+                    "name": key,
+                    "pairs": [],
+                    "columns": columns,
+                    "rows": rows,
+                    "left_out": max(0, len(value) - _MORE_ROWS),
+                }
+            )
+    return more
 
 
 def _environment_view(environment: dict[str, Any]) -> dict[str, Any]:
