@@ -249,17 +249,21 @@ def _failure(
     """What went wrong, shown first: the error, failed gate checks, error findings."""
     if not isinstance(error, dict):
         return None
+    findings = [
+        {"validator": v["id"], **f}
+        for v in validators
+        for f in v["findings"]
+        if f["level"] == "error"
+    ][:20]
+    gate = [c for c in checks if c.get("status") == "error"]
+    shown = {f["message"] for f in findings} | {c.get("message") for c in gate}
     return {
         "type": error.get("type") or "error",
         "message": error.get("message") or "",
-        "problems": [str(p) for p in error.get("problems") or []],
-        "gate": [c for c in checks if c.get("status") == "error"],
-        "findings": [
-            {"validator": v["id"], **f}
-            for v in validators
-            for f in v["findings"]
-            if f["level"] == "error"
-        ][:20],
+        # the error's own list, less what the findings and gate checks below already say
+        "problems": [str(p) for p in error.get("problems") or [] if str(p) not in shown],
+        "gate": gate,
+        "findings": findings,
         "analyses": [a for a in analyses if a["status"] not in ("succeeded", "running")],
     }
 
