@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from report_screenshot import plot_boxes, screenshot
+from report_screenshot import WIDTH, plot_boxes, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -34,8 +34,10 @@ def test_chromium_renders_the_bcg_report_with_its_plots(bcg_run: Path, tmp_path:
     report = bcg_run / "report.html"
     boxes = plot_boxes(report)
     png = screenshot(report, tmp_path / "report.png")
-    page = Image.open(png)
+    with Image.open(png) as opened:
+        page = opened.convert("RGB")
     _, _, width, height = boxes.pop("@page")
+    assert width == WIDTH, "the page is wider than the window: something does not wrap"
     assert page.size == (width, int(height) + 1)
     pixels = _grey(page)
     assert (pixels < WHITE).mean() > 0.03 and pixels.std() > 10, "the page is blank"
@@ -57,7 +59,7 @@ def test_chromium_renders_the_bcg_report_with_its_plots(bcg_run: Path, tmp_path:
         shown = _grey(region)
         assert (shown < WHITE).mean() > 0.03, f"{figure_id}: nothing drawn"
         analysis, kind = figure_id.removeprefix("plot-").rsplit("-", 1)
-        own = Image.open(bcg_run / "plots" / f"{analysis}.{kind}.png")
-        expected = _grey(own.resize(region.size, Image.Resampling.LANCZOS))
+        with Image.open(bcg_run / "plots" / f"{analysis}.{kind}.png") as own:
+            expected = _grey(own.resize(region.size, Image.Resampling.LANCZOS))
         similarity = np.corrcoef(shown.ravel(), expected.ravel())[0, 1]
         assert similarity > SAME_PLOT, (figure_id, similarity)
