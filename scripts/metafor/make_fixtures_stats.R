@@ -170,4 +170,139 @@ fx$tables <- lapply(tables, function(t) list(description = t$desc, study = t$stu
 fx$cases <- mh_cases
 sx_write(fx, "mh_peto.json")
 
+# --------------------------------------------------------------- publication bias
+# ranktest (Begg & Mazumdar), trimfill (L0, R0, Q0; side from Egger's sign or given) and
+# regtest (every predictor, models rma and lm) on intercept-only rma.uni fits, with
+# metafor's default control. trimfill and regtest get the model's test and level.
+bias_sets <- list()
+bcg_es <- escalc("RR", ai = tpos, bi = tneg, ci = cpos, di = cneg, data = dat.bcg)
+bias_sets[["bcg"]] <- list(
+  desc = "dat.bcg log risk ratios", measure = "RR", study = paste(dat.bcg$author, dat.bcg$year),
+  yi = as.numeric(bcg_es$yi), vi = as.numeric(bcg_es$vi),
+  ni = with(dat.bcg, tpos + tneg + cpos + cneg))
+eg <- dat.egger2001
+eg_es <- escalc("OR", ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = eg)
+bias_sets[["egger2001"]] <- list(
+  desc = "dat.egger2001 (magnesium, an asymmetric funnel) log odds ratios", measure = "OR",
+  study = paste(eg$study, eg$year), yi = as.numeric(eg_es$yi), vi = as.numeric(eg_es$vi),
+  ni = eg$n1i + eg$n2i)
+hk <- dat.hackshaw1998
+bias_sets[["hackshaw1998"]] <- list(
+  desc = "dat.hackshaw1998 log odds ratios given (no sample sizes)", measure = "GEN",
+  study = paste(hk$author, hk$year), yi = hk$yi, vi = hk$vi, ni = NULL)
+ml <- dat.molloy2014
+ml_es <- escalc("ZCOR", ri = ri, ni = ni, data = ml)
+bias_sets[["molloy2014"]] <- list(
+  desc = "dat.molloy2014 Fisher's z", measure = "ZCOR", study = paste(ml$authors, ml$year),
+  yi = as.numeric(ml_es$yi), vi = as.numeric(ml_es$vi), ni = ml$ni)
+bias_sets[["ties"]] <- list(
+  desc = "synthetic: tied sampling variances (the rank test's normal approximation)",
+  measure = "GEN", study = paste("Study", 1:10),
+  yi = c(0.42, 0.10, 0.35, 0.61, 0.05, 0.28, 0.90, 0.33, 0.15, 0.52),
+  vi = c(0.04, 0.04, 0.09, 0.09, 0.09, 0.02, 0.16, 0.04, 0.02, 0.16), ni = NULL)
+
+tf_record <- function(tf) {
+  list(k0 = tf$k0, se_k0 = sx_num(tf$se.k0), side = tf$side, p_k0 = sx_num(tf$p.k0),
+       b = sx_num(tf$beta), se = sx_num(tf$se), zval = sx_num(tf$zval), pval = sx_num(tf$pval),
+       ci_lb = sx_num(tf$ci.lb), ci_ub = sx_num(tf$ci.ub), tau2 = sx_num(tf$tau2),
+       I2 = sx_num(tf$I2), QE = sx_num(tf$QE), k = tf$k,
+       filled_yi = sx_num(tf$yi[tf$fill]), filled_vi = sx_num(tf$vi[tf$fill]))
+}
+
+bias_cases <- list()
+for (name in names(bias_sets)) {
+  b <- bias_sets[[name]]
+  rk <- sx_capture(ranktest(b$yi, b$vi))
+  rank_rec <- list(tau = sx_num(rk$value$tau), pval = sx_num(rk$value$pval),
+                   warnings = rk$warnings)
+  for (method in c("EE", "DL", "ML", "REML")) for (test in c("z", "knha")) {
+    for (level in if (method == "REML" && test == "z") c(95, 90) else 95) {
+      id <- paste(name, method, test, sep = "-")
+      if (level != 95) id <- paste0(id, "-level", level)
+      fit <- rma(b$yi, b$vi, method = method, test = test, level = level)
+      case <- list(id = id, dataset = name, method = method, test = test, level = level,
+                   ranktest = rank_rec, trimfill = list(), regtest = list())
+      for (estimator in c("L0", "R0", "Q0")) for (side in c("auto", "left", "right")) {
+        key <- paste(estimator, side, sep = "-")
+        tf <- sx_capture(if (side == "auto") {
+          trimfill(fit, estimator = estimator, test = test, level = level)
+        } else {
+          trimfill(fit, estimator = estimator, side = side, test = test, level = level)
+        })
+        case$trimfill[[key]] <- if (inherits(tf$value, "fx_error")) {
+          list(error = tf$value$message)
+        } else {
+          c(tf_record(tf$value), list(warnings = tf$warnings))
+        }
+      }
+      predictors <- c("sei", "vi", "ni", "ninv", "sqrtni", "sqrtninv")
+      if (is.null(b$ni)) predictors <- c("sei", "vi")
+      for (model in c("rma", "lm")) for (predictor in predictors) {
+        key <- paste(model, predictor, sep = "-")
+        rt <- sx_capture(if (is.null(b$ni)) {
+          regtest(fit, model = model, predictor = predictor)
+        } else {
+          regtest(fit, model = model, predictor = predictor, ni = b$ni)
+        })
+        case$regtest[[key]] <- if (inherits(rt$value, "fx_error")) {
+          list(error = rt$value$message)
+        } else {
+          r <- rt$value
+          list(zval = sx_num(r$zval), pval = sx_num(r$pval), ddf = sx_num(r$ddf),
+               est = if (is.null(r$est)) NA else sx_num(r$est),
+               ci_lb = if (is.null(r$ci.lb)) NA else sx_num(r$ci.lb),
+               ci_ub = if (is.null(r$ci.ub)) NA else sx_num(r$ci.ub))
+        }
+      }
+      bias_cases[[length(bias_cases) + 1]] <- case
+    }
+  }
+}
+fx <- sx_header("pubbias", "ranktest, trimfill and regtest on rma.uni fits, metafor defaults")
+fx$sets <- lapply(bias_sets, function(b) list(description = b$desc, measure = b$measure,
+                                              study = b$study, yi = b$yi, vi = b$vi,
+                                              ni = b$ni))
+fx$cases <- bias_cases
+sx_write(fx, "pubbias.json")
+
+# ------------------------------------------------------- cumulative and influence
+# cumul (data order, and by a column) and influence on intercept-only rma.uni fits, with
+# metafor's default control; every method kind and both tests.
+infl_cases <- list()
+for (name in c("bcg", "egger2001", "hackshaw1998", "molloy2014")) {
+  b <- bias_sets[[name]]
+  by <- if (name == "bcg") dat.bcg$year else if (name == "egger2001") eg$year else NULL
+  for (method in c("EE", "DL", "ML", "REML")) for (test in c("z", "knha")) {
+    id <- paste(name, method, test, sep = "-")
+    fit <- rma(b$yi, b$vi, method = method, test = test, slab = b$study)
+    case <- list(id = id, dataset = name, method = method, test = test)
+    cm <- cumul(fit)
+    case$cumul <- list(estimate = sx_num(cm$estimate), se = sx_num(cm$se),
+                       pval = sx_num(cm$pvals), ci_lb = sx_num(cm$ci.lb),
+                       ci_ub = sx_num(cm$ci.ub), Q = sx_num(cm$Q),
+                       tau2 = if (is.null(cm$tau2)) NA else sx_num(cm$tau2),
+                       I2 = sx_num(cm$I2), slab = cm$slab)
+    if (!is.null(by)) {
+      cb <- cumul(fit, order = by)
+      case$cumul_by <- list(column = "year", values = by, estimate = sx_num(cb$estimate),
+                            ci_lb = sx_num(cb$ci.lb), ci_ub = sx_num(cb$ci.ub),
+                            tau2 = if (is.null(cb$tau2)) NA else sx_num(cb$tau2),
+                            I2 = sx_num(cb$I2), slab = cb$slab)
+    }
+    inf <- influence(fit)
+    i <- inf$inf
+    case$influence <- list(rstudent = sx_num(i$rstudent), dffits = sx_num(i$dffits),
+                           cook_d = sx_num(i$cook.d), cov_r = sx_num(i$cov.r),
+                           tau2_del = sx_num(i$tau2.del), QE_del = sx_num(i$QE.del),
+                           hat = sx_num(i$hat), weight = sx_num(i$weight),
+                           dfbs = sx_num(inf$dfbs$intrcpt), inf = inf$is.infl)
+    infl_cases[[length(infl_cases) + 1]] <- case
+  }
+}
+fx <- sx_header("influence", "cumul and influence on rma.uni fits, metafor defaults")
+fx$sets <- lapply(bias_sets[c("bcg", "egger2001", "hackshaw1998", "molloy2014")],
+                  function(b) list(study = b$study, yi = b$yi, vi = b$vi))
+fx$cases <- infl_cases
+sx_write(fx, "influence.json")
+
 cat("stats fixtures written to", stats_outdir, "\n")

@@ -54,8 +54,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, regtest, subgroups
+from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, subgroups
 from cosmo_runner.meta.effects import EffectSizes, escalc
+from cosmo_runner.meta.influence import cumulative, influence
 from cosmo_runner.meta.mantel_haenszel import METHODS as TABLE_METHODS
 from cosmo_runner.meta.mantel_haenszel import (
     UNDEFINED,
@@ -64,6 +65,8 @@ from cosmo_runner.meta.mantel_haenszel import (
     pool_tables,
 )
 from cosmo_runner.meta.measures import Measure, lookup
+from cosmo_runner.meta.pubbias import RANK_EXACT_MAX_K, egger_test, rank_test
+from cosmo_runner.meta.pubbias import trimfill as pubbias_trimfill
 from cosmo_runner.meta.rma import RMAResult, rma
 from cosmo_runner.tables import Table
 
@@ -117,7 +120,12 @@ RESULT_KEYS = (
     "H2_ci",
     "leave_one_out",
     "egger",
+    "rank_test",
+    "trimfill",
+    "cumulative",
+    "influence",
     "transformed",
+    "funnel_contours",
     "coefficients",
     "QM",
     "QM_df",
@@ -359,28 +367,23 @@ def _analyse(analysis_id: str, spec: Mapping[str, Any], table: Table) -> dict[st
                 for i in range(es.k)
             ]
             result["warnings"].extend(f"leave-one-out: {w}" for w in l1o.warnings)
-        eg = None
-        try:
-            eg = regtest(yi, vi, method=method, test=test, level=level)
-        except AnalysisError as exc:
-            result["warnings"].append(f"Egger's test not computed: {exc.message}")
-        if eg is not None and not math.isfinite(eg.statistic):
-            result["warnings"].append(
-                "Egger's test is undefined: the sei coefficient has a standard error of 0"
-            )
-            eg = None
-        if eg is not None:
-            result["egger"] = {
-                "statistic": _num(eg.statistic),
-                "df": None if eg.df is None else int(eg.df),
-                "pval": _num(eg.pval),
-                "limit_estimate": _num(eg.limit_estimate),
-                "limit_ci_lb": _num(eg.limit_ci_lb),
-                "limit_ci_ub": _num(eg.limit_ci_ub),
-            }
     else:
-        result["warnings"].append("k < 3: leave-one-out and Egger's test are not computed")
+        result["warnings"].append("k < 3: leave-one-out is not computed")
+    result.update(
+        _funnel_asymmetry(
+            spec, yi, vi, _sample_sizes(args, columns, table, es.kept), method=method,
+            test=test, level=level, moderators=bool(moderators), warnings=result["warnings"],
+        )
+    )  # fmt: skip
+    result.update(
+        _case_diagnostics(
+            spec, yi, vi, es, table=table, study=study, method=method, test=test,
+            level=level, warnings=result["warnings"],
+        )
+    )  # fmt: skip
     result["transformed"] = _transform(entry, core)
+    if spec.get("funnel_contours"):
+        result["funnel_contours"] = sorted(float(x) for x in spec["funnel_contours"])
 
     if moderators:
         result.update(
@@ -571,23 +574,18 @@ def _analyse_tables(
     result["leave_one_out"] = _tables_leave1out(
         fit, cells, labels, drop00=drop00, warnings=warnings
     )
-    result["egger"] = None
-    if int(fit.k_yi) >= 3:
-        try:
-            eg = regtest(fit.yi[has], fit.vi[has], method="EE", test="z", level=level)
-        except AnalysisError as exc:
-            warnings.append(f"Egger's test not computed: {exc.message}")
-        else:
-            result["egger"] = {
-                "statistic": _num(eg.statistic),
-                "df": None,
-                "pval": _num(eg.pval),
-                "limit_estimate": _num(eg.limit_estimate),
-                "limit_ci_lb": _num(eg.limit_ci_lb),
-                "limit_ci_ub": _num(eg.limit_ci_ub),
-            }
-    else:
-        warnings.append("k_yi < 3 individual outcomes: Egger's test is not computed")
+    result.update(
+        _funnel_asymmetry(
+            spec, fit.yi[has], fit.vi[has], (ai + bi + ci + di)[has], method="EE", test="z",
+            level=level,
+            moderators=False, warnings=warnings, trimfill=False,
+        )
+    )  # fmt: skip
+    result["cumulative"] = result["influence"] = None
+    warnings.append(
+        f"cumulative and influence are not computed for {name}: they refit an "
+        "inverse-variance model (metafor's influence needs rma.uni)"
+    )
     result["transformed"] = _transform(lookup(measure), core)
     return result
 
@@ -629,3 +627,223 @@ def _tables_leave1out(
         }
         for i in range(fit.k)
     ]
+
+
+def _sample_sizes(
+    args: Mapping[str, NDArray[np.float64]],
+    columns: Mapping[str, str],
+    table: Table,
+    kept: Sequence[int],
+) -> NDArray[np.float64] | None:
+    """Each kept study's total sample size, for Egger's ni predictors (None: not known).
+
+    2x2 counts: all four cells; two groups: ``n1i + n2i``; else an ``ni`` argument or column.
+    """
+    if "ni" in args:
+        ni = args["ni"]
+    elif "ai" in args and "ci" in args:
+        first = args["bi"] + args["ai"] if "bi" in args else args["n1i"]
+        second = args["di"] + args["ci"] if "di" in args else args["n2i"]
+        ni = first + second
+    elif "n1i" in args and "n2i" in args:
+        ni = args["n1i"] + args["n2i"]
+    else:
+        column = columns.get("ni", "ni")
+        if column not in table:
+            return None
+        ni = _parse(table, column, "ni", columns.get("study", "study"))
+    return np.asarray(ni, dtype=np.float64)[list(kept)]
+
+
+def _funnel_asymmetry(
+    spec: Mapping[str, Any],
+    yi: NDArray[np.float64],
+    vi: NDArray[np.float64],
+    ni: NDArray[np.float64] | None,
+    *,
+    method: str,
+    test: str,
+    level: float,
+    moderators: bool,
+    warnings: list[str],
+    trimfill: bool = True,
+) -> dict[str, Any]:
+    """``egger``, ``rank_test`` and ``trimfill`` of the model without moderators
+    (:mod:`cosmo_runner.meta.pubbias`); null with the reason in ``warnings`` where undefined.
+
+    ``trimfill=False``: the fit is not an inverse-variance model (MH, PETO: metafor's
+    ``trimfill`` needs ``rma.uni``).
+    """
+    out: dict[str, Any] = {"egger": None, "rank_test": None, "trimfill": None}
+    k = int(yi.shape[0])
+    if k < 3:
+        warnings.append(
+            f"k = {k} < 3 studies with an outcome: Egger's test, the rank test and "
+            "trim-and-fill are not computed"
+        )
+        return out
+    options = spec.get("egger") or {}
+    predictor = str(options.get("predictor", "sei"))
+    model = str(options.get("model", "rma"))
+    try:
+        eg = egger_test(
+            yi, vi, ni=ni, predictor=predictor, model=model, method=method, test=test,
+            level=level,
+        )  # fmt: skip
+    except AnalysisError as exc:
+        warnings.append(f"Egger's test not computed: {exc.message}")
+    else:
+        if not math.isfinite(eg.statistic):
+            warnings.append(
+                f"Egger's test is undefined: the {predictor} coefficient has a standard error of 0"
+            )
+        else:
+            out["egger"] = {
+                "predictor": predictor,
+                "model": model,
+                "statistic": _num(eg.statistic),
+                "df": eg.df,
+                "pval": _num(eg.pval),
+                "limit_estimate": _num(eg.limit_estimate),
+                "limit_ci_lb": _num(eg.limit_ci_lb),
+                "limit_ci_ub": _num(eg.limit_ci_ub),
+            }
+            if eg.limit_estimate is None:
+                warnings.append(
+                    f"Egger's limit estimate is null: the {predictor} predictor has none "
+                    "(sei, vi, ninv and sqrtninv do)"
+                )
+    if moderators:
+        warnings.append(
+            "the rank test and trim-and-fill apply to models without moderators: not computed"
+        )
+        return out
+    rank = rank_test(yi, vi)
+    out["rank_test"] = {"tau": _num(rank.tau), "pval": _num(rank.pval), "exact": rank.exact}
+    if not rank.exact:
+        why = "ties" if k <= RANK_EXACT_MAX_K else f"k = {k} > {RANK_EXACT_MAX_K}"
+        warnings.append(f"rank test: normal approximation for the p-value ({why})")
+    if not trimfill:
+        warnings.append(
+            "trim-and-fill is not computed: it refits an inverse-variance model "
+            "(metafor's trimfill needs rma.uni), not a Mantel-Haenszel or Peto fit"
+        )
+        return out
+    options = spec.get("trimfill") or {}
+    try:
+        tf = pubbias_trimfill(
+            yi, vi, method=method, test=test, level=level,
+            estimator=str(options.get("estimator", "L0")), side=options.get("side"),
+        )  # fmt: skip
+    except AnalysisError as exc:
+        warnings.append(f"trim-and-fill not computed: {exc.message}")
+        return out
+    fit = tf.fit
+    out["trimfill"] = {
+        "k0": tf.k0,
+        "se_k0": _num(tf.se_k0),
+        "p_k0": _num(tf.p_k0),
+        "side": tf.side,
+        "estimator": tf.estimator,
+        "estimate": _num(fit.estimate),
+        "se": _num(fit.se),
+        "statistic": _num(fit.statistic),
+        "pval": _num(fit.pval),
+        "ci_lb": _num(fit.ci_lb),
+        "ci_ub": _num(fit.ci_ub),
+        "tau2": _num(fit.tau2),
+        "I2": _num(fit.I2),
+        "filled": [
+            {"label": f"Filled {j + 1}", "yi": y, "vi": v}
+            for j, (y, v) in enumerate(
+                zip(_floats(tf.filled_yi), _floats(tf.filled_vi), strict=True)
+            )
+        ],
+    }
+    return out
+
+
+def _cumulative_keys(table: Table, column: str, kept: Sequence[int], study: str) -> NDArray[Any]:
+    """Sort keys of ``cumulative_by``: numbers when every kept cell is one, else the text
+    (sorted by code point, as R under LC_COLLATE=C); an empty cell is an error."""
+    if column not in table:
+        raise AnalysisError(f"cumulative_by column {column!r} is not in the input")
+    rows = list(kept)
+    text = table.text(column)[rows]
+    for j, cell in enumerate(text.tolist()):
+        if cell == "":
+            where = table.location(rows[j], column, study).text()
+            raise AnalysisError(f"{where}: empty cumulative_by value")
+    parsed = table.numbers(column)
+    bad = (parsed.empty | parsed.invalid)[rows]
+    if not bool(bad.any()):
+        return np.asarray(parsed.values[rows], dtype=np.float64)
+    return np.asarray(text.tolist(), dtype=str)
+
+
+def _case_diagnostics(
+    spec: Mapping[str, Any],
+    yi: NDArray[np.float64],
+    vi: NDArray[np.float64],
+    es: EffectSizes,
+    *,
+    table: Table,
+    study: str,
+    method: str,
+    test: str,
+    level: float,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """``cumulative`` and ``influence`` of the model without moderators
+    (:mod:`cosmo_runner.meta.influence`): k refits each, so skipped (null, with the reason)
+    for k < 3 and above :data:`LEAVE1OUT_MAX_K`, as leave-one-out is."""
+    out: dict[str, Any] = {"cumulative": None, "influence": None}
+    k = es.k
+    if k < 3 or k > LEAVE1OUT_MAX_K:
+        why = "k < 3" if k < 3 else f"k = {k} > {LEAVE1OUT_MAX_K} (k refits each)"
+        warnings.append(f"cumulative and influence not computed: {why}")
+        return out
+    by = spec.get("cumulative_by")
+    keys = None if by is None else _cumulative_keys(table, str(by), es.kept, study)
+    try:
+        cm = cumulative(yi, vi, order=keys, method=method, test=test, level=level)
+    except AnalysisError as exc:
+        warnings.append(f"cumulative meta-analysis not computed: {exc.message}")
+    else:
+        out["cumulative"] = [
+            {
+                "label": es.labels[int(i)],
+                "estimate": _num(cm.estimate[j]),
+                "se": _num(cm.se[j]),
+                "pval": _num(cm.pval[j]),
+                "ci_lb": _num(cm.ci_lb[j]),
+                "ci_ub": _num(cm.ci_ub[j]),
+                "Q": _num(cm.Q[j]),
+                "tau2": _num(cm.tau2[j]),
+                "I2": _num(cm.I2[j]),
+            }
+            for j, i in enumerate(cm.order)
+        ]
+        warnings.extend(f"cumulative: {w}" for w in cm.warnings)
+    try:
+        inf = influence(yi, vi, method=method, test=test, level=level)
+    except AnalysisError as exc:
+        warnings.append(f"influence diagnostics not computed: {exc.message}")
+    else:
+        out["influence"] = [
+            {
+                "label": es.labels[i],
+                "rstudent": _num(inf.rstudent[i]),
+                "dffits": _num(inf.dffits[i]),
+                "cook_d": _num(inf.cook_d[i]),
+                "cov_r": _num(inf.cov_r[i]),
+                "tau2_del": _num(inf.tau2_del[i]),
+                "QE_del": _num(inf.QE_del[i]),
+                "hat": _num(inf.hat[i]),
+                "weight": _num(inf.weight[i]),
+                "dfbetas": _num(inf.dfbetas[i]),
+                "influential": bool(inf.influential[i]),
+            }
+            for i in range(k)
+        ]
+    return out

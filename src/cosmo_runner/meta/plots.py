@@ -24,6 +24,15 @@ returns (the JSON written to ``results/<id>.json``) and writes ``<stem>.<kind>.p
   the pseudo-confidence region ``estimate ± z · SE`` (white triangle on grey, as metafor),
   with Egger's regression test above the plot when the result has it. With moderators it
   is centred on the model without moderators (the core keys of the result), and says so.
+  Trim-and-fill's filled studies (``trimfill.filled``) are drawn hollow; with
+  ``funnel_contours`` (e.g. ``[90, 95, 99]``) it is contour-enhanced (Peters et al. 2008;
+  metafor ``funnel(level=, refline=0)``): shaded significance regions around 0, the lines at
+  0 and at the estimate, and the shades' p ranges noted above the plot.
+- **Cumulative forest plot** (``"cumulative"``; metafor ``forest(cumul(fit))``): one row per
+  step of ``cumulative``, the estimate and CI with the studies up to and including it.
+- **Baujat plot** (``"baujat"``; Baujat et al. 2002, metafor ``baujat``): each study's
+  squared Pearson residual ``(yi - mu)^2 / (tau2 + vi)`` against its influence on the pooled
+  estimate ``(mu_(-i) - mu)^2 / se_(-i)^2`` (from ``leave_one_out``), with the study labels.
 
 The output is byte-identical when the same result is rendered again: the figure is built on
 a :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot state machine), with
@@ -59,7 +68,7 @@ from cosmo_runner.runlog import write_atomic
 __all__ = ["FORMATS", "KINDS", "MAX_FOREST_ROWS", "render"]
 
 #: The plot kinds an analysis may request.
-KINDS = ("forest", "funnel")
+KINDS = ("forest", "funnel", "cumulative", "baujat")
 #: Each plot is written in these formats.
 FORMATS = ("png", "svg")
 #: Above this many rows a forest plot is no longer legible; ask for a funnel plot instead.
@@ -108,7 +117,7 @@ def draw(result: Mapping[str, Any], kinds: Sequence[str], stem: str) -> list[tup
     drawn: list[tuple[str, bytes]] = []
     with _style():
         for kind in dict.fromkeys(kinds):
-            fig = _forest(result, stem) if kind == "forest" else _funnel(result, stem)
+            fig = _DRAW[kind](result, stem)
             for fmt in FORMATS:
                 drawn.append((f"{stem}.{kind}.{fmt}", _figure_bytes(fig, fmt)))
     return drawn
@@ -835,11 +844,15 @@ def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
     use_residuals = regression and all(r is not None for r in residuals)
     xs = [r for r in residuals if r is not None] if use_residuals else [s.yi for s in studies]
     ses = [s.sei for s in studies]
+    filled = _filled(result) if not use_residuals else []
+    contours = sorted(
+        {lv for lv in map(_float, result.get("funnel_contours") or []) if lv and 0 < lv < 100}
+    )
     # With moderators, analyse() keeps the model without moderators in the core keys: the
     # funnel is drawn around its estimate (metafor draws residuals when a result has them).
     center = 0.0 if use_residuals else _float(result.get("estimate"))
 
-    se_max = max(ses) * 1.05
+    se_max = max([*ses, *(se for _, se in filled)]) * 1.05
     fig = Figure(figsize=(5.6, 4.8), dpi=_DPI)
     FigureCanvasAgg(fig)
     notes = []
@@ -857,7 +870,19 @@ def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
         notes.append(
             f"Egger's test: {name} = {_num(egger_stat)}, {_pval(_float(egger.get('pval')))}"
         )
-    label = f"{level:g}% pseudo-confidence region" if center is not None else ""
+    trimfill = result.get("trimfill")
+    if filled and isinstance(trimfill, Mapping):
+        est = _float(trimfill.get("estimate"))
+        notes.append(
+            f"Trim-and-fill: {len(filled)} filled on the {trimfill.get('side')} (hollow)"
+            + (f"; estimate {_num(scale.back(est))}" if est is not None else "")
+        )
+    if contours:
+        label = "Contours around 0: " + ", ".join(
+            f"{shade}: p {rng}" for shade, rng in _contour_legend(contours)
+        )
+    else:
+        label = f"{level:g}% pseudo-confidence region" if center is not None else ""
     if label:
         notes.insert(0, label)
     top = 0.975 - 0.045 * len(notes)
@@ -865,15 +890,33 @@ def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
     ax.set_facecolor("#d9d9d9")
 
     half = crit * se_max
-    if center is not None:
-        lo = min([*xs, center - half])
-        hi = max([*xs, center + half])
+    all_x = [*xs, *(x for x, _ in filled)]
+    if contours:
+        widest = _crit(contours[-1]) * se_max
+        lo, hi = min([*all_x, -widest]), max([*all_x, widest])
+    elif center is not None:
+        lo = min([*all_x, center - half])
+        hi = max([*all_x, center + half])
     else:
-        lo, hi = min(xs), max(xs)
+        lo, hi = min(all_x), max(all_x)
     pad = 0.06 * max(hi - lo, 0.2)
     lo, hi = lo - pad, hi + pad
 
-    if center is not None:
+    if contours:
+        # significance contours around 0 (Peters et al. 2008; metafor's funnel(level=, refline=0))
+        ax.set_facecolor(_CONTOUR_SHADES[min(len(contours), len(_CONTOUR_SHADES) - 1)])
+        for j, lv in reversed(list(enumerate(contours))):
+            w = _crit(lv) * se_max
+            ax.add_patch(
+                Polygon(
+                    [(-w, se_max), (0.0, 0.0), (w, se_max)], closed=True,
+                    facecolor=_CONTOUR_SHADES[j], edgecolor="none", zorder=1,
+                )
+            )  # fmt: skip
+        ax.plot([0.0, 0.0], [0.0, se_max], color=_GREY, linewidth=0.8, zorder=2)
+        if center is not None:
+            ax.plot([center, center], [0.0, se_max], color=_INK, linewidth=0.9, zorder=2)
+    elif center is not None:
         region = Polygon(
             [(center - half, se_max), (center, 0.0), (center + half, se_max)],
             closed=True,
@@ -903,6 +946,12 @@ def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
         zorder=3,
         clip_on=False,
     )
+    if filled:
+        ax.plot(
+            [x for x, _ in filled], [se for _, se in filled], marker="o", markersize=4.5,
+            markerfacecolor="white", markeredgecolor=_INK, markeredgewidth=0.9,
+            linestyle="none", zorder=3, clip_on=False,
+        )  # fmt: skip
 
     ax.set_ylim(se_max, 0.0)
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
@@ -922,6 +971,128 @@ def _funnel(result: Mapping[str, Any], stem: str) -> Figure:
             0.96, 0.995 - 0.045 * j, note, ha="right", va="top", fontsize=_FONT_SIZE - 1, color=_INK
         )
     return fig
+
+
+#: Shades of a contour-enhanced funnel, innermost first (metafor's white, gray55, gray75 ...).
+_CONTOUR_SHADES = ("#ffffff", "#8c8c8c", "#bfbfbf", "#e0e0e0", "#f0f0f0")
+
+
+def _contour_legend(levels: Sequence[float]) -> list[tuple[str, str]]:
+    """(shade name, p range) from the innermost region outwards."""
+    names = ("white", "dark grey", "grey", "light grey", "lightest grey")
+    alphas = [round(1.0 - lv / 100.0, 6) for lv in levels]
+    out = [(names[0], f"> {alphas[0]:g}")]
+    for j in range(1, len(alphas)):
+        out.append((names[min(j, len(names) - 1)], f"{alphas[j]:g}-{alphas[j - 1]:g}"))
+    out.append((names[min(len(alphas), len(names) - 1)], f"< {alphas[-1]:g}"))
+    return out
+
+
+def _filled(result: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """Trim-and-fill's filled studies as (yi, sei)."""
+    trimfill = result.get("trimfill")
+    if not isinstance(trimfill, Mapping):
+        return []
+    out = []
+    for entry in trimfill.get("filled") or []:
+        yi, vi = _float(entry.get("yi")), _float(entry.get("vi"))
+        if yi is not None and vi is not None and vi > 0:
+            out.append((yi, math.sqrt(vi)))
+    return out
+
+
+def _cumulative(result: Mapping[str, Any], stem: str) -> Figure:
+    """Cumulative forest plot: each row the estimate and CI with the studies up to it
+    (metafor's forest(cumul(fit)))."""
+    rows = result.get("cumulative")
+    if not isinstance(rows, Sequence) or not rows:
+        raise AnalysisError(
+            f"cumulative plot for {stem!r}: the result has no cumulative meta-analysis "
+            "(see its warnings)"
+        )
+    scale = _scale(result)
+    level = _level(result)
+    entries = []
+    for row in rows:
+        est, lb, ub = (_float(row.get(key)) for key in ("estimate", "ci_lb", "ci_ub"))
+        if est is None or lb is None or ub is None:
+            raise AnalysisError(f"cumulative plot for {stem!r}: row {row.get('label')!r} has no CI")
+        entries.append((str(row.get("label")), est, lb, ub))
+    if len(entries) > MAX_FOREST_ROWS:
+        raise AnalysisError(
+            f"cumulative plot for {stem!r}: {len(entries)} rows are more than {MAX_FOREST_ROWS}"
+        )
+    n = len(entries)
+    label_w = min(max(len(e[0]) for e in entries) + 2, _MAX_LABEL) * _CHAR_IN + 0.3
+    texts = [_est_ci(scale, est, lb, ub) for _, est, lb, ub in entries]
+    text_w = max(len(t) for t in [*texts, "xx [95% CI]"]) * _CHAR_IN + 0.3
+    width, height = label_w + 3.4 + text_w + 0.3, 0.9 + _ROW_IN * (n + 1) + 0.6
+    fig = Figure(figsize=(width, height), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    bottom, top = 0.6 / height, 1.0 - 0.5 / height
+    ax = fig.add_axes((label_w / width, bottom, 3.4 / width, top - bottom))
+    lo = min([0.0, *(e[2] for e in entries)])
+    hi = max([0.0, *(e[3] for e in entries)])
+    pad = 0.05 * max(hi - lo, 0.2)
+    ax.set_ylim(n + 0.5, 0.5)
+    ax.axvline(scale.null, color=_GREY, linewidth=0.8, linestyle=(0, (4, 3)), zorder=1)
+    for j, (label, est, lb, ub) in enumerate(entries, start=1):
+        ax.plot([lb, ub], [j, j], color=_INK, linewidth=0.9, zorder=2)
+        ax.plot([est], [j], marker="o", markersize=4, color=_INK, linestyle="none", zorder=3)
+        ax.text(-0.02, j, ("+ " if j > 1 else "") + label, transform=ax.get_yaxis_transform(),
+                ha="right", va="center", fontsize=_FONT_SIZE)  # fmt: skip
+        ax.text(1.02, j, texts[j - 1], transform=ax.get_yaxis_transform(), ha="left",
+                va="center", fontsize=_FONT_SIZE)  # fmt: skip
+    ax.yaxis.set_major_locator(NullLocator())
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    _set_effect_axis(ax, scale, lo - pad, hi + pad)
+    fig.text(0.01, 1.0 - 0.2 / height, f"Cumulative meta-analysis ({_model_name(result)}), "
+             f"{level:g}% CI; each row adds the study named", fontsize=_FONT_SIZE, va="top")  # fmt: skip
+    return fig
+
+
+def _baujat(result: Mapping[str, Any], stem: str) -> Figure:
+    """Baujat plot (Baujat et al. 2002; metafor's ``baujat``): each study's squared Pearson
+    residual ``(yi - mu)^2 / (tau2 + vi)`` against its influence on the pooled estimate,
+    ``(mu_(-i) - mu)^2 / se_(-i)^2``, from the result's leave-one-out refits."""
+    loo = result.get("leave_one_out")
+    mu, tau2 = _float(result.get("estimate")), _float(result.get("tau2")) or 0.0
+    if not isinstance(loo, Sequence) or not loo or mu is None:
+        raise AnalysisError(
+            f"baujat plot for {stem!r}: the result has no leave-one-out refits (see its warnings)"
+        )
+    points = []
+    for study, row in zip(result.get("studies") or [], loo, strict=False):
+        yi, vi = _float(study.get("yi")), _float(study.get("vi"))
+        est, se = _float(row.get("estimate")), _float(row.get("se"))
+        if yi is None or vi is None or est is None or se is None or se <= 0:
+            continue  # no outcome (an MH double zero) or no refit without it
+        points.append(
+            (str(study.get("label")), (yi - mu) ** 2 / (tau2 + vi), (est - mu) ** 2 / se**2)
+        )
+    if not points:
+        raise AnalysisError(f"baujat plot for {stem!r}: no study has an outcome and a refit")
+    xs, ys = [p[1] for p in points], [p[2] for p in points]
+    fig = Figure(figsize=(5.6, 4.8), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.12, 0.12, 0.66, 0.78))
+    ax.plot(xs, ys, marker="o", markersize=4, color=_INK, linestyle="none", zorder=3)
+    for label, x, y in points:
+        ax.annotate(label[:_MAX_LABEL], (x, y), xytext=(4, 3), textcoords="offset points",
+                    fontsize=_FONT_SIZE - 2, color=_GREY)  # fmt: skip
+    ax.set_xlabel("Squared Pearson Residual (contribution to heterogeneity)")
+    ax.set_ylabel("Influence on Overall Result")
+    ax.set_xlim(left=0.0, right=max(xs) * 1.15 if max(xs) > 0 else 1.0)
+    ax.set_ylim(bottom=0.0, top=max(ys) * 1.15 if max(ys) > 0 else 1.0)
+    for side in ("right", "top"):
+        ax.spines[side].set_visible(False)
+    fig.text(0.96, 0.975, f"Baujat plot ({_model_name(result)})", ha="right", va="top",
+             fontsize=_FONT_SIZE - 1)  # fmt: skip
+    return fig
+
+
+_DRAW = {"forest": _forest, "funnel": _funnel, "cumulative": _cumulative, "baujat": _baujat}
 
 
 # --------------------------------------------------------------------------- output
