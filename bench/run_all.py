@@ -3,6 +3,8 @@
 Runs in the bench environment (``.venv-bench``), each benchmark in its own process:
 
 1. ``bench/bench_meta.py`` -- the meta-analysis engine against statsmodels and PyMARE;
+   ``bench/bench_mh.py`` -- Mantel-Haenszel on 10 000 analyses x k = 20, vectorised, against
+   statsmodels' ``StratifiedTable`` in a loop;
 2. ``bench/bench_env.py`` -- ``cosmo-runner smoke`` against the naive gate, and ``--help``,
    against the main ``.venv``;
 3. ``bench/bench_e2e.py`` -- ``cosmo-runner run`` of the BCG example against R's metafor
@@ -22,7 +24,7 @@ echoed as they finish and collected into ``bench/results.md`` for the README. Ex
 non-zero when a benchmark script itself failed (not when a target is missed: these are
 measurements, not tests).
 
-Usage: ``python bench/run_all.py [--quick] [--only meta,env,e2e,probes,records,large,docker]``
+Usage: ``python bench/run_all.py [--quick] [--only meta,mh,env,e2e,probes,records,large,docker]``
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run)")
     parser.add_argument(
         "--only",
-        default="meta,env,e2e,probes,records,large,docker",
+        default="meta,mh,env,e2e,probes,records,large,docker",
         help="comma-separated sections",
     )
     args = parser.parse_args(argv)
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = {
         "meta": (python, "bench_meta.py", ["--quick"] if args.quick else [],
                  "meta-analysis engine", "### Meta-analysis engine"),
+        "mh": (python, "bench_mh.py", ["--quick"] if args.quick else [],
+               "Mantel-Haenszel on many tables", "### Mantel-Haenszel on many tables"),
         "env": (python, "bench_env.py", venv_arg + quick_repeats,
                 "environment gate", "### Environment gate"),
         "e2e": (python, "bench_e2e.py", venv_arg + quick_repeats, "end to end", "### End to end"),
