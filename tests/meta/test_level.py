@@ -9,8 +9,7 @@ import pytest
 from scipy.stats import norm
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta import confint_tau2, rma
-from cosmo_runner.meta.rma import alpha_for_level
+from cosmo_runner.meta import alpha_for_level, confint_tau2, rma
 
 YI = np.array([-0.89, -1.59, -1.35, -1.44, -0.22, -0.79, -1.62, 0.01, -0.47, -1.37])
 VI = np.array([0.33, 0.19, 0.42, 0.02, 0.05, 0.01, 0.22, 0.01, 0.06, 0.27])

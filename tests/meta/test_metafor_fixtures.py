@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.meta.loglik import loglik
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta import confint_tau2, escalc, leave1out, regtest, rma
+from cosmo_runner.meta import METHODS, TESTS, confint_tau2, escalc, leave1out, regtest, rma
 from cosmo_runner.meta.measures import MEASURES, lookup
-from cosmo_runner.meta.rma import METHODS, TESTS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metafor"
 TIGHT = {"threshold": 1e-10, "tol": 1e-10, "maxiter": 1000}
@@ -270,11 +270,8 @@ def test_reml_fallback_finds_the_restricted_likelihood_maximum() -> None:
         np.testing.assert_allclose(res.estimate, s["estimate"], rtol=1e-8)
         np.testing.assert_allclose(res.se, s["se"], rtol=1e-7)
         # and it is a true maximum: no neighbouring tau2 does better
-        from cosmo_runner.meta._rowwise import _loglik
-
-        y, v = np.asarray(s["yi"])[None, :], np.asarray(s["vi"])[None, :]
-        best = _loglik(np.array([res.tau2]), y, v, True)[0]
+        best = loglik(res.tau2, s["yi"], s["vi"])
         for t in (res.tau2 * (1 - 1e-4), res.tau2 * (1 + 1e-4), 0.0):
-            assert _loglik(np.array([t]), y, v, True)[0] <= best
+            assert loglik(t, s["yi"], s["vi"]) <= best
         with pytest.raises(AnalysisError, match="did not converge"):
             rma(s["yi"], s["vi"], method="REML", control={"fallback": False})

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtr, ndtri, stdtr, stdtrit
 
-from cosmo_runner.meta import rma
-from cosmo_runner.meta.rma import METHODS
+from cosmo_runner.meta import METHODS, rma
 
 LAZY = ("statistic", "pval", "tau", "I2", "H2", "pi_lb", "pi_ub")
 

@@ -1,45 +1,45 @@
 """Mixed-effects meta-regression (metafor's ``rma.uni`` with ``mods``; Viechtbauer 2005,
-Raudenbush 2009): weighted least squares for the coefficients, tau2 by the same estimators
-as the intercept-only model (generalised to ``k - p``), the coefficient table, the omnibus
-test QM (F with knha), residual heterogeneity QE and pseudo-R2.
+Raudenbush 2009): the data with its model matrix X for the decision layer
+(:class:`Regression`), then weighted least squares for the coefficients, the coefficient
+table, the omnibus test QM (F with knha), residual heterogeneity QE and pseudo-R2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.special import chdtrc, fdtrc, ndtr, stdtr
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta._intercept import _EE, _fit_batch
-from cosmo_runner.meta._model import (
-    _EPS,
-    CLOSED,
-    FALLBACK,
-    FISHER,
-    KNHA_EE_WARNING,
-    LL0_WARNING,
-    ROOT,
+from cosmo_runner.meta._decisions import (
     VARRATIO_LIMIT,
-    VARRATIO_WARNING,
-    Control,
-    FloatArray,
-    RMAResult,
-    _Lazy,
+    heterogeneity,
+    knha_factor,
+    knha_warning,
+    variance_warning,
 )
-from cosmo_runner.meta._rowwise import _crit, _mad
+from cosmo_runner.meta._estimators import Estimator
+from cosmo_runner.meta._intercept import FixedEffects, fit_rows
+from cosmo_runner.meta._kernels import crit, mad
+from cosmo_runner.meta._result import ALGORITHMS, Control, FloatArray, Lazy, RMAResult
+
+__all__ = ["Regression", "fit_regression"]
 
 
-class _WLS:
-    """Weighted least squares pieces for a model matrix X (k x p) and weights w."""
+class WLS:
+    """Weighted least squares pieces for a model matrix X (k x p), weights w and V."""
 
-    def __init__(self, x: FloatArray, y: FloatArray, w: FloatArray) -> None:
-        self.x, self.w = x, w
+    def __init__(self, x: FloatArray, y: FloatArray, v: FloatArray, w: FloatArray) -> None:
+        self.x, self.v, self.w = x, v, w
         xtw = x.T * w
+        self.xtwx = xtw @ x
+        if not np.isfinite(self.xtwx).all():
+            raise OverflowError("X'WX is not finite")  # rma names the precision problem
         try:
-            self.a = np.linalg.inv(xtw @ x)
+            self.a: FloatArray = np.asarray(np.linalg.inv(self.xtwx), dtype=np.float64)
         except np.linalg.LinAlgError as exc:
             raise AnalysisError("rma: the model matrix is not of full rank") from exc
         self.beta = self.a @ (xtw @ y)
@@ -47,262 +47,204 @@ class _WLS:
         self.rss = float((w * self.r * self.r).sum())
         self.py = w * self.r
 
-    def gram(self, d: FloatArray) -> FloatArray:
-        return np.asarray((self.x.T * d) @ self.x)
+    def _tr(self, d: FloatArray) -> float:
+        """``tr((X'WX)^-1 X' D X)``"""
+        return float(np.trace(self.a @ ((self.x.T * d) @ self.x)))
 
-    def tr_p(self) -> float:
-        return float(self.w.sum() - np.trace(self.a @ self.gram(self.w**2)))
+    def _b(self, d: FloatArray) -> FloatArray:
+        return np.asarray(self.a @ ((self.x.T * d) @ self.x))
 
-    def tr_pp(self) -> float:
-        w = self.w
-        b2 = self.a @ self.gram(w**2)
-        return float((w * w).sum() - 2.0 * np.trace(self.a @ self.gram(w**3)) + np.trace(b2 @ b2))
+    @cached_property
+    def sw(self) -> float:
+        return float(self.w.sum())
 
-    def tr_pv(self, v: FloatArray) -> float:
-        return float((self.w * v).sum() - np.trace(self.a @ self.gram(self.w**2 * v)))
+    @cached_property
+    def sw2(self) -> float:
+        return float((self.w**2).sum())
 
-    def tr_pvpv(self, v: FloatArray) -> float:
-        w = self.w
-        b = self.a @ self.gram(w**2 * v)
-        return float(
-            (w * w * v * v).sum()
-            - 2.0 * np.trace(self.a @ self.gram(w**3 * v * v))
-            + np.trace(b @ b)
-        )
+    @cached_property
+    def ypppy(self) -> float:
+        return float((self.py * self.py).sum())
 
-    def tr_pvp(self, v: FloatArray) -> float:
-        w = self.w
-        b2 = self.a @ self.gram(w**2)
-        b = self.a @ self.gram(w**2 * v)
-        return float(
-            (w * w * v).sum() - 2.0 * np.trace(self.a @ self.gram(w**3 * v)) + np.trace(b2 @ b)
-        )
+    @cached_property
+    def trp(self) -> float:
+        return self.sw - self._tr(self.w**2)
 
+    @cached_property
+    def trpp(self) -> float:
+        b2 = self._b(self.w**2)
+        return self.sw2 - 2.0 * self._tr(self.w**3) + float(np.trace(b2 @ b2))
 
-def _loglik_x(t: float, x: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> float:
-    s = v + t
-    fit = _WLS(x, y, 1.0 / s)
-    ll = -0.5 * (float(np.log(s).sum()) + fit.rss)
-    if reml:
-        ll -= 0.5 * float(np.linalg.slogdet(np.linalg.inv(fit.a))[1])
-    return ll
+    def trpv(self) -> float:
+        return float((self.w * self.v).sum()) - self._tr(self.w**2 * self.v)
 
+    def trpvpv(self) -> float:
+        w, v = self.w, self.v
+        b = self._b(w**2 * v)
+        return float((w * w * v * v).sum()) - 2.0 * self._tr(w**3 * v * v) + float(np.trace(b @ b))
 
-def _score_x(t: float, x: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> float:
-    fit = _WLS(x, y, 1.0 / (v + t))
-    ypppy = float((fit.py * fit.py).sum())
-    return ypppy - (fit.tr_p() if reml else float(fit.w.sum()))
+    def trpvp(self) -> float:
+        w, v = self.w, self.v
+        b2, b = self._b(w**2), self._b(w**2 * v)
+        return float((w * w * v).sum()) - 2.0 * self._tr(w**3 * v) + float(np.trace(b2 @ b))
 
-
-def _qgen_x(t: float, x: FloatArray, y: FloatArray, v: FloatArray) -> float:
-    return _WLS(x, y, 1.0 / (v + t)).rss
+    def loglik(self, reml: bool) -> float:
+        ll = -0.5 * (float(np.log(1.0 / self.w).sum()) + self.rss)
+        if reml:
+            ll -= 0.5 * float(np.linalg.slogdet(self.xtwx)[1])
+        return ll
 
 
-def _brentq(f: Callable[[float], float], lo: float, hi: float, xrtol: float) -> float:
-    from scipy.optimize import brentq
+class RegressionAt:
+    """The meta-regression at one tau2 per row (every row is the same analysis)."""
 
-    return float(brentq(f, lo, hi, xtol=1e-300, rtol=max(xrtol, 4 * _EPS), maxiter=500))
+    def __init__(self, fits: list[WLS]) -> None:
+        self.fits = fits
 
+    def _each(self, name: str) -> FloatArray:
+        return np.array([getattr(f, name) for f in self.fits], dtype=np.float64)
 
-def _tau2_x(
-    x: FloatArray, y: FloatArray, v: FloatArray, method: str, con: Control
-) -> tuple[float, float, bool, int, str, list[str]]:
-    """tau2 for a meta-regression (one analysis), metafor's estimators with general P."""
-    k, p = x.shape
-    warnings: list[str] = []
-    if method in ("EE", "FE"):
-        return 0.0, 0.0, True, 0, CLOSED, warnings
-    if method in ("DL", "HS"):
-        fit = _WLS(x, y, 1.0 / v)
-        if method == "DL":
-            t = (fit.rss - (k - p)) / fit.tr_p()
-        else:
-            t = (fit.rss - k) / float(fit.w.sum())
-        return max(t, 0.0), 0.0, True, 0, CLOSED, warnings
-    if method == "SJ":
-        tau0 = float(np.var(y)) if con.tau2_init is None else float(con.tau2_init)
-        fit = _WLS(x, y, 1.0 / (v + tau0))
-        return max(tau0 * fit.rss / (k - p), 0.0), tau0, True, 0, CLOSED, warnings
+    def _call(self, name: str, *args: Any) -> FloatArray:
+        return np.array([getattr(f, name)(*args) for f in self.fits], dtype=np.float64)
 
-    def q_root(upper: float) -> float:
-        target = float(k - p)
-        q0, qu = _qgen_x(0.0, x, y, v), _qgen_x(upper, x, y, v)
-        if not np.isfinite([q0, qu]).all():
-            raise OverflowError("generalised Q is not finite")  # rma names the problem
-        if q0 < target:
-            return 0.0
-        if qu > target:
-            raise AnalysisError("rma: PM root lies above tau2.max = max(100, 10 mad(yi)^2)")
-        return _brentq(lambda t: _qgen_x(t, x, y, v) - target, 0.0, upper, con.xrtol)
+    sw = property(lambda self: self._each("sw"))
+    sw2 = property(lambda self: self._each("sw2"))
+    rss = property(lambda self: self._each("rss"))
+    ypppy = property(lambda self: self._each("ypppy"))
+    trp = property(lambda self: self._each("trp"))
+    trpp = property(lambda self: self._each("trpp"))
 
-    upper_pm = max(100.0, 10.0 * float(_mad(y)) ** 2)
-    if method == "PM":
-        return q_root(upper_pm), 0.0, True, 0, ROOT, warnings
-    ols = _WLS(x, y, np.ones(k))
-    he = (float((ols.r**2).sum()) - ols.tr_pv(v)) / (k - p)
-    if method == "HE":
-        return max(he, 0.0), 0.0, True, 0, CLOSED, warnings
-    t = max(he, 0.0) if con.tau2_init is None else float(con.tau2_init)
-    conv = False
-    it = 0
-    for it in range(1, con.maxiter + 2):
-        fit = _WLS(x, y, 1.0 / (v + t))
-        sw = float(fit.w.sum())
-        if method == "EB":
-            adj = (fit.rss * k / (k - p) - k) / sw
-        else:
-            ypppy = float((fit.py * fit.py).sum())
-            if method == "ML":
-                adj = (ypppy - sw) / float((fit.w**2).sum())
-            else:
-                adj = (ypppy - fit.tr_p()) / fit.tr_pp()
-        adj *= con.stepadj
-        if np.isnan(adj):
-            adj = 0.0
-        if t + adj < 0:
-            if t <= 0:
-                adj = 0.0
-            else:
-                while t + adj < 0:
-                    adj /= 2.0
-        change = abs(adj)
-        t = t + adj
-        if it > con.maxiter:
-            break
-        if change <= con.threshold:
-            conv = True
-            break
-    algorithm = FISHER
-    if not conv:
-        if not con.fallback:
-            raise AnalysisError("rma: Fisher scoring algorithm did not converge")
-        if method == "EB":
-            t = q_root(upper_pm)
-            algorithm = ROOT
-            what = "solved the equivalent PM equation by root finding"
-        else:
-            t = _fallback_x(x, y, v, method == "REML", con)
-            algorithm = FALLBACK
-            what = "used bounded maximisation of the likelihood"
-        warnings.append(f"Fisher scoring algorithm did not converge; {what}.")
-    elif method in ("ML", "REML") and con.ll0check and t > con.threshold:
-        reml = method == "REML"
-        if _loglik_x(0.0, x, y, v, reml) - _loglik_x(t, x, y, v, reml) > con.tol:
-            t = 0.0
-            warnings.append(LL0_WARNING.format(""))
-    return max(t, 0.0), 0.0, conv, it, algorithm, warnings
+    def trpv(self) -> FloatArray:
+        return self._call("trpv")
+
+    def trpvp(self) -> FloatArray:
+        return self._call("trpvp")
+
+    def trpvpv(self) -> FloatArray:
+        return self._call("trpvpv")
+
+    def loglik(self, reml: bool) -> FloatArray:
+        return self._call("loglik", reml)
 
 
-def _fallback_x(x: FloatArray, y: FloatArray, v: FloatArray, reml: bool, con: Control) -> float:
-    upper = max(100.0, 10.0 * float(np.ptp(y)) ** 2)
-    grid = upper * np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 161)])
-    ll = np.array([_loglik_x(float(g), x, y, v, reml) for g in grid])
-    best = int(np.argmax(ll))
-    if best == 0 and _score_x(0.0, x, y, v, reml) <= 0:
-        return 0.0
-    best = max(best, 1)
-    lo, hi = float(grid[best - 1]), float(grid[min(best + 1, grid.size - 1)])
+class Regression:
+    """One meta-regression seen as ``n`` identical rows by the decision layer (see
+    :class:`~._decisions.Problem`): the layer subsets and repeats rows, the data stay."""
 
-    def f(t: float) -> float:
-        return _score_x(t, x, y, v, reml)
+    def __init__(self, x: FloatArray, y: FloatArray, v: FloatArray, n: int = 1) -> None:
+        self.x, self.y, self.v = x, y, v
+        self.n = n
+        self.k, self.p = x.shape
 
-    if f(lo) > 0 > f(hi):
-        return _brentq(f, lo, hi, con.xrtol)
-    raise AnalysisError("rma: bounded maximisation of the likelihood found no interior maximum")
+    def wls(self, w: FloatArray) -> WLS:
+        return WLS(self.x, self.y, self.v, w)
+
+    @cached_property
+    def _fixed(self) -> WLS:
+        return self.wls(1.0 / self.v)
+
+    def _rows(self, value: float) -> FloatArray:
+        return np.full(self.n, value)
+
+    def fixed(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        fe = self._fixed
+        return self._rows(max(fe.rss, 0.0)), self._rows(fe.sw), self._rows(fe.trp)
+
+    def at(self, tau2: FloatArray) -> RegressionAt:
+        return RegressionAt([self.wls(1.0 / (self.v + t)) for t in np.asarray(tau2).tolist()])
+
+    def unweighted(self) -> RegressionAt:
+        return RegressionAt([self.wls(np.ones(self.k))] * self.n)
+
+    def var_y(self) -> FloatArray:
+        return self._rows(float(np.var(self.y)))
+
+    def spread(self) -> tuple[FloatArray, FloatArray]:
+        return self._rows(float(mad(self.y))), self._rows(float(np.ptp(self.y)))
+
+    def take(self, rows: NDArray[np.intp]) -> Regression:
+        return Regression(self.x, self.y, self.v, n=int(np.asarray(rows).size))
+
+    def loglik_grid(self, grid: FloatArray, reml: bool) -> FloatArray:
+        return np.array([self.at(row).loglik(reml) for row in grid])
+
+    def extreme_variances(self) -> NDArray[np.bool_]:
+        ratio = float(self.v.max()) / float(self.v.min())
+        return np.full(self.n, ratio >= VARRATIO_LIMIT)
 
 
-def _fit_mods(y: FloatArray, v: FloatArray, x: FloatArray, **options: Any) -> RMAResult:
-    """:func:`_fit_mods_core` after the intercept-only first pass over ``yi`` and ``vi``,
-    whose checks name bad values and overflowing sums (``rma`` checks the result)."""
-    _EE.of(y[None, :], v[None, :])
-    return _fit_mods_core(y, v, x, **options)
-
-
-def _fit_mods_core(
+def fit_regression(
     y: FloatArray,
     v: FloatArray,
     x: FloatArray,
     *,
     terms: tuple[str, ...],
     method: str,
+    unit: Estimator,
     test: str,
     alpha: float,
     con: Control,
 ) -> RMAResult:
+    """The mixed-effects model with model matrix ``x`` (its first column the intercept)."""
     k, p = x.shape
+    FixedEffects.of(y[None, :], v[None, :])  # names bad values and overflowing sums
     if k <= p:
         raise AnalysisError(f"rma: need more studies (k = {k}) than model coefficients (p = {p})")
-    tau2, tau0, conv, iters, algorithm, warnings = _tau2_x(x, y, v, method, con)
-    if float(v.max()) / float(v.min()) >= VARRATIO_LIMIT:
-        warnings.insert(0, VARRATIO_WARNING)
-    is_ee = method in ("EE", "FE")
-    fit = _WLS(x, y, 1.0 / (v + tau2))
+    problem = Regression(x, y, v)
+    tfit = unit.fit(problem, con)
+    tau2, tau0 = float(tfit.tau2[0]), float(tfit.tau0[0])
+    warnings = [w for w in [variance_warning(problem.extreme_variances())] if w]
+    warnings += tfit.warnings
+    fit = problem.wls(1.0 / (v + tau2))
     vb = fit.a.copy()
     df: float | None = None
     if test == "knha":
-        if is_ee:
-            warnings.append(KNHA_EE_WARNING.format(method))
-        s2w = 0.0 if fit.rss <= _EPS else fit.rss / (k - p)
-        vb = s2w * vb
+        warnings += [w for w in [knha_warning(method)] if w]
         df = float(k - p)
+        vb = float(knha_factor(np.array(fit.rss), df)) * vb
     se = np.sqrt(np.diag(vb))
     beta = fit.beta
     with np.errstate(divide="ignore", invalid="ignore"):
         stat = beta / se
-    crit = _crit(alpha, df)
-    m = p - 1
-    b1 = beta[1:]
-    try:
-        qm = float(b1 @ np.linalg.solve(vb[1:, 1:], b1))
-    except np.linalg.LinAlgError:
-        # metafor: QM is NA when vb cannot be inverted (e.g. s2w = 0 under knha)
-        qm = float("nan")
-        warnings.append("QM is undefined: the moderators' covariance matrix is singular.")
-    if df is None:
-        pval = 2.0 * ndtr(-np.abs(stat))
-        qm_df: tuple[int, ...] = (m,)
-        qm_p = float(chdtrc(m, qm))
-    else:
-        pval = 2.0 * stdtr(df, -np.abs(stat))
-        qm = qm / m
-        qm_df = (m, k - p)
-        qm_p = float(fdtrc(m, k - p, qm))
-    fe = _WLS(x, y, 1.0 / v)
-    qe = max(fe.rss, 0.0)
-    vt = (k - p) / fe.tr_p()
-    if is_ee:
-        i2 = max(0.0, 100.0 * ((qe - (k - p)) / qe)) if qe > 0 else 0.0
-        h2 = qe / (k - p)
-        r2: float | None = None
-    else:
-        i2 = 100.0 * tau2 / (vt + tau2)
-        h2 = tau2 / vt + 1.0
-        base = _fit_batch(y[None, :], v[None, :], method, test=test, alpha=alpha, con=con)
-        tau2_re = float(base["tau2"][0])
-        r2 = 0.0 if tau2_re == 0 else max(0.0, 100.0 * (tau2_re - tau2) / tau2_re)
-    tau2_se = _tau2_se_x(method, x, y, v, tau2=tau2, tau0=tau0, fit=fit)
+    pval = 2.0 * (ndtr(-np.abs(stat)) if df is None else stdtr(df, -np.abs(stat)))
+    qm, qm_df, qm_p = _omnibus(beta, vb, df, k, warnings)
+    qe, _, trp_fe = (float(a[0]) for a in problem.fixed())
+    vt = (k - p) / trp_fe
+    i2, h2 = (
+        float(a)
+        for a in heterogeneity(
+            unit.equal_effects, np.array(qe), k - p, np.array(tau2), np.array(vt)
+        )
+    )
+    r2 = (
+        None
+        if p == 1 or unit.equal_effects
+        else _pseudo_r2(y, v, method=method, unit=unit, tau2=tau2, con=con)
+    )
+    half = crit(alpha, df) * se
+    tau2_se = unit.se(problem, np.array([tau2]), np.array([tau0]))
     return RMAResult(
         k=k,
         estimate=beta,
         se=se,
         df=df,
-        ci_lb=beta - crit * se,
-        ci_ub=beta + crit * se,
+        ci_lb=beta - half,
+        ci_ub=beta + half,
         tau2=tau2,
         Q=qe,
         Q_df=k - p,
         method=method,
         test=test,
         level=100.0 * (1.0 - alpha),
-        converged=conv,
-        iterations=iters,
+        converged=bool(tfit.converged[0]),
+        iterations=int(tfit.iterations[0]),
         warnings=tuple(warnings),
-        lazy=_Lazy(
+        lazy=Lazy(
             {
-                "tau2_se": lambda: tau2_se,
+                "tau2_se": lambda: None if tau2_se is None else float(tau2_se[0]),
                 "weights": lambda: np.asarray(100.0 * fit.w / fit.w.sum()),
                 "Q_pval": lambda: float(chdtrc(k - p, qe)),
-                "algorithm": lambda: algorithm,
+                "algorithm": lambda: ALGORITHMS[int(tfit.algorithm[0])],
             },
             values={
                 "statistic": stat,
@@ -324,36 +266,31 @@ def _fit_mods_core(
     )
 
 
-def _tau2_se_x(
-    method: str,
-    x: FloatArray,
-    y: FloatArray,
-    v: FloatArray,
-    *,
-    tau2: float,
-    tau0: float,
-    fit: _WLS,
-) -> float | None:
-    k, p = x.shape
-    t = tau2
-    df = float(k - p)
-    if method in ("EE", "FE"):
-        return None
-    if method == "ML":
-        return float(np.sqrt(2.0 / (fit.w**2).sum()))
-    if method == "REML":
-        return float(np.sqrt(2.0 / fit.tr_pp()))
-    if method in ("EB", "PM"):
-        return float(np.sqrt(2.0 * k * k / df / float(fit.w.sum()) ** 2))
-    if method in ("DL", "HS"):
-        fe = _WLS(x, y, 1.0 / v)
-        var = 2.0 * df + 4.0 * t * fe.tr_p() + 2.0 * t * t * fe.tr_pp()
-        denom = fe.tr_p() ** 2 if method == "DL" else float(fe.w.sum()) ** 2
-        return float(np.sqrt(var / denom))
-    if method == "HE":
-        ols = _WLS(x, y, np.ones(k))
-        var = 2.0 * ols.tr_pvpv(v) + 4.0 * t * ols.tr_pv(v) + 2.0 * t * t * df
-        return float(np.sqrt(var) / df)
-    sj = _WLS(x, y, 1.0 / (v + tau0))
-    var = 2.0 * sj.tr_pvpv(v) + 4.0 * t * sj.tr_pvp(v) + 2.0 * t * t * sj.tr_pp()
-    return float(tau0 / df * np.sqrt(var))
+def _omnibus(
+    beta: FloatArray, vb: FloatArray, df: float | None, k: int, warnings: list[str]
+) -> tuple[float | None, tuple[int, ...] | None, float | None]:
+    """QM, the Wald test of every coefficient but the intercept (F with knha): statistic,
+    df and p-value; all None for an intercept-only model."""
+    m = beta.shape[0] - 1
+    if m == 0:
+        return None, None, None
+    b1 = beta[1:]
+    try:
+        qm = float(b1 @ np.linalg.solve(vb[1:, 1:], b1))
+    except np.linalg.LinAlgError:
+        # metafor: QM is NA when vb cannot be inverted (e.g. s2w = 0 under knha)
+        qm = float("nan")
+        warnings.append("QM is undefined: the moderators' covariance matrix is singular.")
+    if df is None:
+        return qm, (m,), float(chdtrc(m, qm))
+    return qm / m, (m, int(df)), float(fdtrc(m, int(df), qm / m))
+
+
+def _pseudo_r2(
+    y: FloatArray, v: FloatArray, *, method: str, unit: Estimator, tau2: float, con: Control
+) -> float:
+    """Raudenbush (2009): the share of the intercept-only model's tau2 the moderators
+    account for, ``max(0, 100 (tau2_RE - tau2) / tau2_RE)`` (0 where tau2_RE = 0)."""
+    base = fit_rows(y[None, :], v[None, :], method, unit, test="z", alpha=0.05, con=con)
+    tau2_re = float(base["tau2"][0])
+    return 0.0 if tau2_re == 0 else max(0.0, 100.0 * (tau2_re - tau2) / tau2_re)

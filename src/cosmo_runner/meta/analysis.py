@@ -56,6 +56,7 @@ from numpy.typing import NDArray
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, subgroups
 from cosmo_runner.meta.effects import EffectSizes, escalc
+from cosmo_runner.meta.fit import RMAResult, rma
 from cosmo_runner.meta.influence import cumulative, influence
 from cosmo_runner.meta.mantel_haenszel import METHODS as TABLE_METHODS
 from cosmo_runner.meta.mantel_haenszel import (
@@ -67,7 +68,6 @@ from cosmo_runner.meta.mantel_haenszel import (
 from cosmo_runner.meta.measures import Measure, lookup
 from cosmo_runner.meta.pubbias import RANK_EXACT_MAX_K, egger_test, rank_test
 from cosmo_runner.meta.pubbias import trimfill as pubbias_trimfill
-from cosmo_runner.meta.rma import RMAResult, rma
 from cosmo_runner.tables import Table
 
 __all__ = ["CORE_KEYS", "LEAVE1OUT_MAX_K", "RESULT_KEYS", "RESULT_VERSION", "analyse"]

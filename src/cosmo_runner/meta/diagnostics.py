@@ -22,8 +22,10 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import chdtrc, chdtri
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta._rowwise import _check_data, _solve_q
-from cosmo_runner.meta.rma import Control, RMAResult, alpha_for_level, rma
+from cosmo_runner.meta._decisions import heterogeneity
+from cosmo_runner.meta._intercept import Rows
+from cosmo_runner.meta._kernels import check_data, solve_decreasing
+from cosmo_runner.meta.fit import Control, RMAResult, alpha_for_level, rma
 
 __all__ = [
     "EggerTest",
@@ -45,7 +47,7 @@ def _data(yi: ArrayLike, vi: ArrayLike, min_k: int = 2) -> tuple[FloatArray, Flo
         v = np.asarray(vi, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise AnalysisError("yi and vi must be numeric") from exc
-    _check_data(y, v, min_k=min_k)
+    check_data(y, v, min_k=min_k)
     if y.ndim != 1:
         raise AnalysisError("diagnostics take one analysis (1-D yi and vi)")
     return y, v
@@ -105,28 +107,21 @@ def confint_tau2(
     crit_l = float(chdtri(k - 1, 1.0 - alpha / 2.0))  # lower quantile -> upper bound
     tau2_hat = float(fit.tau2)
     upper = max(100.0, 10.0 * tau2_hat)
-    y2, v2 = y[None, :], v[None, :]
+    problem = Rows(y[None, :], v[None, :])
+
+    def generalised_q(t: FloatArray, rows: NDArray[np.intp]) -> FloatArray:
+        return problem.take(np.zeros(rows.size, dtype=np.intp)).at(t).rss
+
     targets = np.array([crit_u, crit_l])
-    roots, ok, _, too_low = _solve_q(
-        np.repeat(y2, 2, axis=0),
-        np.repeat(v2, 2, axis=0),
-        targets,
-        np.full(2, upper),
-        con.xrtol,
-    )
+    roots, ok, _, too_low = solve_decreasing(generalised_q, targets, np.full(2, upper), con.xrtol)
     lb, ub = float(roots[0]), float(roots[1])
     lb_cens = ub_cens = False
     if too_low[1]:
         ub, ub_cens = upper, True
     if too_low[0]:
         lb, lb_cens = upper, True
-    vt = float(fit.vt)
-
-    def i2(t: float) -> float:
-        return 100.0 * t / (vt + t)
-
-    def h2(t: float) -> float:
-        return t / vt + 1.0
+    vt = np.full(2, float(fit.vt))
+    i2, h2 = heterogeneity(False, np.zeros(2), k - 1.0, np.array([lb, ub]), vt)
 
     return Tau2Interval(
         level=100.0 * (1.0 - alpha),
@@ -136,11 +131,11 @@ def confint_tau2(
         tau_lb=float(np.sqrt(lb)),
         tau_ub=float(np.sqrt(ub)),
         I2=float(fit.I2),
-        I2_lb=i2(lb),
-        I2_ub=i2(ub),
+        I2_lb=float(i2[0]),
+        I2_ub=float(i2[1]),
         H2=float(fit.H2),
-        H2_lb=h2(lb),
-        H2_ub=h2(ub),
+        H2_lb=float(h2[0]),
+        H2_ub=float(h2[1]),
         lb_censored=lb_cens,
         ub_censored=ub_cens,
         converged=bool(ok.all()),

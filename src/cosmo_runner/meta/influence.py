@@ -31,7 +31,7 @@ from scipy.special import chdtr, ndtr, ndtri
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta.diagnostics import leave1out
-from cosmo_runner.meta.rma import Control, alpha_for_level, rma
+from cosmo_runner.meta.fit import Control, alpha_for_level, rma
 
 __all__ = ["Cumulative", "Influence", "cumulative", "influence"]
 

@@ -49,7 +49,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import chdtrc, ndtr, ndtri
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta.rma import alpha_for_level
+from cosmo_runner.meta.fit import alpha_for_level
 
 __all__ = [
     "MEASURES_BY_METHOD",

@@ -38,7 +38,7 @@ from scipy import stats
 from scipy.special import stdtr, stdtrit
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta.rma import Control, RMAResult, alpha_for_level, rma
+from cosmo_runner.meta.fit import Control, RMAResult, alpha_for_level, rma
 
 __all__ = [
     "ESTIMATORS",

@@ -1,8 +1,9 @@
-"""Row-wise numerical kernels over (analyses x studies) arrays, shared by every fit path.
+"""Numerical kernels over (analyses x studies) arrays, shared by every fit path.
 
 Input checks, row sums and dot products (no BLAS threads), per-thread scratch buffers, the
-generalised Q statistic, the (restricted) log-likelihood and its score in tau2, and a
-vectorised bracketing root finder. Batches are 2-D arrays; one analysis is a row.
+trace of P without cancellation, critical values, a vectorised bracketing root finder and
+the solver of a decreasing equation in tau2. Batches are 2-D arrays; one analysis is a row.
+No statistical decision is made here (those are in :mod:`._decisions`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,31 @@ from numpy.typing import NDArray
 from scipy.special import ndtri, stdtrit
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta._model import FloatArray
+from cosmo_runner.meta._result import FloatArray
+
+__all__ = [
+    "SMALL_DOT",
+    "TRP_CANCEL",
+    "add_reduce",
+    "bad_values",
+    "check_data",
+    "crit",
+    "dot_long",
+    "inv_plus",
+    "mad",
+    "ptp",
+    "rdot",
+    "roots",
+    "rows_note",
+    "rsum",
+    "scratch",
+    "solve_decreasing",
+    "sum_long",
+    "trace_p",
+]
 
 
-def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2, *, values: bool = True) -> None:
+def check_data(y: FloatArray, v: FloatArray, min_k: int = 2, *, values: bool = True) -> None:
     """Shapes and ``k``; with ``values``, also finite ``yi`` and finite, positive ``vi``.
 
     Intercept-only fits skip the value checks here: :meth:`_EE.of` and :func:`_fit_single`
@@ -40,7 +62,7 @@ def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2, *, values: bool = 
     if not values:
         return
     # reductions first (no temporaries); the element-wise check only to confirm a failure
-    if y.size <= _SMALL_DOT:
+    if y.size <= SMALL_DOT:
         total = np.add.reduce(y, axis=None)
     else:  # einsum is ~1.5x faster on long arrays, but its Python wrapper costs ~1 µs
         total = np.einsum("ij->" if y.ndim == 2 else "i->", y)
@@ -54,24 +76,29 @@ def _check_data(y: FloatArray, v: FloatArray, min_k: int = 2, *, values: bool = 
         raise AnalysisError("rma: vi must be strictly positive (found a zero or negative variance)")
 
 
-def _bad_values(y: FloatArray, v: FloatArray) -> NoReturn:
+def bad_values(y: FloatArray, v: FloatArray) -> NoReturn:
     """Raise for data whose equal-effects sums are not finite: name the bad input, or say
     that finite inputs overflowed."""
-    _check_data(y, v)
+    check_data(y, v)
     raise AnalysisError(
         "rma: yi / vi overflow double precision (extreme effect sizes or variance ratio)"
     )
 
 
-def _mad(y: FloatArray) -> FloatArray:
+def mad(y: FloatArray) -> FloatArray:
     """R's ``mad`` (constant 1.4826) along the last axis."""
     med = np.median(y, axis=-1, keepdims=True)
     out: FloatArray = 1.4826 * np.median(np.abs(y - med), axis=-1)
     return out
 
 
-def _roots(
-    func: Callable[[FloatArray, FloatArray], FloatArray],
+def ptp(y: FloatArray) -> FloatArray:
+    """The range ``max - min`` along the last axis."""
+    return np.asarray(np.ptp(y, axis=-1))
+
+
+def roots(
+    func: Callable[[FloatArray, NDArray[np.intp]], FloatArray],
     lo: FloatArray,
     hi: FloatArray,
     xrtol: float,
@@ -95,38 +122,42 @@ def _roots(
     )
 
 
-def _solve_q(
-    y: FloatArray, v: FloatArray, target: FloatArray, upper: FloatArray, xrtol: float
+def solve_decreasing(
+    func: Callable[[FloatArray, NDArray[np.intp]], FloatArray],
+    target: FloatArray,
+    upper: FloatArray,
+    xrtol: float,
 ) -> tuple[FloatArray, NDArray[np.bool_], NDArray[np.int_], NDArray[np.bool_]]:
-    """Solve ``Q(tau2) = target`` for tau2 in [0, upper], row-wise (Q is decreasing).
+    """Solve ``func(tau2, rows) = target`` for tau2 in [0, upper], row-wise, where ``func``
+    decreases in tau2 (the generalised Q statistic) and gets the rows it is evaluated for.
 
-    Returns tau2 (0 where ``Q(0) < target``), success, iterations and ``too_low`` (rows
-    where even ``Q(upper) > target``: the root lies above ``upper``).
+    Returns tau2 (0 where ``func(0) < target``), success, iterations and ``too_low`` (rows
+    where even ``func(upper) > target``: the root lies above ``upper``).
     """
-    n = y.shape[0]
+    n = target.shape[0]
+    every = np.arange(n)
     tau2 = np.zeros(n)
     ok = np.ones(n, dtype=bool)
     nit = np.zeros(n, dtype=np.int_)
-    q0 = _qgen(np.zeros(n), y, v)
-    qu = _qgen(upper, y, v)
+    q0 = func(np.zeros(n), every)
+    qu = func(upper, every)
     too_low = qu > target
     solve = (q0 >= target) & ~too_low
     if solve.any():
         idx = np.flatnonzero(solve)
-        ys, vs, ts = y[idx], v[idx], target[idx]
 
-        def f(x: FloatArray, row: FloatArray) -> FloatArray:
-            out: FloatArray = _qgen(x, ys[row], vs[row]) - ts[row]
+        def f(x: FloatArray, row: NDArray[np.intp]) -> FloatArray:
+            out: FloatArray = func(x, idx[row]) - target[idx[row]]
             return out
 
-        root, success, its = _roots(f, np.zeros(idx.size), upper[idx], xrtol)
+        root, success, its = roots(f, np.zeros(idx.size), upper[idx], xrtol)
         tau2[idx] = np.maximum(root, 0.0)
         ok[idx] = success
         nit[idx] = its
     return tau2, ok, nit, too_low
 
 
-#: Elements per BLAS call in :func:`_rsum`: below OpenBLAS's size for threading a matrix-
+#: Elements per BLAS call in :func:`rsum`: below OpenBLAS's size for threading a matrix-
 #: vector product (2304 x GEMM_MULTITHREAD_THRESHOLD = 9216 by default), so every call stays
 #: on the calling thread.
 _GEMV_BLOCK = 8192
@@ -139,7 +170,7 @@ def _ones(k: int) -> FloatArray:
     return ones
 
 
-def _rsum(a: FloatArray) -> FloatArray:
+def rsum(a: FloatArray) -> FloatArray:
     """Row sums, as BLAS matrix-vector products with a vector of ones over blocks of rows.
 
     ~2x faster than ``einsum`` on short rows (k = 20: 37 vs 73 µs for 10 000 rows) and
@@ -162,7 +193,7 @@ def _rsum(a: FloatArray) -> FloatArray:
     return out
 
 
-def _rdot(a: FloatArray, b: FloatArray) -> FloatArray:
+def rdot(a: FloatArray, b: FloatArray) -> FloatArray:
     """Row-wise dot products ``sum(a * b, axis=1)`` without the temporary (no BLAS)."""
     return np.asarray(np.einsum("ij,ij->i", a, b))
 
@@ -173,7 +204,7 @@ _SCRATCH = threading.local()
 _SCRATCH_MAX = 1 << 19  # elements (4 MB) per buffer; larger work arrays are not kept
 
 
-def _scratch(name: str, shape: tuple[int, ...]) -> FloatArray:
+def scratch(name: str, shape: tuple[int, ...]) -> FloatArray:
     """A per-thread work array reused across calls.
 
     Fresh multi-megabyte temporaries cost more in page faults than the arithmetic on them;
@@ -194,78 +225,18 @@ def _scratch(name: str, shape: tuple[int, ...]) -> FloatArray:
     return arr
 
 
-def _inv_plus(v: FloatArray, t: FloatArray, out: FloatArray | None = None) -> FloatArray:
+def inv_plus(v: FloatArray, t: FloatArray, out: FloatArray | None = None) -> FloatArray:
     """``1 / (v + t)`` row-wise, on one array (``1.0 / (v + t)`` hits a slow numpy path)."""
     s = np.add(v, t[:, None], out=out)
     np.divide(1.0, s, out=s)
     return s
 
 
-def _gls(
-    y: FloatArray, w: FloatArray, out: FloatArray | None = None
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Sum of weights, weighted mean and residuals, row-wise."""
-    sw = _rsum(w)
-    mu = _rdot(w, y) / sw
-    return sw, mu, np.subtract(y, mu[:, None], out=out)
+#: :func:`trace_p` recomputes rows where ``sum w > TRP_CANCEL * tr(P)``.
+TRP_CANCEL = 1e5
 
 
-def _qgen(t: FloatArray, y: FloatArray, v: FloatArray) -> FloatArray:
-    """Generalised Q statistic ``sum w (y - mu_w)^2`` with ``w = 1/(v + t)``, row-wise."""
-    w = _inv_plus(v, t)
-    _, _, r = _gls(y, w)
-    return _rdot(w * r, r)
-
-
-def _loglik(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
-    """(Restricted) log-likelihood of the intercept-only model up to a constant, row-wise."""
-    shape = y.shape
-    s = np.add(v, t[:, None], out=_scratch("ll.s", shape))
-    w = np.divide(1.0, s, out=_scratch("ll.w", shape))
-    sw, _, r = _gls(y, w, out=_scratch("ll.r", shape))
-    q = _rdot(np.multiply(w, r, out=w), r)
-    ll = -0.5 * (_rsum(np.log(s, out=s)) + q)
-    if reml:
-        ll = ll - 0.5 * np.log(sw)
-    return np.asarray(ll)
-
-
-def _loglik_grid(grid: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
-    """:func:`_loglik` at every tau2 of ``grid`` (rows x points), in blocks of rows."""
-    n, g = grid.shape
-    k = y.shape[1]
-    out = np.empty((n, g))
-    step = max(1, (1 << 22) // (g * k))
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        s = v[a:b, None, :] + grid[a:b, :, None]
-        w = 1.0 / s
-        sw = w.sum(axis=2)
-        mu = np.einsum("rgk,rk->rg", w, y[a:b]) / sw
-        r = y[a:b, None, :] - mu[:, :, None]
-        ll = -0.5 * (np.log(s).sum(axis=2) + np.einsum("rgk,rgk,rgk->rg", w, r, r))
-        if reml:
-            ll -= 0.5 * np.log(sw)
-        out[a:b] = ll
-    return out
-
-
-def _score(t: FloatArray, y: FloatArray, v: FloatArray, reml: bool) -> FloatArray:
-    """Twice the derivative of the (restricted) log-likelihood in tau2, row-wise."""
-    w = _inv_plus(v, t)
-    sw, _, r = _gls(y, w)
-    wr = w * r
-    ypppy = _rdot(wr, wr)
-    if reml:
-        return np.asarray(ypppy - (sw - _rdot(w, w) / sw))
-    return np.asarray(ypppy - sw)
-
-
-#: :func:`_trace_p` recomputes rows where ``sum w > _TRP_CANCEL * tr(P)``.
-_TRP_CANCEL = 1e5
-
-
-def _trace_p(w: FloatArray, sw: FloatArray, sw2: FloatArray) -> FloatArray:
+def trace_p(w: FloatArray, sw: FloatArray, sw2: FloatArray) -> FloatArray:
     """Row-wise trace of ``P = W - w w' / sum w`` of the intercept-only model (metafor's
     ``trP``), ``sum w - sum w^2 / sum w``.
 
@@ -276,7 +247,7 @@ def _trace_p(w: FloatArray, sw: FloatArray, sw2: FloatArray) -> FloatArray:
     not (metafor warns above a variance ratio of 1e7).
     """
     trp = sw - sw2 / sw
-    fine = trp * _TRP_CANCEL >= sw
+    fine = trp * TRP_CANCEL >= sw
     if not fine.all():
         redo = np.flatnonzero(~fine)
         rest = w[redo]  # a copy
@@ -291,7 +262,7 @@ def _trace_p(w: FloatArray, sw: FloatArray, sw2: FloatArray) -> FloatArray:
     return trp
 
 
-def _rows_note(mask: NDArray[np.bool_], n: int) -> str:
+def rows_note(mask: NDArray[np.bool_], n: int) -> str:
     if n == 1:
         return ""
     rows = np.flatnonzero(mask)
@@ -300,31 +271,25 @@ def _rows_note(mask: NDArray[np.bool_], n: int) -> str:
     return f" in {rows.size} of {n} analyses (rows {shown}{more})"
 
 
-def _crit(alpha: float, df: float | None) -> float:
-    if df is None:
-        return float(-ndtri(alpha / 2.0))
-    return float(-stdtrit(df, alpha / 2.0))
-
-
 #: Up to this k one analysis takes the scalar path with plain np.dot (BLAS stays
 #: single-threaded at this size). Larger k: the closed-form estimators stay on the scalar
-#: path with :func:`_dot_long`; the iterative ones take the row-wise batch path.
-_SMALL_DOT = 4096
+#: path with :func:`dot_long`; the iterative ones take the row-wise batch path.
+SMALL_DOT = 4096
 
 
-_add = np.add.reduce  # the C reduction without ndarray.sum's Python wrapper
+add_reduce = np.add.reduce  # the C reduction without ndarray.sum's Python wrapper
 
 
-#: Chunk length for :func:`_dot_long`; OpenBLAS's ddot starts threads above n = 10 000.
+#: Chunk length for :func:`dot_long`; OpenBLAS's ddot starts threads above n = 10 000.
 _DOT_CHUNK = 10_000
 
 
-def _dot_long(a: FloatArray, b: FloatArray) -> float:
+def dot_long(a: FloatArray, b: FloatArray) -> float:
     """``a @ b`` for long 1-D vectors as single-threaded BLAS dots over chunks.
 
     One BLAS ``ddot`` over more than 10 000 elements runs on OpenBLAS's threads: quicker on
     an idle machine (~12 vs ~35 µs at k = 100 000 on 2 cores) but twice the CPU time, and
-    the threads spin and stall when other work holds the cores (see :func:`_rsum`).
+    the threads spin and stall when other work holds the cores (see :func:`rsum`).
     ``einsum`` stays single-threaded but is ~1.5x slower than these chunks.
     """
     k = a.shape[0]
@@ -336,11 +301,14 @@ def _dot_long(a: FloatArray, b: FloatArray) -> float:
     return total
 
 
-def _sum_long(a: FloatArray) -> float:
+def sum_long(a: FloatArray) -> float:
     """Sum of a long 1-D vector (``einsum``: faster than ``np.add.reduce`` at this size)."""
     return float(np.einsum("i->", a))
 
 
 @functools.lru_cache(maxsize=64)
-def _crit_cached(alpha: float, df: float | None) -> float:
-    return _crit(alpha, df)
+def crit(alpha: float, df: float | None) -> float:
+    """The two-sided critical value at ``alpha``: normal (``df`` None) or t with ``df``."""
+    if df is None:
+        return float(-ndtri(alpha / 2.0))
+    return float(-stdtrit(df, alpha / 2.0))

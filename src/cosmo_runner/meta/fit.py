@@ -29,6 +29,11 @@ random-effects models and Q-based for EE, exactly as metafor computes them.
 Batches: ``yi`` and ``vi`` may be 2-D (analyses x studies); every intercept-only method is
 then fitted for all analyses at once (iterations loop, analyses do not), and the result's
 attributes are arrays over analyses.
+
+Where things live: one unit per estimator in :mod:`._estimators`; every decision of a fit
+(Fisher scoring, fallbacks, ll0check, the global check, Knapp-Hartung, I2/H2, warnings) in
+:mod:`._decisions`; the data as rows of analyses in :mod:`._intercept`, with a model matrix
+in :mod:`._metareg`. The paths differ only in array shape.
 """
 
 from __future__ import annotations
@@ -41,27 +46,24 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta._intercept import _fit_batch, _fit_single
-from cosmo_runner.meta._metareg import _fit_mods
-from cosmo_runner.meta._model import (
+from cosmo_runner.meta._decisions import KNHA_EE_WARNING, LL0_WARNING, MULTIMODAL_WARNING
+from cosmo_runner.meta._estimators import METHODS, FixedPiecesEstimator, estimator
+from cosmo_runner.meta._intercept import fit_rows, fit_scalar
+from cosmo_runner.meta._kernels import check_data, rows_note
+from cosmo_runner.meta._metareg import fit_regression
+from cosmo_runner.meta._result import (
     ALGORITHMS,
     CLOSED,
     FALLBACK,
     FISHER,
-    KNHA_EE_WARNING,
-    LL0_WARNING,
-    METHODS,
-    MULTIMODAL_WARNING,
     ROOT,
     TESTS,
     Control,
     FloatArray,
+    Lazy,
     RMAResult,
-    _canonical_method,
-    _Lazy,
     alpha_for_level,
 )
-from cosmo_runner.meta._rowwise import _check_data, _rows_note
 
 __all__ = [
     "ALGORITHMS",
@@ -80,8 +82,8 @@ __all__ = [
     "rma",
 ]
 
-# documented (repr, help, pickles) where users import them
-Control.__module__ = RMAResult.__module__ = __name__
+# documented (repr, help, pickles) where users import them: the package
+Control.__module__ = RMAResult.__module__ = "cosmo_runner.meta"
 
 
 def _precision_message(v: FloatArray, rows: str) -> str:
@@ -109,7 +111,7 @@ def _check_finite(res: RMAResult, v: FloatArray) -> None:
             good &= np.isfinite(value)
         if not good.all():
             rows = np.flatnonzero(~good)
-            raise AnalysisError(_precision_message(v[rows], _rows_note(~good, good.size)))
+            raise AnalysisError(_precision_message(v[rows], rows_note(~good, good.size)))
         return
     finite = all(
         math.isfinite(value) if isinstance(value, float) else bool(np.isfinite(value).all())
@@ -120,7 +122,7 @@ def _check_finite(res: RMAResult, v: FloatArray) -> None:
 
 
 def _scalar(value: Any) -> Any:
-    if value is None or isinstance(value, (tuple, _Lazy)):
+    if value is None or isinstance(value, (tuple, Lazy)):
         return value
     if isinstance(value, np.ndarray):
         item = value[0]
@@ -143,11 +145,12 @@ def rma(
 
     ``yi``, ``vi``: effect sizes and sampling variances, 1-D (one analysis) or 2-D
     (analyses x studies, intercept-only models only). ``mods``: an n x p moderator matrix
-    (1-D for one moderator); an intercept is added. ``mod_names`` name its columns.
-    ``control``: see :class:`Control`. Raises :class:`~cosmo_runner.errors.AnalysisError`
-    on invalid input or a numerical failure.
+    (1-D for one moderator; n x 0 for the intercept-only model as a meta-regression); an
+    intercept is added. ``mod_names`` name its columns. ``control``: see :class:`Control`.
+    Raises :class:`~cosmo_runner.errors.AnalysisError` on invalid input or a numerical
+    failure.
     """
-    m = _canonical_method(method)
+    m, unit = estimator(method)
     if test not in TESTS:
         raise AnalysisError(f"rma: unknown test {test!r} (one of {', '.join(TESTS)})")
     alpha = alpha_for_level(level)
@@ -157,64 +160,64 @@ def rma(
         v = np.asarray(vi, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise AnalysisError("rma: yi and vi must be numeric") from exc
+    # intercept-only fits check the values in their first pass (FixedEffects.of, fit_scalar)
+    check_data(y, v, values=mods is not None)
     try:
         with np.errstate(all="ignore"):  # a fit that leaves double precision fails below
-            res = _fit(y, v, m, test=test, alpha=alpha, con=con, mods=mods, mod_names=mod_names)
+            if mods is not None:
+                x, terms = _model_matrix(y, mods, mod_names)
+                res = fit_regression(
+                    y, v, x, terms=terms, method=m, unit=unit, test=test, alpha=alpha, con=con
+                )
+            else:
+                res = _fit_intercept(y, v, m, unit, test=test, alpha=alpha, con=con)
     except (ZeroDivisionError, OverflowError) as exc:
         raise AnalysisError(_precision_message(v, "")) from exc
     _check_finite(res, v)
     return res
 
 
-def _fit(
-    y: FloatArray,
-    v: FloatArray,
-    m: str,
-    *,
-    test: str,
-    alpha: float,
-    con: Control,
-    mods: ArrayLike | None,
-    mod_names: Sequence[str] | None,
+def _model_matrix(
+    y: FloatArray, mods: ArrayLike, mod_names: Sequence[str] | None
+) -> tuple[FloatArray, tuple[str, ...]]:
+    """The intercept and the moderators as the model matrix, and the term names."""
+    if y.ndim != 1:
+        raise AnalysisError("rma: moderators are supported for one analysis (1-D yi) only")
+    try:
+        xm = np.asarray(mods, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise AnalysisError("rma: moderators must be numeric") from exc
+    if xm.ndim == 1:
+        xm = xm[:, None]
+    if xm.ndim != 2 or xm.shape[0] != y.shape[0]:
+        raise AnalysisError(
+            f"rma: moderator matrix has {xm.shape[0]} rows for {y.shape[0]} studies "
+            "(mismatched lengths)"
+        )
+    if not np.isfinite(xm).all():
+        raise AnalysisError("rma: moderators contain missing or non-finite values")
+    names = (
+        tuple(mod_names)
+        if mod_names is not None
+        else tuple(f"mod{j + 1}" for j in range(xm.shape[1]))
+    )
+    if len(names) != xm.shape[1]:
+        raise AnalysisError("rma: mod_names does not match the moderator columns")
+    return np.column_stack([np.ones(y.shape[0]), xm]), ("intrcpt", *names)
+
+
+def _fit_intercept(
+    y: FloatArray, v: FloatArray, m: str, unit: Any, *, test: str, alpha: float, con: Control
 ) -> RMAResult:
-    # intercept-only fits check the values in their first pass (_EE.of, _fit_single)
-    _check_data(y, v, values=mods is not None)
-    if mods is not None:
-        if y.ndim != 1:
-            raise AnalysisError("rma: moderators are supported for one analysis (1-D yi) only")
-        try:
-            xm = np.asarray(mods, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise AnalysisError("rma: moderators must be numeric") from exc
-        if xm.ndim == 1:
-            xm = xm[:, None]
-        if xm.ndim != 2 or xm.shape[0] != y.shape[0]:
-            raise AnalysisError(
-                f"rma: moderator matrix has {xm.shape[0]} rows for {y.shape[0]} studies "
-                "(mismatched lengths)"
-            )
-        if not np.isfinite(xm).all():
-            raise AnalysisError("rma: moderators contain missing or non-finite values")
-        names = (
-            tuple(mod_names)
-            if mod_names is not None
-            else tuple(f"mod{j + 1}" for j in range(xm.shape[1]))
-        )
-        if len(names) != xm.shape[1]:
-            raise AnalysisError("rma: mod_names does not match the moderator columns")
-        x = np.column_stack([np.ones(y.shape[0]), xm])
-        return _fit_mods(
-            y, v, x, terms=("intrcpt", *names), method=m, test=test, alpha=alpha, con=con
-        )
-    single = y.ndim == 1
     level_pct = 100.0 * (1.0 - alpha)
-    if single:
-        fast = _fit_single(y, v, m, test=test, alpha=alpha, con=con)
-        if fast is not None:
-            return RMAResult._make(method=m, test=test, level=level_pct, **fast)
+    single = y.ndim == 1
+    if single and isinstance(unit, FixedPiecesEstimator):
+        # the DL bench rows (k = 10, 1 000, 100 000): one analysis in scalar arithmetic
+        fast = fit_scalar(y, v, m, unit, test=test, alpha=alpha)
+        return RMAResult._make(method=m, test=test, level=level_pct, **fast)
     y2 = y[None, :] if single else np.ascontiguousarray(y)
     v2 = v[None, :] if single else np.ascontiguousarray(v)
-    out = _fit_batch(y2, v2, m, test=test, alpha=alpha, con=con)
+    out = fit_rows(y2, v2, m, unit, test=test, alpha=alpha, con=con)
     if single:
         out["lazy"].single = True
         # one conversion for all the (1,)-shaped float arrays, then the rest one by one

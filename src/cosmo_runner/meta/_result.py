@@ -1,5 +1,7 @@
-"""The vocabulary of :func:`cosmo_runner.meta.rma`: methods, tests, algorithm names and
-warnings, the fitting controls (:class:`Control`) and the result (:class:`RMAResult`)."""
+"""What a fit is told and what it returns: the test names, the algorithm names, the
+fitting controls (:class:`Control`), the confidence level rule and the result
+(:class:`RMAResult`). The estimators live in :mod:`._estimators`, the decisions of a fit in
+:mod:`._decisions`."""
 
 from __future__ import annotations
 
@@ -13,14 +15,28 @@ from numpy.typing import NDArray
 
 from cosmo_runner.errors import AnalysisError
 
+__all__ = [
+    "ALGORITHMS",
+    "ALGORITHM_CODE",
+    "CLOSED",
+    "EPS",
+    "FALLBACK",
+    "FISHER",
+    "ROOT",
+    "TESTS",
+    "Control",
+    "FloatArray",
+    "Lazy",
+    "Num",
+    "RMAResult",
+    "alpha_for_level",
+]
+
 FloatArray = NDArray[np.float64]
 
 
 #: A float for one analysis, a float array over analyses for a batch.
 Num = Any
-
-
-METHODS = ("EE", "FE", "DL", "HE", "HS", "SJ", "ML", "REML", "EB", "PM")
 
 
 TESTS = ("z", "knha")
@@ -42,35 +58,11 @@ ROOT = "root finding"
 ALGORITHMS = (CLOSED, FISHER, FALLBACK, ROOT)
 
 
-_CODE = {name: code for code, name in enumerate(ALGORITHMS)}
+ALGORITHM_CODE = {name: code for code, name in enumerate(ALGORITHMS)}
 
 
-KNHA_EE_WARNING = "Knapp & Hartung method is not meant to be used in the context of {} models."
-#: metafor's warning when max(vi) / min(vi) >= 1 / evtol (evtol = 1e-7)
-VARRATIO_WARNING = (
-    "Ratio of largest to smallest sampling variance extremely large. May not be able to "
-    "obtain stable results."
-)
-VARRATIO_LIMIT = 1e7
-
-
-LL0_WARNING = (
-    "Fisher scoring algorithm may have gotten stuck at a local maximum{}; setting tau^2 = 0 "
-    "(the likelihood at tau^2 = 0 is higher)."
-)
-
-
-_EPS = float(np.finfo(np.float64).eps)
-
-
-#: tau2 values (times var(yi)) at which ``global_check`` evaluates the likelihood
-_GLOBAL_FRACS = np.array([0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.5, 2.5])
-
-
-MULTIMODAL_WARNING = (
-    "The {} likelihood is multimodal: Fisher scoring stopped at a local maximum{}; "
-    "used the global maximum found by bounded maximisation."
-)
+#: Machine epsilon of float64 (metafor's ``.Machine$double.eps``).
+EPS = float(np.finfo(np.float64).eps)
 
 
 @dataclass(frozen=True)
@@ -93,13 +85,13 @@ class Control:
 
     threshold: float = 1e-5
     maxiter: int = 100
-    tol: float = _EPS**0.25
+    tol: float = EPS**0.25
     stepadj: float = 1.0
     tau2_init: float | None = None
     ll0check: bool = True
     fallback: bool = True
     global_check: bool = True
-    xrtol: float = 4 * _EPS
+    xrtol: float = 4 * EPS
 
     @classmethod
     def from_mapping(cls, control: Mapping[str, Any] | Control | None) -> Control:
@@ -114,7 +106,7 @@ class Control:
         return cls(**dict(control))
 
 
-class _Lazy:
+class Lazy:
     """Results a plain fit does not pay for: computed on first access, then cached.
 
     For one analysis (``single``) arrays are reduced to their only element; for a batch an
@@ -185,7 +177,7 @@ class RMAResult:
     converged: Num
     iterations: Num
     warnings: tuple[str, ...]
-    lazy: _Lazy = field(repr=False, compare=False)
+    lazy: Lazy = field(repr=False, compare=False)
     vt: Num = None
     terms: tuple[str, ...] | None = None
     vb: FloatArray | None = None
@@ -270,13 +262,6 @@ _RESULT_DEFAULTS = {
     for f in RMAResult.__dataclass_fields__.values()
     if f.default is not dataclasses.MISSING
 }
-
-
-def _canonical_method(method: str) -> str:
-    m = str(method).upper()
-    if m not in METHODS:
-        raise AnalysisError(f"rma: unknown method {method!r} (one of {', '.join(METHODS)})")
-    return m
 
 
 def alpha_for_level(level: float) -> float:
