@@ -1,18 +1,39 @@
-"""Shared helpers: run the CLI in a subprocess, fake installed distributions, check logs."""
+"""Shared helpers: run the CLI in process or in a subprocess, fake installed distributions,
+check logs.
+
+End-to-end tests run ``cosmo_runner.cli.main(argv)`` in process through the ``cli`` fixture
+(:class:`InProcess`): one interpreter, and one environment observation and smoke verdict per
+distinct environment for the whole session (:class:`ReusedGate`, injected through
+``main``'s ``gate``). Use :func:`run_cli` (a real ``python -m cosmo_runner`` subprocess)
+only where the process boundary is the point: the entry point itself, signals, kill -9,
+pipes and closed descriptors, ``PYTHONPATH`` or a venv copy.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
+import io
 import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from cosmo_runner.env.gate import Gate
+
+if TYPE_CHECKING:
+    from cosmo_runner.env.smoke import ImportProbes, SmokeReport
+    from cosmo_runner.env.snapshot import EnvironmentState
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bcg"
@@ -91,9 +112,164 @@ def example(tmp_path: Path) -> Path:
     return target / "spec.json"
 
 
-@pytest.fixture
-def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
-    return run_cli
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class ReusedGate(Gate):
+    """The real gate, observed and checked once per distinct environment for the session.
+
+    An observation is reused only when everything it depends on is unchanged: the manifest
+    found (path and bytes), the lock it names (bytes), every environment variable and
+    ``sys.path``. A test that changes any of them gets a fresh, real observation. Live
+    import probes (``imports``) are never reused. Callers get copies: nothing they do to a
+    log can change what the next test sees.
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[Any, ...], EnvironmentState] = {}
+        self._verdicts: dict[tuple[Any, ...], SmokeReport] = {}
+        self.observed = 0  # real observations taken (the fixture's own test reads these)
+        self.checked = 0
+
+    @staticmethod
+    def _key(manifest: str | None, cwd: Path | None) -> tuple[Any, ...]:
+        from cosmo_runner.env.manifest import locate
+
+        path, source = locate(manifest, cwd)
+        lock: str | None = None
+        try:
+            lock_path = json.loads(path.read_text(encoding="utf-8"))["lock"]["path"]
+            lock = _digest(path.parent / lock_path)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # the observation records the manifest's problem; key on its bytes alone
+        return (
+            str(path.resolve()),
+            source,
+            _digest(path),
+            lock,
+            tuple(sorted(os.environ.items())),
+            tuple(sys.path),
+        )
+
+    def observe(self, manifest: str | None, cwd: Path | None) -> EnvironmentState:
+        key = self._key(manifest, cwd)
+        if key not in self._states:
+            self._states[key] = super().observe(manifest, cwd)
+            self.observed += 1
+        state = self._states[key]
+        return dataclasses.replace(state, observed=copy.deepcopy(state.observed))
+
+    def check(
+        self,
+        state: EnvironmentState,
+        *,
+        strict: bool,
+        imports: ImportProbes | None,
+        probe_all: bool,
+    ) -> SmokeReport:
+        if imports is not None:  # live probes of this run: their outcome is the point
+            return super().check(state, strict=strict, imports=imports, probe_all=probe_all)
+        document = json.dumps(state.document(), sort_keys=True, default=str)
+        key = (hashlib.sha256(document.encode()).hexdigest(), strict, probe_all)
+        if key not in self._verdicts:
+            self._verdicts[key] = super().check(
+                state, strict=strict, imports=None, probe_all=probe_all
+            )
+            self.checked += 1
+        return self._verdicts[key]
+
+
+# Variables the interpreter reads when it starts: setting them in process changes nothing.
+INTERPRETER_VARIABLES = frozenset(
+    {
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSAFEPATH",
+        "PYTHONNOUSERSITE",
+        "PYTHONUSERBASE",
+        "PYTHONSTARTUP",
+        "PYTHONWARNINGS",
+        "PYTHONHASHSEED",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONPYCACHEPREFIX",
+        "PYTHONIOENCODING",
+        "PYTHONUTF8",
+        "PYTHONOPTIMIZE",
+        "PYTHONINSPECT",
+        "PYTHONDEVMODE",
+        "PYTHONFAULTHANDLER",
+    }
+)
+
+
+class InProcess:
+    """``cosmo-runner ARGS`` as ``cli.main(argv)`` in this process, like :func:`run_cli`.
+
+    Returns a ``CompletedProcess`` (``returncode``, ``stdout``, ``stderr``). The working
+    directory, environment variables, umask, SIGINT/SIGTERM handlers and the root logger's
+    handlers are restored afterwards; ``main`` must itself leave the signal handlers as it
+    found them, and a call that does not is a failure.
+    """
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def __call__(
+        self,
+        *args: str | Path,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        umask: int | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """``umask``: the process umask during the call (restored afterwards)."""
+        from cosmo_runner import cli
+
+        argv = [str(a) for a in args]
+        for name in env or {}:  # these act at interpreter start only: use run_cli for them
+            assert name not in INTERPRETER_VARIABLES, f"{name} needs a subprocess (run_cli)"
+        saved_cwd, saved_env = os.getcwd(), dict(os.environ)
+        saved_umask = os.umask(0o022 if umask is None else umask)
+        if umask is None:
+            os.umask(saved_umask)
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        root = logging.getLogger()
+        log_handlers, log_level = list(root.handlers), root.level
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            os.environ.pop("COSMO_MANIFEST", None)
+            os.environ.update(env or {})
+            if cwd is not None:
+                os.chdir(cwd)
+            with redirect_stdout(out), redirect_stderr(err):
+                code = cli.main(argv, gate=self.gate)
+            left = {s: signal.getsignal(s) for s in handlers}
+        finally:
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            os.umask(saved_umask)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            root.handlers[:] = log_handlers
+            root.setLevel(log_level)
+        assert left == handlers, f"cli.main({argv}) left signal handlers behind: {left}"
+        return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def reused_gate() -> ReusedGate:
+    """One environment observation and verdict per distinct environment, for the session."""
+    return ReusedGate()
+
+
+@pytest.fixture(scope="session")
+def cli(reused_gate: ReusedGate) -> InProcess:
+    """Run ``cosmo-runner ARGS`` in process: ``cli("run", spec, "--out", out, cwd=...)``."""
+    return InProcess(reused_gate)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

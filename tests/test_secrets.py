@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLE, load_log, run_cli
+from tests.conftest import EXAMPLE, InProcess, load_log, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -135,14 +135,16 @@ def _unredacted_log(workdir: Path) -> Path:
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
-def test_diffing_an_old_unredacted_log_prints_no_secret(workdir: Path, as_json: bool) -> None:
+def test_diffing_an_old_unredacted_log_prints_no_secret(
+    workdir: Path, as_json: bool, cli: InProcess
+) -> None:
     old = _unredacted_log(workdir)
-    clean = run_cli("env", "snapshot", cwd=workdir)  # no credentials in this environment
+    clean = cli("env", "snapshot", cwd=workdir)  # no credentials in this environment
     assert clean.returncode == 0
     snap = workdir / "clean.json"
     snap.write_text(clean.stdout, encoding="utf-8")
     # on another machine: this process knows none of the values, only the rules apply
-    proc = run_cli("env", "diff", old, snap, *(["--json"] if as_json else []), cwd=workdir)
+    proc = cli("env", "diff", old, snap, *(["--json"] if as_json else []), cwd=workdir)
     assert proc.returncode == 1
     assert _leaks(proc.stdout + proc.stderr) == [], proc.stdout
     if as_json:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cosmo_runner import __version__
+from cosmo_runner.env.gate import Gate
 from cosmo_runner.errors import (
     EXIT_CRASH,
     CosmoError,
@@ -309,7 +310,11 @@ def cmd_smoke(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_run(
-    args: argparse.Namespace, argv: list[str], console: Console, signals: SignalGuard
+    args: argparse.Namespace,
+    argv: list[str],
+    console: Console,
+    signals: SignalGuard,
+    gate: Gate | None = None,
 ) -> int:
     from cosmo_runner.pipeline import RunOptions, execute
     from cosmo_runner.report import run_summary
@@ -324,6 +329,7 @@ def cmd_run(
             analyses=not dry,
             write=not dry or args.out is not None,
             command=["cosmo-runner", *argv],
+            gate=gate or Gate(),
         ),
         signals=signals,
     )
@@ -371,7 +377,7 @@ def cmd_env_sbom(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+def cmd_verify(args: argparse.Namespace, console: Console, gate: Gate | None = None) -> int:
     from cosmo_runner.report_diff import render_report
     from cosmo_runner.verify import VerifyOptions, verify
 
@@ -389,6 +395,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
             rtol=args.rtol,
             manifest=args.manifest,
             strict=args.strict,
+            gate=gate or Gate(),
         )
     )
     if args.json:
@@ -445,7 +452,7 @@ def _report_error(error: BaseException, debug: bool, console: Console) -> None:
         console.err("".join(traceback.format_exception(error)))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, gate: Gate | None = None) -> int:
     """Entry point of ``cosmo-runner`` and ``python -m cosmo_runner``; returns the exit code.
 
     The exit code is decided by the command alone: output that cannot be written (see
@@ -453,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     :mod:`cosmo_runner.interrupts` (the first decides; once the outcome is known, none
     changes it). Called without ``argv`` (as the program), SIGINT and SIGTERM stay ignored
     after it returns, so the process exits with the code it returned.
+
+    ``gate``: how ``run``, ``validate`` and ``verify`` observe and check the environment
+    (:class:`cosmo_runner.env.gate.Gate`; default: afresh at every run). A caller that runs
+    many commands in one process may pass one that reuses a verified observation.
     """
     as_program = argv is None  # the process's own entry point: it exits right after
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -462,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     signals.install()
     try:
         try:
-            code = _dispatch(argv, console, signals)
+            code = _dispatch(argv, console, signals, gate)
         finally:
             signals.close()  # from here on no signal can raise
     except BaseException as exc:
@@ -490,13 +501,13 @@ def _failure(exc: BaseException, debug: bool, console: Console) -> int:
     return EXIT_CRASH
 
 
-def _dispatch(argv: list[str], console: Console, signals: SignalGuard) -> int:
+def _dispatch(argv: list[str], console: Console, signals: SignalGuard, gate: Gate | None) -> int:
     args = build_parser(console).parse_args(argv)
     args.debug = getattr(args, "debug", False)
     if args.command == "smoke":
         return cmd_smoke(args, console)
     if args.command in ("run", "validate"):
-        return cmd_run(args, argv, console, signals)
+        return cmd_run(args, argv, console, signals, gate)
     if args.command == "env":
         return cmd_env(args, console)
     if args.command == "runs":
@@ -505,4 +516,4 @@ def _dispatch(argv: list[str], console: Console, signals: SignalGuard) -> int:
         return cmd_report(args, console)
     if args.command == "export":
         return cmd_export(args, console)
-    return cmd_verify(args, console)
+    return cmd_verify(args, console, gate)

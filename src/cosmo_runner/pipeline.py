@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cosmo_runner import spec as spec_mod
-from cosmo_runner.env.smoke import SmokeReport, run_checks, start_import_probes
-from cosmo_runner.env.snapshot import capture
+from cosmo_runner.env.gate import Gate
+from cosmo_runner.env.smoke import SmokeReport, start_import_probes
 from cosmo_runner.errors import (
     CosmoError,
     EnvironmentGateError,
@@ -62,6 +62,8 @@ class RunOptions:
     #: test hook: called with (input id, path) once every input is read and hashed
     after_inputs: Callable[[str, Path], None] | None = None
     probe_all: bool = False  # True: import every required module in fresh interpreters (smoke)
+    #: how the environment is observed and checked (cosmo_runner.env.gate; default: afresh)
+    gate: Gate = field(default_factory=Gate)
 
 
 @dataclass
@@ -304,7 +306,7 @@ class _Runner:
         self._begin("environment")
         # run/validate probe only the imports no locked distribution vouches for (after capture)
         imports = start_import_probes(options.manifest, options.cwd) if options.probe_all else None
-        state = capture(options.manifest, options.cwd)
+        state = options.gate.observe(options.manifest, options.cwd)
         doc["environment"] = state.document()
         self.log.end_step("environment")
         self._start_log()  # the snapshot is on disk before anything else runs
@@ -312,7 +314,7 @@ class _Runner:
             write_atomic(self.run_dir / "spec.json", spec_bytes)  # kept even if invalid
 
         self._begin("smoke")
-        self.smoke = run_checks(
+        self.smoke = options.gate.check(
             state, strict=options.strict, imports=imports, probe_all=options.probe_all
         )
         doc["smoke"] = self.smoke.as_dict()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmo_runner.env.diff import EnvDiff, diff, view_from_environment
+from cosmo_runner.env.gate import Gate
 from cosmo_runner.env.lock import sha256_file
 from cosmo_runner.errors import (
     EXIT_ENVIRONMENT,
@@ -52,6 +53,7 @@ class VerifyOptions:
     manifest: str | None = None
     strict: bool = False
     command: list[str] = field(default_factory=list)
+    gate: Gate = field(default_factory=Gate)  # how the replay observes and checks (env.gate)
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,7 @@ def verify(options: VerifyOptions) -> VerifyReport:
             strict=options.strict,
             input_overrides=overrides,
             command=options.command or ["cosmo-runner", "verify", str(run_dir)],
+            gate=options.gate,
         )
     )
     replay_log = result.log

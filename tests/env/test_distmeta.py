@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from cosmo_runner.env import distmeta
-from tests.conftest import ROOT, InMemoryDist, run_cli
+from tests.conftest import ROOT, InMemoryDist, InProcess
 from tests.env.test_smoke import manifest_copy
 from tests.envcopy import VenvCopy
 
@@ -122,12 +122,12 @@ def test_an_unreadable_direct_url_json_is_an_error(venv: VenvCopy, tmp_path: Pat
     ) in proc.stdout
 
 
-def test_the_project_itself_installed_editable_is_not_a_locked_name() -> None:
+def test_the_project_itself_installed_editable_is_not_a_locked_name(cli: InProcess) -> None:
     """`make dev` installs cosmo-runner editable; only locked names are judged."""
     found = distmeta.direct_url(metadata.distribution("cosmo-runner"))
     assert found is not None and found.kind == "editable"
     assert "cosmo-runner" not in PINS
-    proc = run_cli("smoke", "--json")
+    proc = cli("smoke", "--json")
     assert proc.returncode == 0, proc.stdout
     names = [c["name"] for c in json.loads(proc.stdout)["smoke"]["checks"]]
     assert not [n for n in names if n.startswith(("direct-url:", "wheel:"))]

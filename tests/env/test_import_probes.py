@@ -20,7 +20,7 @@ import pytest
 
 from cosmo_runner.env import smoke
 from cosmo_runner.env.smoke import ImportProbes, isolation_flags, one_line
-from tests.conftest import EXAMPLE, ROOT, load_log, run_cli
+from tests.conftest import EXAMPLE, ROOT, InProcess, load_log, run_cli
 from tests.env.test_smoke import manifest_copy
 from tests.envcopy import VenvCopy
 
@@ -239,9 +239,9 @@ def test_a_hanging_required_import_fails_smoke_and_run_with_exit_3(tmp_path: Pat
 
 
 def test_run_and_validate_probe_no_import_a_locked_distribution_vouches_for(
-    tmp_path: Path, example: Path
+    tmp_path: Path, example: Path, cli: InProcess
 ) -> None:
-    proc = run_cli("validate", example, "--out", tmp_path / "out")
+    proc = cli("validate", example, "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     checks = load_log(tmp_path / "out")["smoke"]["checks"]
     (summary,) = [c for c in checks if c["name"] == "imports"]
@@ -253,7 +253,7 @@ def test_run_and_validate_probe_no_import_a_locked_distribution_vouches_for(
         "0 probed in fresh interpreters"
     )
     assert not [c for c in checks if c["name"].startswith("import:")]
-    smoke_checks = json.loads(run_cli("smoke", "--json").stdout)["smoke"]["checks"]
+    smoke_checks = json.loads(cli("smoke", "--json").stdout)["smoke"]["checks"]
     assert [c["name"] for c in smoke_checks if c["name"].startswith("import:")] == [
         f"import:{m}" for m in required
     ]

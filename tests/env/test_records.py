@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from cosmo_runner.env import records
-from tests.conftest import ROOT, load_log, run_cli
+from tests.conftest import ROOT, InProcess, load_log, run_cli
 
 SOURCE = b"VALUE = 1\n"  # same size as its edits below
 FILES = {"demo/__init__.py": SOURCE, "demo/util.py": b"def f():\n    return 2\n"}
@@ -767,10 +767,12 @@ def test_run_exits_3_with_a_complete_log(
     assert "analyses" not in log or not log["analyses"]
 
 
-def test_clean_smoke_reports_records_and_an_unwritable_cache_is_no_error(tmp_path: Path) -> None:
+def test_clean_smoke_reports_records_and_an_unwritable_cache_is_no_error(
+    tmp_path: Path, cli: InProcess
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = run_cli("smoke", "--json", env={"COSMO_CACHE_DIR": str(blocker / "cache")})
+    proc = cli("smoke", "--json", env={"COSMO_CACHE_DIR": str(blocker / "cache")})
     assert proc.returncode == 0, proc.stdout
     doc = json.loads(proc.stdout)
     found = doc["environment"]["observed"]["records"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import NOT_THIS_PYTHON, ROOT, fake_dist, run_cli
+from tests.conftest import NOT_THIS_PYTHON, ROOT, InProcess, fake_dist, run_cli
 
 LOCKED_JSONSCHEMA = next(
     line.split("==")[1].split()[0]
@@ -35,14 +35,14 @@ def assert_gate_failed(proc, *fragments: str) -> None:
         assert fragment in proc.stdout, proc.stdout
 
 
-def test_this_environment_passes() -> None:
-    proc = run_cli("smoke")
+def test_this_environment_passes(cli: InProcess) -> None:
+    proc = cli("smoke")
     assert proc.returncode == 0, proc.stdout
     assert proc.stdout.startswith("cosmo-runner smoke: PASSED  env_id ")
 
 
-def test_json_has_snapshot_and_checks() -> None:
-    proc = run_cli("smoke", "--json")
+def test_json_has_snapshot_and_checks(cli: InProcess) -> None:
+    proc = cli("smoke", "--json")
     assert proc.returncode == 0
     doc = json.loads(proc.stdout)
     observed = doc["environment"]["observed"]
@@ -83,10 +83,10 @@ def test_extra_distribution_is_a_warning_and_an_error_with_strict(tmp_path: Path
     assert_gate_failed(proc, "stray==0.1")
 
 
-def test_missing_import_shows_the_exception(tmp_path: Path) -> None:
+def test_missing_import_shows_the_exception(tmp_path: Path, cli: InProcess) -> None:
     path = manifest_copy(tmp_path, imports={"modules": ["numpy", "no_such_module_xyz"]})
     assert_gate_failed(
-        run_cli("smoke", "--manifest", path),
+        cli("smoke", "--manifest", path),
         "import no_such_module_xyz failed: ModuleNotFoundError: No module named 'no_such_module_xyz'",
     )
 
@@ -98,38 +98,36 @@ def test_broken_import_shows_the_exception(tmp_path: Path) -> None:
     assert_gate_failed(proc, "import brokenmod failed: RuntimeError: half-installed")
 
 
-def test_python_outside_range(tmp_path: Path) -> None:
+def test_python_outside_range(tmp_path: Path, cli: InProcess) -> None:
     path = manifest_copy(tmp_path, python={"specifier": NOT_THIS_PYTHON})
-    assert_gate_failed(run_cli("smoke", "--manifest", path), f"outside {NOT_THIS_PYTHON}")
+    assert_gate_failed(cli("smoke", "--manifest", path), f"outside {NOT_THIS_PYTHON}")
 
 
-def test_warn_severity_reports_without_failing(tmp_path: Path) -> None:
+def test_warn_severity_reports_without_failing(tmp_path: Path, cli: InProcess) -> None:
     path = manifest_copy(tmp_path, python={"specifier": NOT_THIS_PYTHON, "severity": "warn"})
-    proc = run_cli("smoke", "--manifest", path)
+    proc = cli("smoke", "--manifest", path)
     assert proc.returncode == 0
     assert f"WARN  python {platform.python_version()} outside" in proc.stdout
 
 
-def test_machine_and_os_family(tmp_path: Path) -> None:
+def test_machine_and_os_family(tmp_path: Path, cli: InProcess) -> None:
     path = manifest_copy(
         tmp_path, machines={"allowed": ["riscv64"]}, os_family={"allowed": ["darwin"]}
     )
     assert_gate_failed(
-        run_cli("smoke", "--manifest", path),
+        cli("smoke", "--manifest", path),
         "not in ['riscv64']",
         "os family linux not in ['darwin']",
     )
 
 
-def test_lock_hash_mismatch_and_missing_lock(tmp_path: Path) -> None:
+def test_lock_hash_mismatch_and_missing_lock(tmp_path: Path, cli: InProcess) -> None:
     path = manifest_copy(tmp_path)
     with (tmp_path / "requirements.lock.txt").open("a") as handle:
         handle.write("# edited by hand\n")
-    assert_gate_failed(
-        run_cli("smoke", "--manifest", path), "differs from the manifest's", "make lock"
-    )
+    assert_gate_failed(cli("smoke", "--manifest", path), "differs from the manifest's", "make lock")
     (tmp_path / "requirements.lock.txt").unlink()
-    assert_gate_failed(run_cli("smoke", "--manifest", path), "lock file not found")
+    assert_gate_failed(cli("smoke", "--manifest", path), "lock file not found")
 
 
 @pytest.mark.parametrize(
@@ -139,24 +137,28 @@ def test_lock_hash_mismatch_and_missing_lock(tmp_path: Path) -> None:
         ('{"schema_version": 1}', "manifest invalid"),
     ],
 )
-def test_corrupt_or_invalid_manifest(tmp_path: Path, content: str, fragment: str) -> None:
+def test_corrupt_or_invalid_manifest(
+    tmp_path: Path, content: str, fragment: str, cli: InProcess
+) -> None:
     path = tmp_path / "m.json"
     path.write_text(content)
-    assert_gate_failed(run_cli("smoke", "--manifest", path), fragment, str(path))
+    assert_gate_failed(cli("smoke", "--manifest", path), fragment, str(path))
 
 
-def test_manifest_from_environment_variable_and_package_data(tmp_path: Path) -> None:
+def test_manifest_from_environment_variable_and_package_data(
+    tmp_path: Path, cli: InProcess
+) -> None:
     path = manifest_copy(tmp_path, python={"specifier": NOT_THIS_PYTHON})
-    assert run_cli("smoke", cwd=tmp_path.parent, env={"COSMO_MANIFEST": str(path)}).returncode == 3
+    assert cli("smoke", cwd=tmp_path.parent, env={"COSMO_MANIFEST": str(path)}).returncode == 3
     # From a directory with no manifest: the installed copy is used and passes.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = run_cli("smoke", cwd=elsewhere)
+    proc = cli("smoke", cwd=elsewhere)
     assert proc.returncode == 0, proc.stdout
     assert "(package)" in proc.stdout
 
 
-def test_real_pip_check_on_request() -> None:
-    proc = run_cli("smoke", "--pip-check", "--json")
+def test_real_pip_check_on_request(cli: InProcess) -> None:
+    proc = cli("smoke", "--pip-check", "--json")
     checks = {c["name"]: c for c in json.loads(proc.stdout)["smoke"]["checks"]}
     assert checks["pip-check"]["status"] == "ok"

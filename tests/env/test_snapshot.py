@@ -12,11 +12,11 @@ import pytest
 
 from cosmo_runner.env import probes, snapshot
 from cosmo_runner.env.lock import Lock
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, InProcess, run_cli
 
 
-def test_snapshot_field_names_are_the_contract() -> None:
-    proc = run_cli("env", "snapshot")
+def test_snapshot_field_names_are_the_contract(cli: InProcess) -> None:
+    proc = cli("env", "snapshot")
     assert proc.returncode == 0
     env = json.loads(proc.stdout)["environment"]
     observed = env["observed"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_log, run_cli
+from tests.conftest import InProcess, load_log
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
 NAMES = sorted(p.name for p in CASES.iterdir() if (p / "expected.json").is_file())
@@ -19,14 +19,13 @@ def test_there_are_cases_for_every_exit_code() -> None:
     assert codes == {0, 2, 3, 4, 5}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_case(name: str, tmp_path: Path) -> None:
+def test_case(name: str, tmp_path: Path, cli: InProcess) -> None:
     case = tmp_path / name
     shutil.copytree(CASES / name, case)
     expected = json.loads((case / "expected.json").read_text())
     out = tmp_path / "out"
-    proc = run_cli("run", "spec.json", "--out", out, *expected.get("args", []), cwd=case)
+    proc = cli("run", "spec.json", "--out", out, *expected.get("args", []), cwd=case)
     assert proc.returncode == expected["exit_code"], proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     error_lines = [

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_log, run_cli
+from tests.conftest import InProcess, load_log
 
 pytestmark = pytest.mark.slow
 
@@ -87,12 +87,12 @@ def _check_outcome(out: Path, proc: subprocess.CompletedProcess[str]) -> None:
             assert leftovers == [], (analysis["id"], leftovers)
 
 
-def test_full_disk_at_several_free_sizes(example: Path, small_disk: Path) -> None:
+def test_full_disk_at_several_free_sizes(example: Path, small_disk: Path, cli: InProcess) -> None:
     codes: dict[int, int] = {}
     for free in FREE_SIZES:
         _fill_leaving(small_disk, free)
         out = small_disk / "out"
-        proc = run_cli("run", example, "--out", out)
+        proc = cli("run", example, "--out", out)
         _check_outcome(out, proc)
         codes[free] = proc.returncode
     assert codes[0] == 2 and codes[FREE_SIZES[-1]] == 0, codes

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, fake_dist, load_log, run_cli
+from tests.conftest import ROOT, InProcess, fake_dist, load_log, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +59,10 @@ def _plugin_spec(example: Path, **options: object) -> Path:
     return example
 
 
-def test_default_run_directory_holds_log_spec_results_plots(example: Path, tmp_path: Path) -> None:
-    proc = run_cli("run", example, cwd=tmp_path)
+def test_default_run_directory_holds_log_spec_results_plots(
+    example: Path, tmp_path: Path, cli: InProcess
+) -> None:
+    proc = cli("run", example, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert {p.name for p in run_dir.iterdir()} >= {"run_log.json", "spec.json", "results", "plots"}
@@ -79,11 +81,13 @@ def test_default_run_directory_holds_log_spec_results_plots(example: Path, tmp_p
         assert (run_dir / output["path"]).stat().st_size == output["bytes"]
 
 
-def test_non_empty_out_dir_is_refused_and_left_untouched(example: Path, tmp_path: Path) -> None:
+def test_non_empty_out_dir_is_refused_and_left_untouched(
+    example: Path, tmp_path: Path, cli: InProcess
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    proc = run_cli("run", example, "--out", out)
+    proc = cli("run", example, "--out", out)
     assert proc.returncode == 2
     assert (
         proc.stderr.strip()
@@ -92,23 +96,27 @@ def test_non_empty_out_dir_is_refused_and_left_untouched(example: Path, tmp_path
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
 
 
-def test_unwritable_out_dir_says_so_and_writes_nothing(example: Path, tmp_path: Path) -> None:
+def test_unwritable_out_dir_says_so_and_writes_nothing(
+    example: Path, tmp_path: Path, cli: InProcess
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    proc = run_cli("run", example, "--out", blocker / "sub")
+    proc = cli("run", example, "--out", blocker / "sub")
     assert proc.returncode == 2
     assert proc.stderr.startswith("cosmo-runner: error: output directory cannot be written: ")
     assert proc.stdout == ""
 
 
-def test_validate_is_a_dry_run_that_writes_nothing(example: Path, tmp_path: Path) -> None:
-    proc = run_cli("validate", example, cwd=tmp_path)
+def test_validate_is_a_dry_run_that_writes_nothing(
+    example: Path, tmp_path: Path, cli: InProcess
+) -> None:
+    proc = cli("validate", example, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "validator bcg-table: passed" in proc.stdout
     assert "analysis" not in proc.stdout
     assert not (tmp_path / "runs").exists()
     out = tmp_path / "v"
-    assert run_cli("validate", example, "--out", out).returncode == 0
+    assert cli("validate", example, "--out", out).returncode == 0
     log = load_log(out)
     assert log["analyses"] == [] and list((out / "results").iterdir()) == []
 
@@ -186,10 +194,10 @@ def test_signal_during_a_run_leaves_an_interrupted_log(
     assert years["error"]["type"] == "Interrupted"
 
 
-def test_debug_prints_the_traceback(tmp_path: Path) -> None:
+def test_debug_prints_the_traceback(tmp_path: Path, cli: InProcess) -> None:
     case = ROOT / "tests" / "cases" / "missing-input" / "spec.json"
-    plain = run_cli("run", case, "--out", tmp_path / "a")
-    debug = run_cli("--debug", "run", case, "--out", tmp_path / "b")
+    plain = cli("run", case, "--out", tmp_path / "a")
+    debug = cli("--debug", "run", case, "--out", tmp_path / "b")
     assert "Traceback" not in plain.stderr
     assert "Traceback" in debug.stderr
     assert plain.returncode == debug.returncode == 2

@@ -20,7 +20,7 @@ import pytest
 from cosmo_runner.errors import OutputDirError, OutputWriteError
 from cosmo_runner.pipeline import CLAIM_NAME, prepare_out_dir
 from cosmo_runner.runlog import RESERVE_EXTRA, RESERVE_NAME, RunLog, write_atomic
-from tests.conftest import fake_dist, load_log, run_cli
+from tests.conftest import InProcess, fake_dist, load_log, run_cli
 
 IN_USE = "output directory is in use by another run: {out}"
 NOT_EMPTY = "output directory is not empty, refusing to overwrite: {out}"
@@ -161,19 +161,10 @@ def test_write_atomic_gives_the_usual_modes(tmp_path: Path, mask: int) -> None:
 
 @pytest.mark.parametrize("mask", [0o022, 0o077])
 def test_every_output_of_a_run_gets_the_usual_mode(
-    example: Path, tmp_path: Path, mask: int
+    example: Path, tmp_path: Path, mask: int, cli: InProcess
 ) -> None:
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "cosmo_runner", "run", str(example), "--out", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        umask=mask,
-        timeout=300,
-    )
+    proc = cli("run", example, "--out", out, umask=mask)
     assert proc.returncode == 0, proc.stderr
     seen = {"file": 0, "dir": 0}
     for path in [out, *out.rglob("*")]:

@@ -12,7 +12,7 @@ import pytest
 
 from cosmo_runner import spec as spec_mod
 from cosmo_runner.errors import SpecError
-from tests.conftest import EXAMPLE, load_log, run_cli
+from tests.conftest import EXAMPLE, InProcess, load_log, run_cli
 
 
 def _example() -> dict[str, Any]:
@@ -92,7 +92,9 @@ def test_a_spec_over_the_size_cap_is_refused_unparsed(tmp_path: Path) -> None:
         ("kind", "k" * 1_000_000),  # an unknown plugin kind, echoed by the pipeline
     ],
 )
-def test_echoed_values_are_capped(tmp_path: Path, where: str, value: object) -> None:
+def test_echoed_values_are_capped(
+    tmp_path: Path, where: str, value: object, cli: InProcess
+) -> None:
     data = _example()
     if where == "name":
         data["name"] = value
@@ -103,7 +105,7 @@ def test_echoed_values_are_capped(tmp_path: Path, where: str, value: object) -> 
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(data))
     (tmp_path / "bcg.csv").write_bytes((EXAMPLE / "bcg.csv").read_bytes())
-    proc = run_cli("validate", path)
+    proc = cli("validate", path)
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.splitlines()
     assert line.startswith(f"cosmo-runner: error: {path}: /")
@@ -149,7 +151,8 @@ def _under_a_file(tmp: Path) -> Path:
 def test_odd_spec_files_exit_2_with_a_complete_log(make: Any, reason: str, tmp_path: Path) -> None:
     spec = make(tmp_path)
     out = tmp_path / "out"
-    proc = run_cli("run", spec, "--out", out, timeout=120)  # a blocking read would time out
+    # a subprocess: a blocking read (the FIFO, /dev/zero) times out instead of hanging the suite
+    proc = run_cli("run", spec, "--out", out, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"cosmo-runner: error: {spec}: {reason}"]
     log = load_log(out)
@@ -158,14 +161,16 @@ def test_odd_spec_files_exit_2_with_a_complete_log(make: Any, reason: str, tmp_p
 
 
 @pytest.mark.slow
-def test_duplicate_key_run_exits_2_with_the_pointer_in_the_log(tmp_path: Path) -> None:
+def test_duplicate_key_run_exits_2_with_the_pointer_in_the_log(
+    tmp_path: Path, cli: InProcess
+) -> None:
     spec = tmp_path / "spec.json"
     (tmp_path / "bcg.csv").write_bytes((EXAMPLE / "bcg.csv").read_bytes())
     spec.write_text(
         json.dumps(_example()).replace('"method": "REML"', '"method": "REML", "method": "DL"', 1)
     )
     out = tmp_path / "out"
-    proc = run_cli("run", spec, "--out", out)
+    proc = cli("run", spec, "--out", out)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         f"cosmo-runner: error: {spec}: /analyses/0/method: duplicate key 'method'"

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLE, ROOT, run_cli
+from tests.conftest import EXAMPLE, ROOT, InProcess, run_cli
 
 
 @pytest.fixture(scope="session")
-def recorded_environment() -> dict[str, Any]:
+def recorded_environment(cli: InProcess) -> dict[str, Any]:
     """This environment as ``cosmo-runner env snapshot`` records it (edit copies of it)."""
-    proc = run_cli("env", "snapshot")
+    proc = cli("env", "snapshot")
     assert proc.returncode == 0, proc.stderr
     environment: dict[str, Any] = json.loads(proc.stdout)["environment"]
     return environment
@@ -59,8 +60,18 @@ def validators_only_spec(directory: Path) -> Path:
     return path
 
 
-def make_run(spec: Path, out: Path, *args: str, env: dict[str, str] | None = None) -> Path:
-    """``cosmo-runner run SPEC --out OUT``; returns OUT (the run log exists whatever the exit)."""
-    proc = run_cli("run", spec, "--out", out, *args, env=env)
+def make_run(
+    spec: Path,
+    out: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    runner: Callable[..., subprocess.CompletedProcess[str]] = run_cli,
+) -> Path:
+    """``cosmo-runner run SPEC --out OUT``; returns OUT (the run log exists whatever the exit).
+
+    ``runner``: the ``cli`` fixture (in process) unless the run needs its own process
+    (``PYTHONPATH``).
+    """
+    proc = runner("run", spec, "--out", out, *args, env=env)
     assert (out / "run_log.json").is_file(), proc.stdout + proc.stderr
     return out

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cosmo_runner.env.diff import EnvView, diff, load_view
-from tests.conftest import ROOT, fake_dist, run_cli
+from tests.conftest import ROOT, InProcess, fake_dist, run_cli
 from tests.triage.conftest import make_run, manifest_copy, validators_only_spec
 
 Edit = Callable[[dict[str, Any]], None]
@@ -155,8 +155,8 @@ def _expected_row(template: str, environment: dict[str, Any]) -> list[str]:
     return template.split()
 
 
-def test_identical_snapshots_exit_0_and_say_so(snapshot_file) -> None:
-    proc = run_cli("env", "diff", snapshot_file("a"), snapshot_file("b"))
+def test_identical_snapshots_exit_0_and_say_so(snapshot_file, cli: InProcess) -> None:
+    proc = cli("env", "diff", snapshot_file("a"), snapshot_file("b"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1].startswith("identical; env ids match (")
     assert proc.stderr == ""
@@ -164,12 +164,12 @@ def test_identical_snapshots_exit_0_and_say_so(snapshot_file) -> None:
 
 @pytest.mark.parametrize("case", list(CLASSES))
 def test_each_difference_class_is_named_with_both_values(
-    case: str, snapshot_file, recorded_environment
+    case: str, snapshot_file, recorded_environment, cli: InProcess
 ) -> None:
     edit, row, (section, key, change) = CLASSES[case]
     a, b = snapshot_file("a"), snapshot_file("b", edit)
 
-    proc = run_cli("env", "diff", a, b)
+    proc = cli("env", "diff", a, b)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     expected = _expected_row(row, recorded_environment)
     assert any(line.split() == expected for line in proc.stdout.splitlines()), proc.stdout
@@ -178,7 +178,7 @@ def test_each_difference_class_is_named_with_both_values(
     assert verdict.startswith(f"different: {count} difference(s) (")
     assert verdict.count("manifest") <= 1  # manifest sha256 and content count as one section
 
-    machine = run_cli("env", "diff", a, b, "--json")
+    machine = cli("env", "diff", a, b, "--json")
     assert machine.returncode == 1
     doc = json.loads(machine.stdout)
     assert doc["identical"] is False
@@ -187,20 +187,20 @@ def test_each_difference_class_is_named_with_both_values(
     assert len(found) == count
 
 
-def test_a_log_from_before_the_probes_does_not_compare_them(snapshot_file) -> None:
+def test_a_log_from_before_the_probes_does_not_compare_them(snapshot_file, cli: InProcess) -> None:
     def old(env: dict[str, Any]) -> None:
         del env["observed"]["cpu"], env["observed"]["threadpools"]
 
-    proc = run_cli("env", "diff", snapshot_file("a", old), snapshot_file("b"), "--json")
+    proc = cli("env", "diff", snapshot_file("a", old), snapshot_file("b"), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["identical"] is True
     assert {"cpu", "threadpools"} <= set(doc["not_compared"])
 
 
-def test_env_ids_are_stated_when_they_differ(snapshot_file) -> None:
+def test_env_ids_are_stated_when_they_differ(snapshot_file, cli: InProcess) -> None:
     b = snapshot_file("b", _set("env_id", "0123456789abcdef"))
-    proc = run_cli("env", "diff", snapshot_file("a"), b)
+    proc = cli("env", "diff", snapshot_file("a"), b)
     # the env id is derived from the facts; alone it is no difference, but it is reported
     assert proc.returncode == 0
     assert "env ids differ (" in proc.stdout and "vs 0123456789abcdef)" in proc.stdout
@@ -253,14 +253,14 @@ def test_current_against_a_faked_install(tmp_path: Path, snapshot_file) -> None:
     assert "B: current (current, env_id " in proc.stdout
 
 
-def test_lock_files_compare_pins_and_sha256(tmp_path: Path) -> None:
+def test_lock_files_compare_pins_and_sha256(tmp_path: Path, cli: InProcess) -> None:
     text = (ROOT / "requirements.lock.txt").read_text()
     locked = next(line for line in text.splitlines() if line.startswith("jsonschema=="))
     version = locked.split("==")[1].split()[0]
     other = tmp_path / "other.lock.txt"
     other.write_text(text.replace(f"jsonschema=={version}", "jsonschema==4.25.1"))
 
-    proc = run_cli("env", "diff", ROOT / "requirements.lock.txt", other)
+    proc = cli("env", "diff", ROOT / "requirements.lock.txt", other)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert any(line.split() == ["package", "jsonschema", version, "4.25.1"] for line in lines)
@@ -280,21 +280,21 @@ def test_a_lock_against_a_run_compares_what_a_lock_knows(snapshot_file) -> None:
     assert "pip" not in {d.key for d in result.differences}  # tooling is not a difference
 
 
-def test_manifests_compare_content(tmp_path: Path) -> None:
+def test_manifests_compare_content(tmp_path: Path, cli: InProcess) -> None:
     a = manifest_copy(tmp_path / "a", lambda m: None)
     b = manifest_copy(tmp_path / "b", lambda m: m["python"].update(severity="warn"))
-    proc = run_cli("env", "diff", a, b)
+    proc = cli("env", "diff", a, b)
     assert proc.returncode == 1, proc.stdout
     lines = proc.stdout.splitlines()
     assert any(line.split() == ["manifest", "/python/severity", "error", "warn"] for line in lines)
     assert any(line.split()[:2] == ["manifest", "sha256"] for line in lines)
     same = manifest_copy(tmp_path / "c", lambda m: None)
-    assert run_cli("env", "diff", a, same).returncode == 0
+    assert cli("env", "diff", a, same).returncode == 0
 
 
-def test_current_uses_the_manifest_option(tmp_path: Path) -> None:
+def test_current_uses_the_manifest_option(tmp_path: Path, cli: InProcess) -> None:
     warn = manifest_copy(tmp_path, lambda m: m["python"].update(severity="warn"))
-    proc = run_cli("env", "diff", "current", "current", "--manifest", warn, "--json")
+    proc = cli("env", "diff", "current", "current", "--manifest", warn, "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["identical"] is True and doc["env_ids_match"] is True
@@ -327,9 +327,11 @@ def test_current_uses_the_manifest_option(tmp_path: Path) -> None:
         "no-environment",
     ],
 )
-def test_unusable_sources_exit_2_naming_the_file(tmp_path: Path, make, message: str) -> None:
+def test_unusable_sources_exit_2_naming_the_file(
+    tmp_path: Path, make, message: str, cli: InProcess
+) -> None:
     source = make(tmp_path)
-    proc = run_cli("env", "diff", source, "current")
+    proc = cli("env", "diff", source, "current")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stdout == ""
     [line] = proc.stderr.splitlines()
@@ -354,9 +356,9 @@ def test_views_know_only_what_their_source_records(snapshot_file) -> None:
     assert set(lock.sections) == {"packages", "lock"}
 
 
-def test_another_runner_commit_is_a_note_not_a_difference(snapshot_file) -> None:
+def test_another_runner_commit_is_a_note_not_a_difference(snapshot_file, cli: InProcess) -> None:
     b = snapshot_file("b", _set("observed", "runner", "git_commit", "f" * 40))
-    proc = run_cli("env", "diff", snapshot_file("a"), b)
+    proc = cli("env", "diff", snapshot_file("a"), b)
     assert proc.returncode == 0, proc.stdout
     assert "vs ffffffffffff (code, not environment)" in proc.stdout
     assert proc.stdout.splitlines()[-1].startswith("identical; env ids match")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cosmo_runner.cli import main
-from tests.conftest import EXAMPLE, run_cli
+from tests.conftest import EXAMPLE, InProcess, run_cli
 from tests.triage.conftest import make_run
 
 SETTINGS = settings(
@@ -24,14 +24,14 @@ SETTINGS = settings(
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Path:
     """A succeeded run with one input, one analysis and its result (no plots)."""
     root = tmp_path_factory.mktemp("malformed")
     shutil.copy(EXAMPLE / "bcg.csv", root / "bcg.csv")
     spec = json.loads((EXAMPLE / "spec.json").read_text(encoding="utf-8"))
     spec["analyses"] = [{k: v for k, v in spec["analyses"][0].items() if k != "plots"}]
     (root / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-    out = make_run(root / "spec.json", root / "run")
+    out = make_run(root / "spec.json", root / "run", runner=cli)
     assert json.loads((out / "run_log.json").read_text())["status"] == "succeeded"
     return out
 
@@ -254,6 +254,7 @@ def test_a_fifo_log_is_refused_without_blocking(run: Path, tmp_path: Path) -> No
     (target / "run_log.json").unlink()
     os.mkfifo(target / "run_log.json")
     for args in (["verify", target], ["env", "diff", target, target]):
+        # a subprocess: a blocking read would time out instead of hanging the suite
         proc = run_cli(*args, timeout=120)
         assert proc.returncode == 2
         assert proc.stderr.splitlines() == [
@@ -264,7 +265,7 @@ def test_a_fifo_log_is_refused_without_blocking(run: Path, tmp_path: Path) -> No
 @pytest.mark.slow
 @pytest.mark.parametrize("old", ["schema_version 1", "no version"])
 def test_an_old_log_still_verifies_and_verify_says_the_versions_differ(
-    old: str, run: Path, tmp_path: Path
+    old: str, run: Path, tmp_path: Path, cli: InProcess
 ) -> None:
     """A run written before versions were recorded: its result has no result_version and
     its log says schema_version 1 (or nothing). It still verifies; the report says so."""
@@ -283,7 +284,7 @@ def test_an_old_log_still_verifies_and_verify_says_the_versions_differ(
     log["analyses"][0]["result"].update(bytes=len(data), sha256=output["sha256"])
     (target / "run_log.json").write_text(json.dumps(log, indent=2))
 
-    proc = run_cli("verify", target, "--out", tmp_path / "replay")
+    proc = cli("verify", target, "--out", tmp_path / "replay")
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the result file gained a field
     log_line = "1" if old == "schema_version 1" else "0 (absent)"
     assert (
@@ -296,7 +297,7 @@ def test_an_old_log_still_verifies_and_verify_says_the_versions_differ(
     ) in proc.stdout.splitlines()
     assert "    /result_version: None -> 1" in proc.stdout.splitlines()
 
-    proc = run_cli("verify", target, "--out", tmp_path / "replay2", "--json")
+    proc = cli("verify", target, "--out", tmp_path / "replay2", "--json")
     report = json.loads(proc.stdout)
     assert report["versions"] == [
         {
@@ -309,7 +310,7 @@ def test_an_old_log_still_verifies_and_verify_says_the_versions_differ(
     ]
 
 
-def test_same_versions_say_nothing(run: Path, tmp_path: Path) -> None:
-    proc = run_cli("verify", run, "--out", tmp_path / "replay")
+def test_same_versions_say_nothing(run: Path, tmp_path: Path, cli: InProcess) -> None:
+    proc = cli("verify", run, "--out", tmp_path / "replay")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "version differs" not in proc.stdout

@@ -21,7 +21,7 @@ import pytest
 from cosmo_runner.cli import main
 from cosmo_runner.runstate import LOST_AFTER_S, boot_id, liveness, process_start_ticks
 from cosmo_runner.triage.runs import list_runs
-from tests.conftest import EXAMPLE, fake_dist, load_log, run_cli
+from tests.conftest import EXAMPLE, InProcess, fake_dist, load_log, run_cli
 from tests.triage.conftest import validators_only_spec
 
 SLOW_PLUGIN = """
@@ -34,11 +34,11 @@ def sleepy(context):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished_run(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Path:
     """One real, succeeded run (validators only) whose log the tests copy and edit."""
     base = tmp_path_factory.mktemp("finished")
     spec = validators_only_spec(base / "job")
-    proc = run_cli("run", spec, "--out", base / "run")
+    proc = cli("run", spec, "--out", base / "run")
     assert proc.returncode == 0, proc.stderr
     return base / "run"
 

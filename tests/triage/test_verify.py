@@ -15,25 +15,25 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, load_log, run_cli
+from tests.conftest import ROOT, InProcess, load_log
 from tests.triage.conftest import make_run, manifest_copy, validators_only_spec
 
 pytestmark = pytest.mark.slow  # each test runs and replays a pipeline in subprocesses
 
 
 @pytest.fixture(scope="module")
-def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def recorded_run(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Path:
     """A succeeded run, shared read-only (every replay goes to its own directory)."""
     base = tmp_path_factory.mktemp("recorded")
-    run = make_run(validators_only_spec(base / "work"), base / "run")
+    run = make_run(validators_only_spec(base / "work"), base / "run", runner=cli)
     assert load_log(run)["status"] == "succeeded"
     return run
 
 
 @pytest.fixture
-def own_run(tmp_path: Path) -> Path:
+def own_run(tmp_path: Path, cli: InProcess) -> Path:
     """A run of this test's own, whose input the test may change."""
-    return make_run(validators_only_spec(tmp_path / "work"), tmp_path / "run")
+    return make_run(validators_only_spec(tmp_path / "work"), tmp_path / "run", runner=cli)
 
 
 def _replays(run: Path) -> list[Path]:
@@ -47,9 +47,11 @@ def _error_line(proc: Any) -> str:
     return str(line)
 
 
-def test_untouched_run_is_reproduced_in_a_new_directory_beside_it(recorded_run: Path) -> None:
+def test_untouched_run_is_reproduced_in_a_new_directory_beside_it(
+    recorded_run: Path, cli: InProcess
+) -> None:
     before = (recorded_run / "run_log.json").read_bytes()
-    proc = run_cli("verify", recorded_run)
+    proc = cli("verify", recorded_run)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[-1] == "reproduced (exit 0)"
@@ -59,8 +61,8 @@ def test_untouched_run_is_reproduced_in_a_new_directory_beside_it(recorded_run: 
     assert (recorded_run / "run_log.json").read_bytes() == before  # the original is untouched
 
 
-def test_json_report(recorded_run: Path, tmp_path: Path) -> None:
-    proc = run_cli("verify", recorded_run, "--out", tmp_path / "replay", "--json")
+def test_json_report(recorded_run: Path, tmp_path: Path, cli: InProcess) -> None:
+    proc = cli("verify", recorded_run, "--out", tmp_path / "replay", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["outcome"] == "reproduced" and doc["exit_code"] == 0
@@ -69,19 +71,21 @@ def test_json_report(recorded_run: Path, tmp_path: Path) -> None:
     assert doc["differing"] == []
 
 
-def test_out_dir_that_is_not_empty_is_refused(recorded_run: Path, tmp_path: Path) -> None:
+def test_out_dir_that_is_not_empty_is_refused(
+    recorded_run: Path, tmp_path: Path, cli: InProcess
+) -> None:
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
-    proc = run_cli("verify", recorded_run, "--out", tmp_path / "busy")
+    proc = cli("verify", recorded_run, "--out", tmp_path / "busy")
     assert proc.returncode == 2
     assert "output directory is not empty, refusing to overwrite" in _error_line(proc)
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
 
 
-def test_changed_input_exits_2_naming_it(own_run: Path) -> None:
+def test_changed_input_exits_2_naming_it(own_run: Path, cli: InProcess) -> None:
     csv = own_run.parent / "work" / "bcg.csv"
     csv.write_text(csv.read_text().replace("\n", "\n", 1) + "\n")  # one more byte
-    proc = run_cli("verify", own_run)
+    proc = cli("verify", own_run)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     line = _error_line(proc)
     assert f"input 'bcg': {csv}: sha256 " in line
@@ -89,19 +93,21 @@ def test_changed_input_exits_2_naming_it(own_run: Path) -> None:
     assert _replays(own_run) == []  # refused before anything was written
 
 
-def test_missing_input_exits_2_naming_it(own_run: Path) -> None:
+def test_missing_input_exits_2_naming_it(own_run: Path, cli: InProcess) -> None:
     csv = own_run.parent / "work" / "bcg.csv"
     csv.unlink()
-    proc = run_cli("verify", own_run)
+    proc = cli("verify", own_run)
     assert proc.returncode == 2
     assert _error_line(proc).endswith(f"input 'bcg': file not found: {csv}")
 
 
-def test_input_remapped_for_a_run_made_elsewhere(own_run: Path, tmp_path: Path) -> None:
+def test_input_remapped_for_a_run_made_elsewhere(
+    own_run: Path, tmp_path: Path, cli: InProcess
+) -> None:
     csv = own_run.parent / "work" / "bcg.csv"
     moved = tmp_path / "elsewhere.csv"
     csv.rename(moved)
-    proc = run_cli("verify", own_run, "--input", f"bcg={moved}", "--json")
+    proc = cli("verify", own_run, "--input", f"bcg={moved}", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     replay = Path(json.loads(proc.stdout)["replay_dir"])
     [record] = load_log(replay)["inputs"]
@@ -115,8 +121,10 @@ def test_input_remapped_for_a_run_made_elsewhere(own_run: Path, tmp_path: Path) 
         ("bcg", "--input expects ID=PATH, got 'bcg'"),
     ],
 )
-def test_bad_input_option_exits_2(recorded_run: Path, argument: str, message: str) -> None:
-    proc = run_cli("verify", recorded_run, "--input", argument)
+def test_bad_input_option_exits_2(
+    recorded_run: Path, argument: str, message: str, cli: InProcess
+) -> None:
+    proc = cli("verify", recorded_run, "--input", argument)
     assert proc.returncode == 2
     assert _error_line(proc) == f"cosmo-runner: error: {message}"
 
@@ -132,14 +140,14 @@ def _exclude_this_python(manifest: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("how", ["--manifest", "COSMO_MANIFEST"])
 def test_replay_failing_the_gate_exits_3_with_the_env_diff(
-    recorded_run: Path, tmp_path: Path, how: str
+    recorded_run: Path, tmp_path: Path, how: str, cli: InProcess
 ) -> None:
     manifest = manifest_copy(tmp_path / "m", _exclude_this_python)
     out = tmp_path / "replay"
     if how == "--manifest":
-        proc = run_cli("verify", recorded_run, "--out", out, "--manifest", manifest)
+        proc = cli("verify", recorded_run, "--out", out, "--manifest", manifest)
     else:
-        proc = run_cli("verify", recorded_run, "--out", out, env={"COSMO_MANIFEST": str(manifest)})
+        proc = cli("verify", recorded_run, "--out", out, env={"COSMO_MANIFEST": str(manifest)})
     assert proc.returncode == 3, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert any(
@@ -161,7 +169,7 @@ def test_replay_failing_the_gate_exits_3_with_the_env_diff(
 
 
 def test_different_but_passing_environment_is_reproduced(
-    recorded_run: Path, tmp_path: Path
+    recorded_run: Path, tmp_path: Path, cli: InProcess
 ) -> None:
     """The same manifest with the Python expectation downgraded to a warning: the replay
     passes its gate in a different environment (another manifest, so another env id)."""
@@ -171,7 +179,7 @@ def test_different_but_passing_environment_is_reproduced(
         manifest["python"]["severity"] = "warn"
 
     manifest = manifest_copy(tmp_path / "m", warn_only)
-    proc = run_cli("verify", recorded_run, "--out", tmp_path / "r", "--manifest", manifest)
+    proc = cli("verify", recorded_run, "--out", tmp_path / "r", "--manifest", manifest)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[-1] == "reproduced (exit 0)"
@@ -180,12 +188,16 @@ def test_different_but_passing_environment_is_reproduced(
     assert "env ids differ (" in env_line
 
 
-def test_only_a_succeeded_run_can_be_verified(tmp_path: Path) -> None:
+def test_only_a_succeeded_run_can_be_verified(tmp_path: Path, cli: InProcess) -> None:
     manifest = manifest_copy(tmp_path / "m", _exclude_this_python)
     failed = make_run(
-        validators_only_spec(tmp_path / "work"), tmp_path / "run", "--manifest", str(manifest)
+        validators_only_spec(tmp_path / "work"),
+        tmp_path / "run",
+        "--manifest",
+        str(manifest),
+        runner=cli,
     )
-    proc = run_cli("verify", failed)
+    proc = cli("verify", failed)
     assert proc.returncode == 2
     assert _error_line(proc).endswith(
         f"{failed / 'run_log.json'}: the run did not succeed (status failed, exit 3); "
@@ -193,23 +205,23 @@ def test_only_a_succeeded_run_can_be_verified(tmp_path: Path) -> None:
     )
 
 
-def test_not_a_run_directory(tmp_path: Path) -> None:
-    proc = run_cli("verify", tmp_path)
+def test_not_a_run_directory(tmp_path: Path, cli: InProcess) -> None:
+    proc = cli("verify", tmp_path)
     assert proc.returncode == 2
     assert _error_line(proc).endswith(f"{tmp_path}: not a run directory (no run_log.json)")
 
 
-def test_changed_spec_copy_exits_2(recorded_run: Path, tmp_path: Path) -> None:
+def test_changed_spec_copy_exits_2(recorded_run: Path, tmp_path: Path, cli: InProcess) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(recorded_run, copy)
     spec = copy / "spec.json"
     spec.write_text(spec.read_text() + " ")
-    proc = run_cli("verify", copy)
+    proc = cli("verify", copy)
     assert proc.returncode == 2
     assert f"{spec}: sha256 " in _error_line(proc)
 
 
-def test_negative_rtol_is_a_usage_error(recorded_run: Path) -> None:
-    proc = run_cli("verify", recorded_run, "--rtol", "-1")
+def test_negative_rtol_is_a_usage_error(recorded_run: Path, cli: InProcess) -> None:
+    proc = cli("verify", recorded_run, "--rtol", "-1")
     assert proc.returncode == 2
     assert _error_line(proc).endswith("--rtol must be a finite number >= 0, got -1.0")

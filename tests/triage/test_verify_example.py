@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cosmo_runner.runlog import dumps
-from tests.conftest import EXAMPLE, fake_dist, load_log, run_cli
+from tests.conftest import EXAMPLE, InProcess, fake_dist, load_log, run_cli
 from tests.triage.conftest import make_run
 
 RESULT = "results/bcg-reml.json"
@@ -19,10 +19,10 @@ pytestmark = pytest.mark.slow  # each test runs and replays a pipeline in subpro
 
 
 @pytest.fixture(scope="module")
-def example_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def example_run(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Path:
     base = tmp_path_factory.mktemp("example")
     shutil.copytree(EXAMPLE, base / "bcg")
-    run = make_run(base / "bcg" / "spec.json", base / "run")
+    run = make_run(base / "bcg" / "spec.json", base / "run", runner=cli)
     log = load_log(run)
     assert log["status"] == "succeeded", log["error"]
     assert RESULT in {o["path"] for o in log["outputs"]}
@@ -40,8 +40,10 @@ def _copy_with_estimate(run: Path, target: Path, change: Any) -> tuple[float, fl
     return before, result["estimate"]
 
 
-def test_untouched_run_reproduces_every_output(example_run: Path, tmp_path: Path) -> None:
-    proc = run_cli("verify", example_run, "--out", tmp_path / "replay")
+def test_untouched_run_reproduces_every_output(
+    example_run: Path, tmp_path: Path, cli: InProcess
+) -> None:
+    proc = cli("verify", example_run, "--out", tmp_path / "replay")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     outputs = load_log(example_run)["outputs"]
     assert len(outputs) > 1 and any(o["path"].startswith("plots/") for o in outputs)
@@ -51,10 +53,10 @@ def test_untouched_run_reproduces_every_output(example_run: Path, tmp_path: Path
 
 
 def test_a_number_edited_in_a_copy_exits_1_naming_file_and_field(
-    example_run: Path, tmp_path: Path
+    example_run: Path, tmp_path: Path, cli: InProcess
 ) -> None:
     before, after = _copy_with_estimate(example_run, tmp_path / "copy", lambda x: x + 0.1)
-    proc = run_cli("verify", tmp_path / "copy")
+    proc = cli("verify", tmp_path / "copy")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert f"  DIFFERS: {RESULT} (1 field(s))" in lines
@@ -63,22 +65,24 @@ def test_a_number_edited_in_a_copy_exits_1_naming_file_and_field(
     assert any(line.startswith("    largest rel difference /estimate: ") for line in lines)
     assert lines[-1] == f"differs: {RESULT} (exit 1)"
 
-    doc = json.loads(run_cli("verify", tmp_path / "copy", "--json").stdout)
+    doc = json.loads(cli("verify", tmp_path / "copy", "--json").stdout)
     assert doc["exit_code"] == 1 and doc["differing"] == [RESULT]
     assert doc["max_abs"]["pointer"] == "/estimate"
     assert doc["max_abs"]["abs_diff"] == pytest.approx(0.1)
 
 
-def test_rtol_accepts_a_tiny_numeric_difference(example_run: Path, tmp_path: Path) -> None:
+def test_rtol_accepts_a_tiny_numeric_difference(
+    example_run: Path, tmp_path: Path, cli: InProcess
+) -> None:
     _copy_with_estimate(example_run, tmp_path / "copy", lambda x: x * (1 + 1e-9))
-    strict = run_cli("verify", tmp_path / "copy")
+    strict = cli("verify", tmp_path / "copy")
     assert strict.returncode == 1, strict.stdout
-    proc = run_cli("verify", tmp_path / "copy", "--rtol", "1e-6")
+    proc = cli("verify", tmp_path / "copy", "--rtol", "1e-6")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.splitlines()[-1]
     assert last.startswith("reproduced within rtol 1e-06; largest rel difference /estimate: ")
     assert last.endswith("(exit 0)")
-    too_tight = run_cli("verify", tmp_path / "copy", "--rtol", "1e-12")
+    too_tight = cli("verify", tmp_path / "copy", "--rtol", "1e-12")
     assert too_tight.returncode == 1
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import InProcess
 
 pytestmark = pytest.mark.slow
 
 
-def test_relative_schema_path_replays(tmp_path: Path) -> None:
+def test_relative_schema_path_replays(tmp_path: Path, cli: InProcess) -> None:
     job = tmp_path / "job"
     (job / "schemas").mkdir(parents=True)
     (job / "meta.json").write_text(json.dumps({"year": 1948}))
@@ -34,7 +34,7 @@ def test_relative_schema_path_replays(tmp_path: Path) -> None:
     }
     (job / "spec.json").write_text(json.dumps(spec))
     run = tmp_path / "run"
-    assert run_cli("run", job / "spec.json", "--out", run).returncode == 0
-    proc = run_cli("verify", run, "--out", tmp_path / "replay")
+    assert cli("run", job / "spec.json", "--out", run).returncode == 0
+    proc = cli("verify", run, "--out", tmp_path / "replay")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "reproduced" in proc.stdout
