@@ -21,11 +21,13 @@ from cosmo_runner import __version__
 from cosmo_runner.env.gate import Gate
 from cosmo_runner.errors import (
     EXIT_CRASH,
+    EXIT_DIFFERENT,
+    EXIT_ENVIRONMENT,
+    EXIT_OK,
+    EXIT_SAME,
     CosmoError,
-    FileError,
     Interrupted,
     UsageError,
-    ValidationFailed,
     exit_code_for,
 )
 from cosmo_runner.interrupts import SignalGuard
@@ -306,7 +308,7 @@ def cmd_smoke(args: argparse.Namespace, console: Console) -> int:
         )
     else:
         console.out(smoke_summary(environment, report) + "\n")
-    return 0 if report.passed else 3
+    return EXIT_OK if report.passed else EXIT_ENVIRONMENT
 
 
 def cmd_run(
@@ -349,7 +351,7 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
         from cosmo_runner.env.snapshot import capture
 
         console.out(_json_text({"environment": capture(args.manifest).document()}), redacted=True)
-        return 0
+        return EXIT_OK
     if args.env_command == "sbom":
         return cmd_env_sbom(args, console)
     from cosmo_runner.env.diff import diff_sources
@@ -360,7 +362,7 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
         console.out(_json_text(result.as_dict()), redacted=True)
     else:
         console.out(diff_table(result) + "\n")
-    return 0 if result.identical else 1
+    return EXIT_SAME if result.identical else EXIT_DIFFERENT
 
 
 def cmd_env_sbom(args: argparse.Namespace, console: Console) -> int:
@@ -374,7 +376,7 @@ def cmd_env_sbom(args: argparse.Namespace, console: Console) -> int:
     else:
         write_atomic(args.out, text.encode("utf-8"))
         console.out(f"wrote {args.out}\n")
-    return 0
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace, console: Console, gate: Gate | None = None) -> int:
@@ -414,7 +416,7 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
         console.out(_json_text([entry.as_dict() for entry in listing.entries]), redacted=True)
     else:
         console.out(runs_table(listing) + "\n")
-    return 0
+    return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
@@ -429,7 +431,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
         written = export_crate(args.run_dir, args.out, zip_=args.zip)
     console.out(f"wrote {written}\n")
-    return 0
+    return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -440,12 +442,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report_error(error: BaseException, debug: bool, console: Console) -> None:
-    if isinstance(error, FileError):
-        lines = [f"{error.path}: {p}" for p in error.problems]
-    elif isinstance(error, ValidationFailed):
-        lines = [str(error).split("; first: ")[0], *error.problems]
-    else:
-        lines = [str(error)]
+    lines = error.lines() if isinstance(error, CosmoError) else [str(error)]
     for line in lines:
         console.err(f"cosmo-runner: error: {line}\n")
     if debug:
@@ -487,7 +484,7 @@ def main(argv: list[str] | None = None, *, gate: Gate | None = None) -> int:
 def _failure(exc: BaseException, debug: bool, console: Console) -> int:
     """Report an error that reached :func:`main` and return its exit code."""
     if isinstance(exc, SystemExit):  # argparse's --help and --version
-        return exc.code if isinstance(exc.code, int) else 0
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
     if isinstance(exc, KeyboardInterrupt):  # the guard was not installed (not main thread)
         exc = Interrupted(signal.SIGINT)
     if isinstance(exc, CosmoError):

@@ -1,6 +1,8 @@
-"""One error root, mapped to exit codes in exactly one place (:func:`cosmo_runner.cli.main`).
+"""One error root, and every exit code: the constants below and :func:`exit_code_for`, the one
+mapping from an error to its code (used by :func:`cosmo_runner.cli.main` and the run log).
 
-Exit codes (documented in the README, tested in tests/test_cli.py):
+Exit codes of ``run``, ``validate`` and ``smoke`` (documented in the README, tested in
+tests/test_cli.py; no other module writes an exit code as a number, tests/test_errors.py):
 
 ====  ===============================================================
 0     success
@@ -13,13 +15,18 @@ Exit codes (documented in the README, tested in tests/test_cli.py):
 143   interrupted by SIGTERM
 ====  ===============================================================
 
-Every subclass builds a one-line ``message`` naming the file, field or package, and
-carries its data as attributes so the run log can record it.
+``env diff`` exits :data:`EXIT_SAME` or :data:`EXIT_DIFFERENT`, ``verify``
+:data:`EXIT_REPRODUCED` or :data:`EXIT_DIFFERS` (or an error's code).
+
+Every subclass builds a one-line ``message`` naming the file, field or package from the
+data it carries as attributes (``path``, ``problems``, ``validator_ids``, ``analysis_id``
+...). Callers read those attributes, never the message: :meth:`CosmoError.lines` is what
+the CLI prints, :meth:`CosmoError.details` what the run log records beside the message.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 #: Echoed user values (a bad field's value, a key, an unknown kind) are cut to this length.
 ECHO_LIMIT = 200
@@ -32,6 +39,10 @@ EXIT_VALIDATION = 4
 EXIT_STEP = 5
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+EXIT_SAME = 0  # env diff: the two environments are identical
+EXIT_DIFFERENT = 1  # env diff: they differ (a finding, not a crash)
+EXIT_REPRODUCED = 0  # verify: every output identical (or within --rtol)
+EXIT_DIFFERS = 1  # verify: an output differs
 
 
 def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
@@ -52,6 +63,14 @@ class CosmoError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def lines(self) -> list[str]:
+        """What the CLI prints, one ``cosmo-runner: error:`` line each."""
+        return [self.message]
+
+    def details(self) -> dict[str, Any]:
+        """Structured fields the run log records beside type and message (JSON-ready)."""
+        return {}
 
 
 class UsageError(CosmoError):
@@ -74,6 +93,12 @@ class FileError(UsageError):
         first = self.problems[0] if self.problems else "invalid"
         more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
         super().__init__(f"{path}: {first}{more}")
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}: {p}" for p in self.problems] or [self.message]
+
+    def details(self) -> dict[str, Any]:
+        return {"problems": self.problems}
 
 
 class SpecError(FileError):
@@ -102,6 +127,9 @@ class EnvironmentGateError(CosmoError):
         more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
         super().__init__(f"environment gate failed: {first}{more}")
 
+    def details(self) -> dict[str, Any]:
+        return {"failures": self.failures}
+
 
 class ManifestError(EnvironmentGateError):
     """The environment manifest (or its lock) is missing, corrupt or schema-invalid."""
@@ -127,15 +155,53 @@ class ValidationFailed(CosmoError):
         self.problems = list(problems)
         self.count = len(self.problems) if count is None else count
         super().__init__(
-            f"{self.count} validator error(s) in {', '.join(self.validator_ids)}; "
-            f"first: {self.problems[0] if self.problems else 'unknown'}"
+            f"{self.headline}; first: {self.problems[0] if self.problems else 'unknown'}"
         )
+
+    @property
+    def headline(self) -> str:
+        """How many error findings, in which validators (the first line the CLI prints)."""
+        return f"{self.count} validator error(s) in {', '.join(self.validator_ids)}"
+
+    def lines(self) -> list[str]:
+        return [self.headline, *self.problems]
+
+    def details(self) -> dict[str, Any]:
+        return {"problems": self.problems}
 
 
 class StepError(CosmoError):
-    """An analysis or another pipeline step failed."""
+    """An analysis or another pipeline step failed.
+
+    :meth:`analyses` builds the error of a run whose analyses failed: ``analysis_ids`` and
+    ``problems`` (one line per failed analysis, ``analysis 'ID': ...``), the message naming
+    the first.
+    """
 
     exit_code = EXIT_STEP
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        analysis_ids: list[str] | None = None,
+        problems: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.analysis_ids = list(analysis_ids or [])
+        self.problems = list(problems or [])
+
+    @classmethod
+    def analyses(cls, failures: list[tuple[str, BaseException]]) -> StepError:
+        """The run's error when the analyses ``failures`` (id, what it raised) failed."""
+        problems = [
+            f"analysis {analysis_id!r}: {_detail(error)}" for analysis_id, error in failures
+        ]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return cls(problems[0] + more, analysis_ids=[i for i, _ in failures], problems=problems)
+
+    def details(self) -> dict[str, Any]:
+        return {"problems": self.problems} if self.problems else {}
 
 
 class ValidatorError(StepError):
@@ -164,7 +230,20 @@ class OutputWriteError(StepError):
 
 
 class AnalysisError(StepError):
-    """A meta-analysis cannot be computed (k < 2, bad variances, no convergence ...)."""
+    """A meta-analysis cannot be computed (k < 2, bad variances, no convergence ...).
+
+    ``reason`` is what went wrong; with ``analysis_id`` (:meth:`of_analysis`, set by
+    :func:`cosmo_runner.meta.analysis.analyse`) the message names the analysis too.
+    """
+
+    def __init__(self, reason: str, analysis_id: str | None = None) -> None:
+        self.reason = reason
+        self.analysis_id = analysis_id
+        super().__init__(reason if analysis_id is None else f"analysis {analysis_id!r}: {reason}")
+
+    def of_analysis(self, analysis_id: str) -> AnalysisError:
+        """This error, said of the analysis ``analysis_id`` (chain it: ``raise ... from``)."""
+        return AnalysisError(self.reason, analysis_id)
 
 
 class UnknownMeasureError(AnalysisError):
@@ -189,6 +268,15 @@ class Interrupted(CosmoError):
 
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
+
+
+def _detail(error: BaseException) -> str:
+    """What an analysis raised, in its own words (without the analysis it names)."""
+    if isinstance(error, AnalysisError):
+        return error.reason
+    if isinstance(error, CosmoError):
+        return error.message
+    return f"{type(error).__name__}: {error}"
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -25,6 +25,7 @@ from cosmo_runner import spec as spec_mod
 from cosmo_runner.env.gate import Gate
 from cosmo_runner.env.smoke import SmokeReport, start_import_probes
 from cosmo_runner.errors import (
+    EXIT_OK,
     CosmoError,
     EnvironmentGateError,
     FileError,
@@ -187,9 +188,8 @@ def _error_record(error: BaseException) -> dict[str, Any]:
         "exit_code": exit_code_for(error),
         "traceback": "".join(traceback.format_exception(error)),
     }
-    for attr in ("problems", "failures"):
-        if hasattr(error, attr):
-            record[attr] = getattr(error, attr)
+    if isinstance(error, CosmoError):
+        record.update(error.details())
     return record
 
 
@@ -234,7 +234,7 @@ def execute(options: RunOptions, signals: SignalGuard | None = None) -> RunResul
     finally:
         if installed:
             guard.restore()
-    code = exit_code_for(error) if error else 0
+    code = exit_code_for(error) if error else EXIT_OK
     return RunResult(code, log.doc, run_dir, error, runner.smoke)
 
 
@@ -464,7 +464,7 @@ class _Runner:
         import numpy as np
 
         records = self.log.doc["analyses"]
-        failures: list[str] = []
+        failures: list[tuple[str, BaseException]] = []  # (analysis id, what it raised)
         assert self.run_dir is not None or not self.options.write
         tables: dict[str, Table] = {}
         for key in dict.fromkeys(entry["input"] for entry in spec.analyses):
@@ -499,18 +499,13 @@ class _Runner:
                 record.update(
                     status="failed", error={"type": type(exc).__name__, "message": str(exc)}
                 )
-                failures.append(
-                    str(exc)
-                    if str(exc).startswith(f"analysis {entry['id']!r}")
-                    else f"analysis {entry['id']!r}: {exc}"
-                )
+                failures.append((entry["id"], exc))
             except Exception as exc:
                 record.update(status="failed", error=_error_record(exc))
-                failures.append(f"analysis {entry['id']!r}: {type(exc).__name__}: {exc}")
+                failures.append((entry["id"], exc))
             self.log.save()
         if failures:
-            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-            raise StepError(failures[0] + more)
+            raise StepError.analyses(failures)
 
     def _remove_outputs(self, entry: dict[str, Any], record: dict[str, Any]) -> None:
         """Remove what a failed analysis wrote: no result or plot outlives its failure."""

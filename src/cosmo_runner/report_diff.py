@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cosmo_runner.env.diff import Difference, EnvDiff
+from cosmo_runner.errors import EXIT_OK
 from cosmo_runner.verify import FieldDiff, VerifyReport
 
 MAX_VALUE = 48
@@ -129,7 +130,7 @@ def render_report(report: VerifyReport) -> str:
     if report.smoke_failures:
         lines += [f"  environment gate: {m}" for m in report.smoke_failures]
         lines += [f"  hint: {h}" for h in report.hints]
-    elif report.replay_error and report.exit_code != 0:
+    elif report.replay_error and report.exit_code != EXIT_OK:
         lines.append(f"  replay error: {report.replay_error}")
     for output in report.outputs:
         if output.status == "equal":
@@ -157,7 +158,7 @@ def render_report(report: VerifyReport) -> str:
     if report.outputs:
         lines.append(f"  outputs: {equal} of {len(report.outputs)} identical by sha256")
     if report.env_diff is not None:
-        if report.exit_code != 0 and not report.env_diff.identical:
+        if report.exit_code != EXIT_OK and not report.env_diff.identical:
             lines.append("environment, original run (A) vs replay (B):")
             lines += [
                 "  " + line for line in diff_table(report.env_diff, header=False).splitlines()

@@ -22,7 +22,10 @@ from cosmo_runner.env.diff import EnvDiff, diff, view_from_environment
 from cosmo_runner.env.gate import Gate
 from cosmo_runner.env.lock import sha256_file
 from cosmo_runner.errors import (
+    EXIT_DIFFERS,
     EXIT_ENVIRONMENT,
+    EXIT_OK,
+    EXIT_REPRODUCED,
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_USAGE,
@@ -32,9 +35,6 @@ from cosmo_runner.errors import (
 )
 from cosmo_runner.logread import log_version, read_document, read_run_log, result_version
 from cosmo_runner.runstate import liveness
-
-EXIT_REPRODUCED = 0
-EXIT_DIFFERS = 1
 
 REPRODUCED = "reproduced"
 WITHIN_RTOL = "reproduced within rtol"
@@ -280,7 +280,7 @@ def verify(options: VerifyOptions) -> VerifyReport:
     outputs = compare_outputs(
         run_dir, log, result.run_dir or replay_dir, replay_log, rtol=options.rtol
     )
-    failed_replay = result.exit_code != 0
+    failed_replay = result.exit_code != EXIT_OK
     if failed_replay or any(not o.ok for o in outputs):
         outcome, code = DIFFERS, EXIT_DIFFERS
     elif any(o.status != "equal" for o in outputs):

@@ -277,9 +277,7 @@ def analyse(spec: Mapping[str, Any], table: Table | Mapping[str, Sequence[Any]])
         with np.errstate(all="ignore"):
             return _analyse(analysis_id, spec, table)
     except AnalysisError as exc:
-        err = AnalysisError(f"analysis {analysis_id!r}: {exc.message}")
-        err.analysis_id = analysis_id  # type: ignore[attr-defined]
-        raise err from exc
+        raise exc.of_analysis(analysis_id) from exc
 
 
 def _analyse(analysis_id: str, spec: Mapping[str, Any], table: Table) -> dict[str, Any]:
