@@ -438,7 +438,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from cosmo_runner.share.report import rewrite_report
 
     console.out(f"wrote {rewrite_report(args.run_dir)}\n")
-    return 0
+    return EXIT_OK
 
 
 def _report_error(error: BaseException, debug: bool, console: Console) -> None:
