@@ -296,7 +296,7 @@ def _json_text(document: Any) -> str:
 def cmd_smoke(args: argparse.Namespace, console: Console) -> int:
     from cosmo_runner.env.smoke import run_checks, start_import_probes
     from cosmo_runner.env.snapshot import capture
-    from cosmo_runner.report import smoke_summary
+    from cosmo_runner.triage.report import smoke_summary
 
     imports = start_import_probes(args.manifest)  # runs while the snapshot is taken
     state = capture(args.manifest, deep=args.deep)
@@ -319,7 +319,7 @@ def cmd_run(
     gate: Gate | None = None,
 ) -> int:
     from cosmo_runner.pipeline import RunOptions, execute
-    from cosmo_runner.report import run_summary
+    from cosmo_runner.triage.report import run_summary
 
     dry = args.command == "validate"
     result = execute(
@@ -355,7 +355,7 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
     if args.env_command == "sbom":
         return cmd_env_sbom(args, console)
     from cosmo_runner.env.diff import diff_sources
-    from cosmo_runner.report_diff import diff_table
+    from cosmo_runner.triage.report_diff import diff_table
 
     result = diff_sources(args.a, args.b, manifest=args.manifest)
     if args.json:
@@ -380,8 +380,8 @@ def cmd_env_sbom(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, console: Console, gate: Gate | None = None) -> int:
-    from cosmo_runner.report_diff import render_report
-    from cosmo_runner.verify import VerifyOptions, verify
+    from cosmo_runner.triage.report_diff import render_report
+    from cosmo_runner.triage.verify import VerifyOptions, verify
 
     overrides: dict[str, Path] = {}
     for item in args.input:

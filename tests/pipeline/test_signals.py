@@ -27,7 +27,8 @@ HOOK = """
 import os, sys, time
 from pathlib import Path
 
-from cosmo_runner import pipeline, report, validators
+from cosmo_runner import pipeline, validators
+from cosmo_runner.triage import report
 from cosmo_runner.cli import main
 
 hold = Path(os.environ["HOLD_DIR"])

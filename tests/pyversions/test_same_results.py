@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmo_runner.verify import compare_json
+from cosmo_runner.triage.verify import compare_json
 from tests.conftest import EXAMPLE, ROOT, load_log
 from tests.pyversions.conftest import SUPPORTED, THIS, Interpreter
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cosmo_runner.verify import FieldDiff, compare_outputs
+from cosmo_runner.triage.verify import FieldDiff, compare_outputs
 
 RESULT = {"k": 13, "estimate": -0.7145, "ci_lb": -1.0713, "tau2": 0.3132, "method": "REML"}
 PLOT = b"\x89PNG forest"

@@ -6,7 +6,8 @@ section, such as ``cosmo-runner env snapshot`` output), a lock file, a manifest,
 sections of facts, each either known (a dict) or unknown for that kind of source (absent).
 :func:`diff` compares only what both sides know, so a lock can be diffed against a run.
 
-Plan first, act second: :func:`diff` is pure data; printing is :mod:`cosmo_runner.report_diff`.
+Plan first, act second: :func:`diff` is pure data; printing is
+:mod:`cosmo_runner.triage.report_diff`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
-"""Triage: the runs listing (``cosmo-runner runs``) and its text report.
+"""Triage: what a user runs after a run, to understand or reproduce it.
 
-``env diff`` and ``verify`` still live in :mod:`cosmo_runner.env.diff`,
-:mod:`cosmo_runner.verify` and :mod:`cosmo_runner.report_diff`.
+- :mod:`.verify`: replay a run and compare its outputs (``cosmo-runner verify``);
+- :mod:`.runs`: the runs listing, lost runs and batches (``cosmo-runner runs``);
+- :mod:`.report`, :mod:`.report_diff`, :mod:`.report_runs`: their terminal text (and the run
+  and smoke summaries), pure functions from documents to text.
+
+The environment diff itself is :mod:`cosmo_runner.env.diff` (pure data); its text is
+:mod:`.report_diff`.
 """

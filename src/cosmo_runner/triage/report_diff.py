@@ -7,7 +7,7 @@ from typing import Any
 
 from cosmo_runner.env.diff import Difference, EnvDiff
 from cosmo_runner.errors import EXIT_OK
-from cosmo_runner.verify import FieldDiff, VerifyReport
+from cosmo_runner.triage.verify import FieldDiff, VerifyReport
 
 MAX_VALUE = 48
 MAX_FIELDS = 8
