@@ -172,7 +172,7 @@ def _select(lock: LockFile, target: Target, problems: list[str]) -> dict[str, st
     return {name: versions[0] for name, versions in chosen.items()}
 
 
-def check_target(
+def check_target(  # noqa: PLR0915 - every rule for one target, in the README's order
     lock: LockFile,
     roots: Sequence[tuple[str, str]],
     target: Target,

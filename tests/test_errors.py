@@ -53,46 +53,52 @@ def _name(node: ast.AST) -> str:
     return ""
 
 
+def _ints(node: ast.AST | None) -> list[ast.Constant]:
+    """The exit-code-like int literals ``node`` evaluates to (both arms of ``a if c else b``)."""
+    if isinstance(node, ast.IfExp):
+        return _ints(node.body) + _ints(node.orelse)
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return [c for e in node.elts for c in _ints(e)]
+    return [node] if isinstance(node, ast.Constant) and _is_code_int(node) else []
+
+
+def _returned_codes(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Constant]:
+    """Literals returned by main(), a cmd_* function or the dispatcher (their int is a code)."""
+    returns_int = func.returns is not None and _name(func.returns) == "int"
+    if not returns_int or not (
+        func.name == "main" or func.name.startswith(("cmd_", "_dispatch", "_failure"))
+    ):
+        return []
+    return [c for n in ast.walk(func) if isinstance(n, ast.Return) for c in _ints(n.value)]
+
+
+def _codes_at(node: ast.AST) -> list[ast.Constant]:
+    """Literals assigned to, passed as, compared with (==, !=, in) a *code*, or exit()ed."""
+    if isinstance(node, ast.Assign | ast.AnnAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        named = any(CODE_NAME.search(_name(t)) for t in targets)
+        return _ints(node.value) if named else []
+    if isinstance(node, ast.keyword):
+        return _ints(node.value) if node.arg and CODE_NAME.search(node.arg) else []
+    if isinstance(node, ast.Compare):
+        equality = all(isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn) for op in node.ops)
+        sides = [node.left, *node.comparators]
+        if equality and any(CODE_NAME.search(_name(side)) for side in sides):
+            return [c for side in sides for c in _ints(side)]
+        return []
+    if isinstance(node, ast.Call) and _name(node.func) == "exit":
+        return [c for a in node.args for c in _ints(a)]
+    return []
+
+
 def _literal_codes(tree: ast.AST) -> list[tuple[int, int]]:
-    """(line, value) of every int literal used as an exit code outside errors.py."""
-    found: list[tuple[int, int]] = []
-
-    def ints(node: ast.AST | None) -> list[ast.Constant]:
-        if node is None:
-            return []
-        if isinstance(node, ast.IfExp):
-            return ints(node.body) + ints(node.orelse)
-        return [node] if _is_code_int(node) else []  # type: ignore[list-item]
-
-    for func in ast.walk(tree):
-        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
-        returns_int = _name(func.returns) == "int" if func.returns is not None else False
-        returns_code = returns_int and (
-            func.name == "main" or func.name.startswith(("cmd_", "_dispatch", "_failure"))
-        )
-        for node in ast.walk(func):
-            if returns_code and isinstance(node, ast.Return):
-                found += [(c.lineno, c.value) for c in ints(node.value)]
+    """(line, value) of every int literal used as an exit code."""
+    found: list[ast.Constant] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(CODE_NAME.search(_name(t)) for t in targets):
-                found += [(c.lineno, c.value) for c in ints(node.value)]
-        elif isinstance(node, ast.keyword) and node.arg and CODE_NAME.search(node.arg):
-            found += [(c.lineno, c.value) for c in ints(node.value)]
-        elif isinstance(node, ast.Compare) and all(
-            isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn) for op in node.ops
-        ):
-            sides = [node.left, *node.comparators]
-            if any(CODE_NAME.search(_name(s)) for s in sides):
-                for side in sides:
-                    if isinstance(side, ast.Tuple | ast.List | ast.Set):
-                        found += [(c.lineno, c.value) for e in side.elts for c in ints(e)]
-                    found += [(c.lineno, c.value) for c in ints(side)]
-        elif isinstance(node, ast.Call) and _name(node.func) == "exit":
-            found += [(c.lineno, c.value) for a in node.args for c in ints(a)]
-    return found
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found += _returned_codes(node)
+        found += _codes_at(node)
+    return [(c.lineno, c.value) for c in found]
 
 
 def test_no_exit_code_literal_outside_errors_py() -> None:

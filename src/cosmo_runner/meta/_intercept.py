@@ -329,8 +329,9 @@ def _lazy(
 
 
 # the DL bench rows (k = 10, 1 000, 100 000) need a one-analysis fit without row-wise
-# arrays: the 2-D path's numpy calls cost ~3x the arithmetic there
-def fit_scalar(
+# arrays: the 2-D path's numpy calls cost ~3x the arithmetic there (long on purpose, PLR0915:
+# the whole scalar fit in one frame is that fast path)
+def fit_scalar(  # noqa: PLR0915
     y: FloatArray,
     v: FloatArray,
     method: str,

@@ -280,7 +280,11 @@ def analyse(spec: Mapping[str, Any], table: Table | Mapping[str, Sequence[Any]])
         raise exc.of_analysis(analysis_id) from exc
 
 
-def _analyse(analysis_id: str, spec: Mapping[str, Any], table: Table) -> dict[str, Any]:
+# Long on purpose (PLR0912, PLR0915): a spec's analysis in order: columns, escalc, fit,
+# diagnostics, result keys.
+def _analyse(  # noqa: PLR0912, PLR0915
+    analysis_id: str, spec: Mapping[str, Any], table: Table
+) -> dict[str, Any]:
     entry = lookup(spec.get("measure", ""))
     measure = entry.name
     columns: Mapping[str, str] = spec.get("columns") or {}

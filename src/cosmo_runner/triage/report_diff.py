@@ -7,7 +7,7 @@ from typing import Any
 
 from cosmo_runner.env.diff import Difference, EnvDiff
 from cosmo_runner.errors import EXIT_OK
-from cosmo_runner.triage.verify import FieldDiff, VerifyReport
+from cosmo_runner.triage.verify import FieldDiff, OutputComparison, VerifyReport
 
 MAX_VALUE = 48
 MAX_FIELDS = 8
@@ -119,6 +119,28 @@ def _field(f: FieldDiff | None, what: str) -> str:
     return f"largest {what} difference {f.pointer}: {f.original!r} -> {f.replay!r} ({what} {amount:.3g})"
 
 
+def _output_lines(output: OutputComparison) -> list[str]:
+    """The lines of one output that is not identical: status, fields, largest differences."""
+    line = f"  {output.status.upper()}: {output.path}"
+    if output.fields:
+        line += f" ({len(output.fields)} field(s))"
+    if output.note:
+        line += f"; {output.note}"
+    lines = [line]
+    if output.tampered:
+        lines.append("    changed since the run: its sha256 differs from the run log's")
+    if len(output.fields) > 1:
+        shown = ", ".join(f.pointer for f in output.fields[:MAX_FIELDS])
+        more = len(output.fields) - MAX_FIELDS
+        lines.append(f"    fields: {shown}" + (f" (and {more} more)" if more > 0 else ""))
+    non_numeric = [f for f in output.fields if not f.numeric]
+    lines += [f"    {f.pointer}: {f.original!r} -> {f.replay!r}" for f in non_numeric[:MAX_FIELDS]]
+    if output.max_abs is not None:
+        lines.append("    " + _field(output.max_abs, "abs"))
+        lines.append("    " + _field(output.max_rel, "rel"))
+    return lines
+
+
 def render_report(report: VerifyReport) -> str:
     """What ``cosmo-runner verify`` prints: the verdict, each differing output, the env diff."""
     lines = [f"verify {report.run_dir} (run {report.run_id})"]
@@ -133,27 +155,8 @@ def render_report(report: VerifyReport) -> str:
     elif report.replay_error and report.exit_code != EXIT_OK:
         lines.append(f"  replay error: {report.replay_error}")
     for output in report.outputs:
-        if output.status == "equal":
-            continue
-        line = f"  {output.status.upper()}: {output.path}"
-        if output.fields:
-            line += f" ({len(output.fields)} field(s))"
-        if output.note:
-            line += f"; {output.note}"
-        lines.append(line)
-        if output.tampered:
-            lines.append("    changed since the run: its sha256 differs from the run log's")
-        if len(output.fields) > 1:
-            shown = ", ".join(f.pointer for f in output.fields[:MAX_FIELDS])
-            more = len(output.fields) - MAX_FIELDS
-            lines.append(f"    fields: {shown}" + (f" (and {more} more)" if more > 0 else ""))
-        non_numeric = [f for f in output.fields if not f.numeric]
-        lines += [
-            f"    {f.pointer}: {f.original!r} -> {f.replay!r}" for f in non_numeric[:MAX_FIELDS]
-        ]
-        if output.max_abs is not None:
-            lines.append("    " + _field(output.max_abs, "abs"))
-            lines.append("    " + _field(output.max_rel, "rel"))
+        if output.status != "equal":
+            lines += _output_lines(output)
     equal = sum(o.status == "equal" for o in report.outputs)
     if report.outputs:
         lines.append(f"  outputs: {equal} of {len(report.outputs)} identical by sha256")
