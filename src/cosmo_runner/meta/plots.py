@@ -838,9 +838,9 @@ def _ci_line(ax: Any, y: float, lb: float, ub: float, *, lo: float, hi: float) -
 # --------------------------------------------------------------------------- funnel plot
 
 
-# Long on purpose (PLR0915): layout and drawing in one function until a pure layout splits them
-# (issue 12 item 4).
-def _funnel(result: Mapping[str, Any], stem: str) -> Figure:  # noqa: PLR0915
+# Long on purpose (PLR0912, PLR0915): layout and drawing in one function (contours included)
+# until a pure layout splits them (issue 12 item 4).
+def _funnel(result: Mapping[str, Any], stem: str) -> Figure:  # noqa: PLR0912, PLR0915
     scale = _scale(result)
     level = _level(result)
     crit = _crit(level)

@@ -122,7 +122,9 @@ def _side(
     return "right" if float(fit.estimate[1]) < 0 else "left"
 
 
-def trimfill(
+# Long on purpose (PLR0912, PLR0915): Duval & Tweedie's iteration step for step as metafor's
+# trimfill.rma reads (side, estimator L0/R0/Q0, refit, filled studies).
+def trimfill(  # noqa: PLR0912, PLR0915
     yi: ArrayLike,
     vi: ArrayLike,
     *,
