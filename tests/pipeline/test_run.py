@@ -21,7 +21,12 @@ import time
 from cosmo_runner.validators import Finding
 
 def no_negative_years(context):
-    """Example third-party validator: options {"column": name, "sleep": seconds}."""
+    """Example third-party validator: options {"column": name, "sleep": seconds}.
+
+    "started": a path the validator creates before it sleeps (a test's cue that it runs).
+    """
+    if "started" in context.options:
+        open(context.options["started"], "x").close()
     time.sleep(float(context.options.get("sleep", 0)))
     column = context.options.get("column", "year")
     table = context.table()  # parsed once per run from the hashed bytes
@@ -164,7 +169,8 @@ def test_plugin_validator_from_an_entry_point(
 def test_signal_during_a_run_leaves_an_interrupted_log(
     example: Path, plugin_site: Path, tmp_path: Path, signum: int, code: int
 ) -> None:
-    spec = _plugin_spec(example, sleep=60)
+    started = tmp_path / "validator-started"
+    spec = _plugin_spec(example, sleep=60, started=str(started))
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
     env["PYTHONPATH"] = str(plugin_site)
@@ -175,13 +181,11 @@ def test_signal_during_a_run_leaves_an_interrupted_log(
         stderr=subprocess.PIPE,
         text=True,
     )
+    # The cue is the plugin itself starting (not a guess at how long imports take).
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until the validators step has started
-        log_path = out / "run_log.json"
-        if log_path.is_file() and json.loads(log_path.read_text()).get("inputs"):
-            break
-        time.sleep(0.1)
-    time.sleep(0.5)
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the plugin validator never started"
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code
