@@ -39,7 +39,8 @@ EPILOG = """exit codes: 0 ok; 2 usage error, invalid spec or input, unusable out
 verify: 0 reproduced, 1 differs, 2 error, 3 the replay failed its smoke gate;
 runs: 0 listed (lost runs too), 2 missing or unreadable DIR or a malformed single log;
 report, export, env sbom: 0 written, 2 not a run folder, a malformed log or a bad option,
-5 the file cannot be written."""
+5 the file cannot be written;
+batch: 6 some specs failed or were lost; scheduler, worker: 0 clean shutdown, 3 refused."""
 
 
 class Console:
@@ -282,10 +283,84 @@ def build_parser(console: Console | None = None) -> argparse.ArgumentParser:
     export.add_argument(
         "--zip", action="store_true", help="ro-crate: write the crate as one zip file at PATH"
     )
+    _add_batch_commands(sub, command)
     return parser
 
 
 EXPORT_FORMATS = ("ro-crate", "cyclonedx")
+
+
+def _add_batch_commands(sub: Any, command: Any) -> None:
+    batch = command(sub, "batch", "run many specs on Dask workers (0 ok, 6 some failed or lost)")
+    batch.add_argument("specs", nargs="*", type=Path, metavar="SPEC", help="run spec files")
+    batch.add_argument(
+        "--from",
+        dest="from_file",
+        type=Path,
+        metavar="FILE",
+        help="file listing one spec path per line",
+    )
+    batch.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        required=True,
+        help="batch folder: DIR/<spec key>/ per spec, DIR/batch_log.json",
+    )
+    batch.add_argument(
+        "--cluster",
+        default="local",
+        metavar="local|slurm|ADDRESS",
+        help="embedded LocalCluster (default), SLURMCluster, or a scheduler address",
+    )
+    batch.add_argument(
+        "--workers", type=int, metavar="N", help="local: worker processes (default: one per CPU)"
+    )
+    batch.add_argument("--jobs", type=int, metavar="N", help="slurm: jobs (default 1)")
+    batch.add_argument(
+        "--expect-env-id",
+        metavar="ID",
+        help="env id every worker must have (default: the client's own)",
+    )
+    batch.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue in a non-empty DIR, reusing runs that still match",
+    )
+    batch.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="reschedule a task whose worker died N times, then 'lost' (default 2)",
+    )
+    batch.add_argument("--chunk", type=int, metavar="K", help="specs per task (default: automatic)")
+    batch.add_argument(
+        "--shared-fs", action="store_true", help="workers read the client's paths: ship no bytes"
+    )
+    batch.add_argument(
+        "--worker-deadline",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="local, slurm: refuse a worker unverified after S seconds (default 60)",
+    )
+    batch.add_argument("--manifest", metavar="PATH", help="environment manifest for the client")
+
+    sched = command(sub, "scheduler", "a Dask scheduler that holds workers until their env matches")
+    sched.add_argument("--host", default="127.0.0.1", metavar="H", help="default 127.0.0.1")
+    sched.add_argument("--port", type=int, default=8786, metavar="P", help="default 8786")
+    sched.add_argument(
+        "--worker-deadline",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="refuse a worker unverified after S seconds (default 60)",
+    )
+
+    work = command(sub, "worker", "a gated Dask worker (exit 3 when refused or its gate fails)")
+    work.add_argument("address", metavar="ADDRESS", help="scheduler address, tcp://host:port")
+    work.add_argument("--nthreads", type=int, default=1, metavar="N", help="default 1")
 
 
 def _json_text(document: Any) -> str:
@@ -441,6 +516,79 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_batch(
+    args: argparse.Namespace, argv: list[str], console: Console, signals: SignalGuard
+) -> int:
+    from cosmo_runner.batch.client import BatchOptions, run_batch
+    from cosmo_runner.triage.report import batch_summary
+
+    bar = _progress_bar(console)
+    try:
+        result = run_batch(
+            BatchOptions(
+                specs=args.specs,
+                out_dir=args.out,
+                from_file=args.from_file,
+                cluster=args.cluster,
+                workers=args.workers,
+                jobs=args.jobs,
+                expect_env_id=args.expect_env_id,
+                resume=args.resume,
+                retries=args.retries,
+                chunk=args.chunk,
+                shared_fs=args.shared_fs,
+                manifest=args.manifest,
+                command=["cosmo-runner", *argv],
+                deadline=args.worker_deadline,
+                progress=bar.update if bar is not None else None,
+            ),
+            signals=signals,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    console.out(batch_summary(result.log, result.log_path) + "\n")
+    if result.error is not None:
+        _report_error(result.error, args.debug, console)
+    return result.exit_code
+
+
+class _Bar:
+    """One live line on a terminal (tqdm): done, failed, refused workers, specs/s, ETA."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, file=sys.stderr, unit="spec", dynamic_ncols=True)
+
+    def update(self, counts: dict[str, int]) -> None:
+        self.bar.total = counts["total"]
+        self.bar.set_postfix(failed=counts["failed"], refused=counts["refused"], refresh=False)
+        self.bar.update(counts["done"] - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(console: Console) -> _Bar | None:
+    stream = sys.stderr
+    if stream is None or "stderr" in console.gone or not stream.isatty():
+        return None
+    return _Bar()
+
+
+def cmd_serve(args: argparse.Namespace, console: Console, signals: SignalGuard) -> int:
+    from cosmo_runner.batch import serve
+
+    def ready(address: str) -> None:
+        console.out(f"cosmo-runner {args.command} at {address}\n")
+
+    signals.restore()  # the server's event loop takes SIGINT/SIGTERM: both close it cleanly
+    if args.command == "scheduler":
+        return serve.scheduler(args.host, args.port, args.worker_deadline, ready)
+    return serve.worker(args.address, args.nthreads, ready)
+
+
 def _report_error(error: BaseException, debug: bool, console: Console) -> None:
     lines = error.lines() if isinstance(error, CosmoError) else [str(error)]
     for line in lines:
@@ -513,4 +661,8 @@ def _dispatch(argv: list[str], console: Console, signals: SignalGuard, gate: Gat
         return cmd_report(args, console)
     if args.command == "export":
         return cmd_export(args, console)
+    if args.command == "batch":
+        return cmd_batch(args, argv, console, signals)
+    if args.command in ("scheduler", "worker"):
+        return cmd_serve(args, console, signals)
     return cmd_verify(args, console, gate)

@@ -11,6 +11,7 @@ tests/test_cli.py; no other module writes an exit code as a number, tests/test_e
 3     the environment gate (smoke test) failed
 4     validators found error-level problems
 5     an analysis or another internal step failed
+6     batch: some specs failed or were lost (each with its own code in the batch log)
 130   interrupted by SIGINT
 143   interrupted by SIGTERM
 ====  ===============================================================
@@ -37,6 +38,7 @@ EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_VALIDATION = 4
 EXIT_STEP = 5
+EXIT_BATCH_INCOMPLETE = 6
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 EXIT_SAME = 0  # env diff: the two environments are identical
@@ -256,6 +258,21 @@ class UnknownMeasureError(AnalysisError):
         self.measure = measure
         self.known = known
         super().__init__(f"unknown measure {shorten(measure)!r} (one of {', '.join(known)})")
+
+
+class SomeSpecsFailed(CosmoError):
+    """A batch ended with ``failed`` failed and ``lost`` lost specs out of ``total``."""
+
+    exit_code = EXIT_BATCH_INCOMPLETE
+
+    def __init__(self, failed: int, lost: int, total: int) -> None:
+        self.failed = failed
+        self.lost = lost
+        self.total = total
+        super().__init__(
+            f"{failed + lost} of {total} specs did not succeed ({failed} failed, {lost} lost); "
+            "each one's exit code is in the batch log"
+        )
 
 
 class Interrupted(CosmoError):

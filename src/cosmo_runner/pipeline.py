@@ -14,8 +14,8 @@ import secrets
 import signal
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,10 +40,11 @@ from cosmo_runner.errors import (
     shorten,
 )
 from cosmo_runner.interrupts import SignalGuard
-from cosmo_runner.readfile import read_regular
+from cosmo_runner.readfile import read_regular, shipped_files
 from cosmo_runner.runlog import LOG_NAME, RunLog, file_record, write_atomic
 
 if TYPE_CHECKING:  # numpy and the table code load when a run reaches its inputs
+    from cosmo_runner.env.verified import VerifiedEnvironment
     from cosmo_runner.inputs import LoadedInput
     from cosmo_runner.tables import Table
 
@@ -65,6 +66,12 @@ class RunOptions:
     probe_all: bool = False  # True: import every required module in fresh interpreters (smoke)
     #: how the environment is observed and checked (cosmo_runner.env.gate; default: afresh)
     gate: Gate = field(default_factory=Gate)
+    #: observed and gated once for many runs (a batch worker): no capture or gate here, only
+    #: the cheap re-check of installed distributions (cosmo_runner.env.verified)
+    environment: VerifiedEnvironment | None = None
+    #: files the run reads from these bytes instead of the disk (a batch without a shared
+    #: file system: the client's paths and bytes; cosmo_runner.readfile.shipped_files)
+    files: Mapping[str, bytes | str] | None = None
 
 
 @dataclass
@@ -220,22 +227,47 @@ def execute(options: RunOptions, signals: SignalGuard | None = None) -> RunResul
     run_id = claimed.run_id if claimed else new_run_id()
     log = RunLog(run_dir / LOG_NAME if run_dir else None, run_id, options.command, cwd)
     guard = signals or SignalGuard()
-    installed = signals is None and guard.install()
+    installed = signals is None and guard.install()  # False off the main thread: no handlers
+    shipped = shipped_files(options.files) if options.files is not None else nullcontext()
     try:
-        runner = _Runner(options, log, claimed, guard)
-        try:
-            error = _outcome(runner, guard)
-        except _FirstLogDoesNotFit as exc:
-            assert claimed is not None
-            log.discard()
-            claimed.release()
-            raise exc.error from exc.__cause__
-        error = runner.finish(error)  # no signal can interrupt this: the guard is closed
+        with shipped:
+            runner = _Runner(options, log, claimed, guard)
+            try:
+                error = _outcome(runner, guard)
+            except _FirstLogDoesNotFit as exc:
+                assert claimed is not None
+                log.discard()
+                claimed.release()
+                raise exc.error from exc.__cause__
+            error = runner.finish(error)  # no signal can interrupt this: the guard is closed
     finally:
         if installed:
             guard.restore()
     code = exit_code_for(error) if error else EXIT_OK
     return RunResult(code, log.doc, run_dir, error, runner.smoke)
+
+
+def _rechecked(verified: VerifiedEnvironment) -> SmokeReport:
+    """The gate's verdict, plus the cheap re-check that nothing was installed since."""
+    from cosmo_runner.env.smoke import Check
+
+    changes = verified.recheck()
+    if not changes:
+        check = Check(
+            "recheck",
+            "ok",
+            "installed distributions unchanged since this process's gate",
+            observed={"env_id": verified.env_id},
+        )
+    else:
+        more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+        check = Check(
+            "recheck",
+            "error",
+            f"installed distributions changed since this process's gate: {changes[0]}{more}",
+            observed=changes,
+        )
+    return SmokeReport([*verified.smoke.checks, check])
 
 
 class _FirstLogDoesNotFit(Exception):
@@ -304,19 +336,28 @@ class _Runner:
         }
         spec_bytes = self._read_spec()
         self._begin("environment")
-        # run/validate probe only the imports no locked distribution vouches for (after capture)
-        imports = start_import_probes(options.manifest, options.cwd) if options.probe_all else None
-        state = options.gate.observe(options.manifest, options.cwd)
-        doc["environment"] = state.document()
+        verified = options.environment
+        if verified is None:
+            # run/validate probe only the imports no locked distribution vouches for
+            imports = (
+                start_import_probes(options.manifest, options.cwd) if options.probe_all else None
+            )
+            state = options.gate.observe(options.manifest, options.cwd)
+            doc["environment"] = state.document()
+        else:
+            doc["environment"] = verified.document()
         self.log.end_step("environment")
         self._start_log()  # the snapshot is on disk before anything else runs
         if spec_bytes is not None and self.run_dir is not None:
             write_atomic(self.run_dir / "spec.json", spec_bytes)  # kept even if invalid
 
         self._begin("smoke")
-        self.smoke = options.gate.check(
-            state, strict=options.strict, imports=imports, probe_all=options.probe_all
-        )
+        if verified is None:
+            self.smoke = options.gate.check(
+                state, strict=options.strict, imports=imports, probe_all=options.probe_all
+            )
+        else:
+            self.smoke = _rechecked(verified)
         doc["smoke"] = self.smoke.as_dict()
         self.log.end_step("smoke")
         self.log.save()

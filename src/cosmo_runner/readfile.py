@@ -12,6 +12,11 @@ named by their JSON pointer, never a silent last-key-wins, a NaN or a RecursionE
 Both raise :class:`~cosmo_runner.errors.FileError` (exit 2) carrying the path and every
 problem; callers re-raise it as their own subclass (a :class:`~cosmo_runner.errors.SpecError`
 for the spec) when they want to.
+
+Inside :func:`shipped_files` (a batch worker without a shared file system), files are not
+read from the disk but from the bytes the client shipped, under the client's absolute paths,
+so the run reads and records exactly what the client saw; a path the client could not read
+fails with the client's reason, and a path that was not shipped fails as unreadable.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import json
 import math
 import os
 import stat
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,36 @@ def describe_limit(limit: int) -> str:
     return f"{limit // MiB} MiB" if limit % MiB == 0 else f"{limit} bytes"
 
 
+#: client path -> its bytes, or the client's one-line reason it could not be read
+Shipped = Mapping[str, bytes | str]
+_SHIPPED: ContextVar[Shipped | None] = ContextVar("cosmo_runner_shipped", default=None)
+
+
+@contextmanager
+def shipped_files(files: Shipped) -> Iterator[None]:
+    """Within the block (this thread or task only), :func:`read_regular` reads ``files``."""
+    token = _SHIPPED.set(files)
+    try:
+        yield
+    finally:
+        _SHIPPED.reset(token)
+
+
+def _read_shipped(files: Shipped, path: Path, limit: int | None) -> bytes:
+    found = files.get(str(path))
+    if found is None:
+        found = files.get(os.path.abspath(path))
+    if found is None:
+        raise FileError(
+            str(path), ["cannot read: not shipped to this worker (use --shared-fs to read here)"]
+        )
+    if isinstance(found, str):
+        raise FileError(str(path), [found])
+    if limit is not None and len(found) > limit:
+        raise FileError(str(path), [_too_large(len(found), limit)])
+    return found
+
+
 def read_regular(path: Path, *, limit: int | None = None) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` bytes (None: no cap).
 
@@ -50,6 +88,9 @@ def read_regular(path: Path, *, limit: int | None = None) -> bytes:
     Never blocks on a FIFO or device: the open is non-blocking and the type is checked
     on the open descriptor (no race between a check and the read).
     """
+    shipped = _SHIPPED.get()
+    if shipped is not None:
+        return _read_shipped(shipped, path, limit)
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)

@@ -76,3 +76,35 @@ def run_summary(log: dict[str, Any], log_path: Any) -> str:
     if log_path is not None:
         lines.append(f"  log: {log_path}")
     return "\n".join(lines)
+
+
+def batch_summary(log: dict[str, Any], log_path: Any) -> str:
+    """The end of a batch: totals, workers refused or lost, where the batch log is."""
+    totals = log.get("totals") or {}
+    shown = ", ".join(
+        f"{totals[s]} {s}"
+        for s in ("succeeded", "reused", "failed", "lost", "interrupted")
+        if totals.get(s)
+    )
+    lines = [
+        f"batch {log['batch_id']}: {log['status']} (exit {log['exit_code']}): "
+        f"{totals.get('specs', 0)} specs{': ' + shown if shown else ''}"
+    ]
+    workers = log.get("workers") or []
+    accepted = sum(w["status"] == "accepted" for w in workers)
+    if workers:
+        lines.append(f"  workers   {accepted} accepted, {len(workers) - accepted} refused or lost")
+    for worker in workers:
+        if worker["status"] != "accepted":
+            lines.append(f"  {worker['status'].upper():<8} {worker['name']}: {worker['reason']}")
+    for spec in log.get("specs") or []:
+        if spec["status"] in ("failed", "lost"):
+            lines.append(
+                f"  {spec['status'].upper():<8} {spec['key']} (exit {spec['exit_code']}): "
+                f"{spec.get('message')}"
+            )
+            if len(lines) > 25:
+                lines.append("  ... (the batch log lists every spec)")
+                break
+    lines.append(f"  log       {log_path}")
+    return "\n".join(lines)

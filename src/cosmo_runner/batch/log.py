@@ -1,0 +1,122 @@
+"""``DIR/batch_log.json`` (schema ``schemas/batch_log.schema.json``) and ``batch_log.jsonl``.
+
+Each spec's final state is appended to ``batch_log.jsonl`` as it is committed (one JSON
+object a line, cheap at 100 000 specs); ``batch_log.json`` is rewritten atomically at most
+once a second (:data:`REWRITE_S`) and at least every heartbeat, and completed at the end:
+on Ctrl-C too, with every unfinished spec ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cosmo_runner.runlog import dumps, utc_now, write_atomic
+from cosmo_runner.runstate import HEARTBEAT_S, process_identity
+
+BATCH_LOG_NAME = "batch_log.json"
+EVENTS_NAME = "batch_log.jsonl"
+REWRITE_S = 1.0
+BATCH_LOG_VERSION = 1
+SPEC_STATUSES = ("succeeded", "failed", "interrupted", "lost", "reused", "pending")
+
+
+class BatchLog:
+    """The batch log of ``out_dir`` (thread-safe; a daemon thread keeps the heartbeat)."""
+
+    def __init__(self, out_dir: Path, batch_id: str, command: list[str]) -> None:
+        self.out_dir = out_dir
+        self.path = out_dir / BATCH_LOG_NAME
+        self.events = out_dir / EVENTS_NAME
+        self._lock = threading.RLock()
+        self._saved = 0.0
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self.doc: dict[str, Any] = {
+            "batch_log_version": BATCH_LOG_VERSION,
+            "batch_id": batch_id,
+            "status": "running",
+            "exit_code": None,
+            "command": command,
+            "cwd": os.getcwd(),
+            "started_at": utc_now(),
+            "updated_at": None,
+            "ended_at": None,
+            "process": process_identity(),
+            "expected_env_id": None,
+            "cluster": None,
+            "options": {},
+            "specs": [],
+            "workers": [],
+            "runs": [],
+            "totals": {},
+            "error": None,
+        }
+        self._index: dict[str, dict[str, Any]] = {}
+
+    def add_specs(self, entries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for entry in entries:
+                self.doc["specs"].append(entry)
+                self._index[entry["key"]] = entry
+
+    def spec(self, key: str) -> dict[str, Any]:
+        return self._index[key]
+
+    def start(self) -> None:
+        self.save(force=True)
+        self._beat = threading.Thread(target=self._heartbeat, name="batch-log", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self.save(force=True)
+
+    def record(self, key: str, **fields: Any) -> None:
+        """Update one spec's entry, append the event, rewrite the log if a second passed."""
+        with self._lock:
+            entry = self._index[key]
+            entry.update(fields)
+            event = {"at": utc_now(), "event": "spec", **entry}
+            with self.events.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(event, sort_keys=True) + "\n")
+        self.save()
+
+    def event(self, kind: str, **fields: Any) -> None:
+        with self._lock, self.events.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"at": utc_now(), "event": kind, **fields}) + "\n")
+
+    def totals(self) -> dict[str, int]:
+        counts = Counter(entry["status"] for entry in self.doc["specs"])
+        return {status: counts.get(status, 0) for status in SPEC_STATUSES} | {
+            "specs": len(self.doc["specs"])
+        }
+
+    def save(self, *, force: bool = False) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._saved < REWRITE_S:
+                return
+            self._saved = now
+            self.doc["updated_at"] = utc_now()
+            self.doc["totals"] = self.totals()
+            self.doc["runs"] = [
+                {"path": entry["key"], "run_id": entry.get("run_id")}
+                for entry in self.doc["specs"]
+                if entry.get("run_dir") is not None
+            ]
+            write_atomic(self.path, dumps(self.doc))
+
+    def finish(self, status: str, exit_code: int, error: dict[str, Any] | None = None) -> None:
+        self._stop.set()
+        with self._lock:
+            for entry in self.doc["specs"]:
+                if entry["status"] == "pending":
+                    entry["status"] = "interrupted"
+            self.doc.update(status=status, exit_code=exit_code, ended_at=utc_now(), error=error)
+            self.save(force=True)

@@ -1,0 +1,103 @@
+"""An environment observed and gated once, for a process that runs many specs (a batch worker).
+
+:meth:`VerifiedEnvironment.capture` takes the snapshot and runs the smoke gate once. The
+pipeline (``RunOptions.environment``) then writes that snapshot and verdict into each run's
+log instead of observing again, and calls :meth:`VerifiedEnvironment.recheck` before each
+spec: a cheap look (about a millisecond) at what ``importlib.metadata`` would find, i.e. the
+distribution metadata folders (``*.dist-info``, ``*.egg-info``) and ``.pth`` files in every
+``sys.path`` directory, with their mtimes, and each directory's own mtime. An install, an
+uninstall, an upgrade or a new ``.pth`` in mid-batch changes it; a file edited in place
+inside a package does not (the full RECORD check of the gate catches that at the next
+worker start).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from cosmo_runner.env.smoke import SmokeReport, run_checks
+from cosmo_runner.env.snapshot import EnvironmentState, capture
+
+#: entry name -> mtime_ns, per ``sys.path`` directory ("" keys the directory's own mtime)
+Fingerprint = dict[str, dict[str, int]]
+
+_WATCHED = (".dist-info", ".egg-info", ".pth")
+
+
+def fingerprint(paths: list[str] | None = None) -> Fingerprint:
+    """What the metadata finder sees on ``paths`` (default ``sys.path``), with mtimes."""
+    found: Fingerprint = {}
+    for entry in sys.path if paths is None else paths:
+        directory = entry or os.getcwd()
+        try:
+            own = os.stat(directory).st_mtime_ns
+            with os.scandir(directory) as listing:
+                names = {
+                    item.name: item.stat(follow_symlinks=True).st_mtime_ns
+                    for item in listing
+                    if item.name.endswith(_WATCHED)
+                }
+        except OSError:  # a missing or unreadable entry (a zip, a removed folder)
+            continue
+        names[""] = own
+        found[directory] = names
+    return found
+
+
+def fingerprint_changes(before: Fingerprint, after: Fingerprint) -> list[str]:
+    """One line per change between two fingerprints (sorted; empty when equal)."""
+    changes: list[str] = []
+    for directory in sorted(set(before) | set(after)):
+        old, new = before.get(directory), after.get(directory)
+        if old is None or new is None:
+            changes.append(f"{directory}: {'appeared' if old is None else 'disappeared'}")
+            continue
+        for name in sorted((set(old) | set(new)) - {""}):
+            if name not in old:
+                changes.append(f"{directory}/{name}: added")
+            elif name not in new:
+                changes.append(f"{directory}/{name}: removed")
+            elif old[name] != new[name]:
+                changes.append(f"{directory}/{name}: modified")
+    return changes
+
+
+@dataclass(frozen=True)
+class VerifiedEnvironment:
+    """A snapshot and its smoke verdict, computed once; ``baseline`` is what the gate saw."""
+
+    state: EnvironmentState
+    smoke: SmokeReport
+    baseline: Fingerprint
+
+    @classmethod
+    def capture(
+        cls, manifest: str | None = None, cwd: Path | None = None, *, strict: bool = False
+    ) -> VerifiedEnvironment:
+        """Fingerprint, snapshot and gate (the ``run`` gate: vouched imports not probed)."""
+        baseline = fingerprint()
+        state = capture(manifest, cwd)
+        smoke = run_checks(state, strict=strict, probe_all=False)
+        return cls(state, smoke, baseline)
+
+    @cached_property
+    def _document(self) -> dict[str, Any]:
+        return self.state.document()
+
+    @property
+    def env_id(self) -> str:
+        return str(self._document["env_id"])
+
+    def document(self) -> dict[str, Any]:
+        """The run log's ``environment`` section (a fresh copy each time)."""
+        return copy.deepcopy(self._document)
+
+    def recheck(self) -> list[str]:
+        """What changed since the gate (empty: nothing); a change means the gate is stale."""
+        return fingerprint_changes(self.baseline, fingerprint(list(self.baseline)))

@@ -1,0 +1,42 @@
+"""Helpers of the batch tests: run ``cosmo-runner batch`` in process, read its logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cosmo_runner.cli import main
+
+
+def batch(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """``cosmo-runner batch ARGS`` in process: (exit code, stdout, stderr)."""
+    code = main(["batch", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def batch_log(out_dir: Path) -> dict[str, Any]:
+    """``batch_log.json``, checked against the published schema (the full form)."""
+    from cosmo_runner.schemas import validate_against
+
+    doc: dict[str, Any] = json.loads((out_dir / "batch_log.json").read_text(encoding="utf-8"))
+    assert validate_against("batch_log", doc) == []
+    assert "batch_log_version" in doc  # so every field the schema lists is required
+    return doc
+
+
+def events(out_dir: Path) -> list[dict[str, Any]]:
+    lines = (out_dir / "batch_log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def committed(out_dir: Path) -> list[str]:
+    """The run folders of a batch folder (hidden staging folders excluded)."""
+    return sorted(p.name for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def by_key(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["key"]: entry for entry in doc["specs"]}

@@ -1,0 +1,196 @@
+"""``cosmo-runner batch`` on the embedded LocalCluster (127.0.0.1, no dashboard), in process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cosmo_runner.batch.client import BatchOptions, run_batch
+from cosmo_runner.cli import main
+from cosmo_runner.interrupts import SignalGuard
+from tests.batch.helpers import batch, batch_log, by_key, committed, events
+from tests.batch.specgen import generate_specs
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    specs = generate_specs(tmp_path / "specs", 50, seed=1)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"specs/{p.name}\n" for p in specs), encoding="utf-8")
+    code, out, err = batch(capsys, "--from", listing, "--out", tmp_path / "out", "--workers", "2")
+    assert (code, err) == (0, "")
+    doc = batch_log(tmp_path / "out")
+    assert (
+        out.splitlines()[0]
+        == f"batch {doc['batch_id']}: succeeded (exit 0): 50 specs: 50 succeeded"
+    )
+    assert out.splitlines()[-1] == f"  log       {tmp_path / 'out' / 'batch_log.json'}"
+    assert doc["totals"]["succeeded"] == 50 and doc["exit_code"] == 0
+    assert committed(tmp_path / "out") == sorted(p.stem for p in specs)
+    assert {w["status"] for w in doc["workers"]} == {"accepted"}
+    assert {w["env_id"] for w in doc["workers"]} == {doc["expected_env_id"]}
+    assert sum(w["specs"] for w in doc["workers"]) == 50
+    assert [e["key"] for e in events(tmp_path / "out") if e["event"] == "spec"].count(
+        "sim-00007"
+    ) == 1
+    for spec in specs:
+        single = tmp_path / "single" / spec.stem
+        assert main(["run", str(spec), "--out", str(single)]) == 0
+        ours = tmp_path / "out" / spec.stem
+        assert (ours / "results" / "fit.json").read_bytes() == (
+            single / "results" / "fit.json"
+        ).read_bytes()
+        log = json.loads((ours / "run_log.json").read_text(encoding="utf-8"))
+        assert log["inputs"][0]["resolved"] == str(spec.with_suffix(".csv"))
+        assert log["environment"]["env_id"] == doc["expected_env_id"]
+    capsys.readouterr()
+
+
+def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad_value, missing, invalid = generate_specs(tmp_path, 4, seed=2)
+    csv = bad_value.with_suffix(".csv")
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    lines[1] = "s1,0.1,-0.05"  # a negative sampling variance: a validator error (exit 4)
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    missing.with_suffix(".csv").unlink()
+    invalid.write_text('{"spec_version": 1}', encoding="utf-8")
+    code, _, err = batch(
+        capsys, good, bad_value, missing, invalid, "--out", tmp_path / "out", "--workers", "1"
+    )
+    assert code == 6
+    assert err == (
+        "cosmo-runner: error: 3 of 4 specs did not succeed (3 failed, 0 lost); "
+        "each one's exit code is in the batch log\n"
+    )
+    doc = batch_log(tmp_path / "out")
+    specs = by_key(doc)
+    assert {k: (v["status"], v["exit_code"], v["attempts"]) for k, v in specs.items()} == {
+        good.stem: ("succeeded", 0, 1),
+        bad_value.stem: ("failed", 4, 1),
+        missing.stem: ("failed", 2, 1),
+        invalid.stem: ("failed", 2, 1),
+    }
+    assert specs[missing.stem]["message"] == (
+        f"input 'd': {missing.with_suffix('.csv')}: file not found"
+    )
+    assert (doc["status"], doc["exit_code"]) == ("failed", 6)
+    assert doc["error"]["type"] == "SomeSpecsFailed"
+    for key in specs:  # every spec has its own complete run log, failed ones too
+        log = json.loads((tmp_path / "out" / key / "run_log.json").read_text(encoding="utf-8"))
+        assert log["exit_code"] == specs[key]["exit_code"]
+
+
+def test_a_non_empty_folder_needs_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (spec,) = generate_specs(tmp_path, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "something").write_text("x", encoding="utf-8")
+    code, stdout, err = batch(capsys, spec, "--out", out)
+    assert (code, stdout) == (2, "")
+    assert err == (
+        f"cosmo-runner: error: output directory is not empty: {out}; "
+        "use --resume to continue the batch in it\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["something"]
+    code, _, err = batch(capsys, spec, "--out", out, "--resume")
+    assert code == 2
+    assert err == (
+        f"cosmo-runner: error: --resume: {out} holds no batch_log.json: not a batch folder\n"
+    )
+
+
+def test_resume_reuses_matching_runs_and_runs_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = generate_specs(tmp_path / "specs", 4, seed=3)
+    out = tmp_path / "out"
+    code, _, err = batch(capsys, *first, "--out", out, "--workers", "2", "--shared-fs")
+    assert (code, err) == (0, "")
+    before = {k: v["run_id"] for k, v in by_key(batch_log(out)).items()}
+    changed = first[0].with_suffix(".csv")  # an input changed: that run cannot be reused
+    changed.write_text(changed.read_text(encoding="utf-8") + "s21,0.1,0.1\n", encoding="utf-8")
+    more = generate_specs(tmp_path / "specs", 2, seed=3, start=4)
+    code, _, err = batch(capsys, *first, *more, "--out", out, "--workers", "2", "--resume")
+    assert (code, err) == (0, "")
+    doc = batch_log(out)
+    specs = by_key(doc)
+    assert {k: v["status"] for k, v in specs.items()} == {
+        first[0].stem: "succeeded",
+        first[1].stem: "reused",
+        first[2].stem: "reused",
+        first[3].stem: "reused",
+        more[0].stem: "succeeded",
+        more[1].stem: "succeeded",
+    }
+    for spec in first[1:]:
+        assert specs[spec.stem]["run_id"] == before[spec.stem]
+    assert specs[first[0].stem]["run_id"] != before[first[0].stem]
+    assert committed(out) == sorted(p.stem for p in [*first, *more])
+    (aside,) = (out / ".replaced").iterdir()  # the old run is set aside, not deleted
+    assert aside.name.startswith(first[0].stem + ".")
+    assert (
+        json.loads((aside / "run_log.json").read_text(encoding="utf-8"))["run_id"]
+        == before[first[0].stem]
+    )
+
+
+def test_interrupted_after_some_commits_then_resume_duplicates_nothing(tmp_path: Path) -> None:
+    specs = generate_specs(tmp_path / "specs", 12, seed=4)
+    out = tmp_path / "out"
+    sent: list[int] = []
+
+    def progress(counts: dict[str, int]) -> None:
+        if counts["done"] >= 3 and not sent:
+            sent.append(counts["done"])
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with SignalGuard() as guard:
+        result = run_batch(
+            BatchOptions(specs=specs, out_dir=out, workers=1, chunk=1, progress=progress),
+            signals=guard,
+        )
+    assert result.exit_code == 130
+    doc = batch_log(out)
+    assert (doc["status"], doc["exit_code"]) == ("interrupted", 130)
+    assert doc["error"] == {"type": "Interrupted", "message": "interrupted by SIGINT"}
+    statuses = [e["status"] for e in doc["specs"]]
+    done = statuses.count("succeeded")
+    assert done >= 3 and statuses.count("interrupted") == 12 - done
+    assert len(committed(out)) == done
+    again = run_batch(BatchOptions(specs=specs, out_dir=out, workers=1, resume=True))
+    assert again.exit_code == 0
+    doc = batch_log(out)
+    assert doc["totals"]["reused"] == done and doc["totals"]["succeeded"] == 12 - done
+    assert committed(out) == sorted(p.stem for p in specs)
+    assert not (out / ".replaced").exists()
+
+
+def test_help_and_run_do_not_import_dask(tmp_path: Path) -> None:
+    (spec,) = generate_specs(tmp_path, 1)
+    probe = (
+        "import sys, contextlib, io\n"
+        "from cosmo_runner.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['--help']) == 0\n"
+        f"    assert main(['run', {str(spec)!r}, '--out', {str(tmp_path / 'run')!r}]) == 0\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('dask', 'distributed', 'dask_jobqueue', 'tqdm'))\n"
+        "print(loaded)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "[]\n", "")
