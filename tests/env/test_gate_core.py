@@ -114,3 +114,26 @@ def test_an_empty_dist_info_on_sys_path_is_skipped_without_a_warning(
     monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
     found = probes.installed_distributions()  # warnings are errors in this suite
     assert "ghost" not in found and "numpy" in found
+
+
+def test_an_empty_dist_info_is_skipped_when_importlib_metadata_is_loaded_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch worker has imported distributed, which loads the importlib_metadata backport:
+    its finder joins importlib.metadata's and raises MetadataNotFound for an empty dist-info."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ghost-1.0.dist-info").mkdir()
+    code = (
+        "import sys, warnings; warnings.simplefilter('error')\n"
+        "import importlib_metadata\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from cosmo_runner.env import probes\n"
+        "found = probes.installed_distributions()\n"
+        "print('ghost' in found, 'numpy' in found)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "False True\n", "")

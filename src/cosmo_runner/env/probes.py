@@ -86,7 +86,10 @@ def installed_distributions() -> dict[str, metadata.Distribution]:
     found: dict[str, metadata.Distribution] = {}
     for found_dist in metadata.distributions():
         dist = ObservedDistribution(found_dist)
-        names = dist.metadata.get_all("Name") or []  # [] for an empty dist-info, no warning
+        try:
+            names = dist.metadata.get_all("Name") or []  # [] for an empty dist-info, no warning
+        except FileNotFoundError:  # the importlib_metadata backport's finder (dask loads it)
+            continue  # raises MetadataNotFound for an empty dist-info instead
         if not names or not names[0]:
             continue
         found.setdefault(canonicalize_name(names[0]), dist)
