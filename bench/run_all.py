@@ -15,7 +15,10 @@ Runs in the bench environment (``.venv-bench``), each benchmark in its own proce
    ``--deep``, against the main ``.venv``;
 5. ``bench/bench_large.py`` -- ``cosmo-runner run`` on GEN tables of 10^5, 10^6 and 4*10^6
    studies (wall and CPU time, peak RSS) and ``validate`` on 10^6 invalid rows;
-6. the Docker build-time benchmark (``bench/*docker*``, cold build and source-only rebuild),
+6. ``bench/bench_batch.py`` -- ``cosmo-runner batch`` of 1000 small specs on the local
+   cluster against a shell loop of ``cosmo-runner run``, the engine's per-task overhead, and
+   100 specs with plots, against the main ``.venv``;
+7. the Docker build-time benchmark (``bench/*docker*``, cold build and source-only rebuild),
    only when a Docker engine answers (``$DOCKER_HOST`` or the one ``make docker-up``
    started); otherwise a visible "skipped: no engine".
 
@@ -24,7 +27,7 @@ echoed as they finish and collected into ``bench/results.md`` for the README. Ex
 non-zero when a benchmark script itself failed (not when a target is missed: these are
 measurements, not tests).
 
-Usage: ``python bench/run_all.py [--quick] [--only meta,mh,env,e2e,probes,records,large,docker]``
+Usage: ``python bench/run_all.py [--quick] [--only meta,mh,env,e2e,probes,records,large,batch,docker]``
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run)")
     parser.add_argument(
         "--only",
-        default="meta,mh,env,e2e,probes,records,large,docker",
+        default="meta,mh,env,e2e,probes,records,large,batch,docker",
         help="comma-separated sections",
     )
     args = parser.parse_args(argv)
@@ -119,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         "large": (python, "bench_large.py",
                   venv_arg + (["--sizes", "100000,1000000"] if args.quick else []),
                   "large tables", "### Large tables"),
+        "batch": (venv_python, "bench_batch.py",
+                  venv_arg + (["--specs", "200", "--plots", "20", "--sample", "5"]
+                              if args.quick else []),
+                  "batch", "### Batch"),
     }  # fmt: skip
     for name, (interpreter, script, extra, title, heading) in sections.items():
         if name in only:

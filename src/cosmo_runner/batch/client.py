@@ -16,6 +16,7 @@ and its specs retried one by one, so only a spec that kills its workers itself e
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import secrets
@@ -215,12 +216,14 @@ class _Batch:
         self.log.save(force=True)
         if not self.verified.smoke.passed:
             raise EnvironmentGateError(self.verified.smoke.failures)
-        work = list(self._to_run())
-        if work:
-            self._start_cluster()
-            slots = self._wait_for_workers()
-            chunk = self.options.chunk or auto_chunk(len(work), slots)
-            self._submit_all(work, chunk, slots)
+        work = self._to_run()  # read lazily: 100 000 specs are never all in memory
+        first = next(work, None)
+        if first is None:
+            return  # every spec reused: no cluster needed
+        self._start_cluster()
+        slots = self._wait_for_workers()
+        chunk = self.options.chunk or auto_chunk(len(self.planned), slots)
+        self._submit_all(_chunks(itertools.chain([first], work), chunk), slots)
 
     def _to_run(self) -> Iterator[ship.Shipment]:
         """The shipments to run; with ``--resume``, reusable run folders are recorded."""
@@ -248,10 +251,10 @@ class _Batch:
         import dask
         from distributed import Client
 
-        from cosmo_runner.batch.scheduler import GatePlugin
+        from cosmo_runner.batch.scheduler import GatePlugin, scheduler_config
 
         where = self.options.cluster
-        dask.config.set({"distributed.scheduler.allowed-failures": self.options.retries})
+        dask.config.set(scheduler_config(self.options.retries))
         plugin = GatePlugin(expected=self.expected, deadline=self.options.deadline)
         if where == "local":
             from distributed import LocalCluster
@@ -271,9 +274,11 @@ class _Batch:
         elif where == "slurm":
             from dask_jobqueue.slurm import SLURMCluster
 
+            # configured the Dask way (jobqueue.slurm.* config, DASK_JOBQUEUE__SLURM__*); the
+            # gate preload is added, and no nanny: a refused worker's exit 3 ends its job
+            extra = list(dask.config.get("jobqueue.slurm.worker-extra-args", None) or [])
             self.cluster = SLURMCluster(
-                worker_extra_args=["--preload", "cosmo_runner.batch.worker"],
-                scheduler_options={"dashboard_address": None},
+                worker_extra_args=[*extra, "--preload", "cosmo_runner.batch.worker", "--no-nanny"]
             )
             self.cluster.scheduler.add_plugin(plugin)
             self.cluster.scale(jobs=self.options.jobs or 1)
@@ -322,22 +327,25 @@ class _Batch:
                 )
             time.sleep(0.2)
 
-    def _submit_all(self, work: list[ship.Shipment], chunk: int, slots: int) -> None:
+    def _submit_all(self, chunks: Iterator[list[ship.Shipment]], slots: int) -> None:
+        """At most ``window`` tasks in flight; each collected result is committed, then its
+        future released (a worker killed later cannot make Dask recompute it)."""
         from distributed import as_completed
 
         window = max(2, slots * WINDOW_PER_WORKER)
-        queue: list[list[ship.Shipment]] = [work[i : i + chunk] for i in range(0, len(work), chunk)]
-        queue.reverse()
         done = as_completed()
-        while queue and len(self.futures) < window:
-            done.add(self._submit(queue.pop()))
+
+        def top_up() -> None:
+            while len(self.futures) < window and (items := next(chunks, None)) is not None:
+                done.add(self._submit(items))
+
+        top_up()
         for finished in done.batches():
             for future in finished:
                 items = self.futures.pop(future)
                 self._collect(future, items, done)
                 future.release()
-            while queue and len(self.futures) < window:
-                done.add(self._submit(queue.pop()))
+            top_up()
 
     def _submit(self, items: list[ship.Shipment]) -> Any:
         from cosmo_runner.batch.worker import run_specs
@@ -347,7 +355,10 @@ class _Batch:
             if self.options.shared_fs
             else None
         )
-        task_key = f"cosmo-spec-{items[0].key}-{secrets.token_hex(4)}"
+        # one task group ("cosmo-spec"): large enough to be queued on the scheduler (root-ish),
+        # so with a worker saturation of 1.0 a worker holds only the task it runs and a
+        # worker's death makes no other task suspicious
+        task_key = f"cosmo-spec-{secrets.token_hex(16)}"
         for item in items:
             self.task_keys.setdefault(item.key, []).append(task_key)
         future = self.client.submit(
@@ -472,6 +483,11 @@ class _Batch:
             finally:
                 if self.cluster is not None:
                     self.cluster.close()
+
+
+def _chunks(items: Iterator[ship.Shipment], size: int) -> Iterator[list[ship.Shipment]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 def _run_id(run_dir: Path) -> str | None:

@@ -29,6 +29,18 @@ from cosmo_runner.batch.worker import REFUSE_HANDLER, REPORT_KEY
 
 PLUGIN_NAME = "cosmo-runner-gate"
 DEFAULT_DEADLINE_S = 60.0
+#: a worker gets a new task only when it has a free thread: when it dies, only the tasks it
+#: was running count against their ``allowed-failures``, never ones merely queued there
+WORKER_SATURATION = 1.0
+DEFAULT_RETRIES = 2
+
+
+def scheduler_config(retries: int = DEFAULT_RETRIES) -> dict[str, Any]:
+    """The Dask config of a batch's scheduler (local, Slurm, ``cosmo-runner scheduler``)."""
+    return {
+        "distributed.scheduler.allowed-failures": retries,
+        "distributed.scheduler.worker-saturation": WORKER_SATURATION,
+    }
 
 
 @dataclass
@@ -208,6 +220,7 @@ def expect(env_id: str, allowed_failures: int | None = None, dask_scheduler: Any
     plugin = plugin_of(dask_scheduler)
     if allowed_failures is not None:
         dask_scheduler.allowed_failures = allowed_failures
+    dask_scheduler.WORKER_SATURATION = WORKER_SATURATION
     plugin.set_expected(env_id)
     return True
 

@@ -40,9 +40,12 @@ async def _serve_until_signal(server: Any, ready: Ready | None) -> None:
 
 def scheduler(host: str, port: int, deadline: float, ready: Ready | None = None) -> int:
     """Serve a gated scheduler on ``host:port`` (0: any free port); 0 once stopped."""
+    import dask
     from distributed import Scheduler
 
-    from cosmo_runner.batch.scheduler import GatePlugin
+    from cosmo_runner.batch.scheduler import GatePlugin, scheduler_config
+
+    dask.config.set(scheduler_config())
 
     async def serve() -> None:
         server = Scheduler(

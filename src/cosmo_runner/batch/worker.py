@@ -67,8 +67,9 @@ async def _exit_after_registration(worker: Any) -> None:
 
 
 async def _refused(reason: str = "") -> None:
-    """The scheduler refused this worker: leave at once with exit 3 (a nanny restarts none)."""
-    asyncio.get_running_loop().call_later(0.05, os._exit, EXIT_ENVIRONMENT)
+    """The scheduler refused this worker: leave at once with exit 3, before the scheduler's
+    close could end it with 0 (the scheduler expects no reply)."""
+    os._exit(EXIT_ENVIRONMENT)
 
 
 @dataclass
