@@ -59,7 +59,7 @@ def shell_loop(script: Path, specs: list[Path], out: Path) -> float:
     return (time.perf_counter() - started) / len(specs)
 
 
-def engine_overhead(python: Path, tasks: int) -> dict[str, float]:
+def engine_overhead(python: Path, tasks: int) -> dict[int, float]:
     """ms per trivial task (wall) through a 2-worker LocalCluster, 1 and 20 per task."""
     code = f"""
 import json, time
@@ -86,7 +86,7 @@ if __name__ == "__main__":
         path = Path(tmp) / "overhead.py"
         path.write_text(code, encoding="utf-8")
         proc = subprocess.run([str(python), str(path)], capture_output=True, text=True, check=True)
-    return {k: float(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    return {int(k): float(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
 
 
 def main(argv: list[str] | None = None) -> int:

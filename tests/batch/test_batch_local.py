@@ -58,6 +58,7 @@ def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
 def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    environ = dict(os.environ)
     good, bad_value, missing, invalid = generate_specs(tmp_path, 4, seed=2)
     csv = bad_value.with_suffix(".csv")
     lines = csv.read_text(encoding="utf-8").splitlines()
@@ -89,6 +90,8 @@ def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
     for key in specs:  # every spec has its own complete run log, failed ones too
         log = json.loads((tmp_path / "out" / key / "run_log.json").read_text(encoding="utf-8"))
         assert log["exit_code"] == specs[key]["exit_code"]
+    # the cluster's nannies set OMP_NUM_THREADS=1 ... in this process: put back afterwards
+    assert dict(os.environ) == environ
 
 
 def test_a_non_empty_folder_needs_resume(

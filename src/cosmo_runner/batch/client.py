@@ -199,6 +199,9 @@ class _Batch:
         self.out = out
         self.cluster: Any = None
         self.client: Any = None
+        # a LocalCluster's nannies run in this process and set their workers' variables
+        # (OMP_NUM_THREADS=1 ...) in os.environ: put it back when the cluster is closed
+        self._environ = dict(os.environ)
         self.verified: Any = None
         self.expected: str | None = None
         self.futures: dict[Any, list[ship.Shipment]] = {}
@@ -477,12 +480,17 @@ class _Batch:
             future.cancel()
         self.futures.clear()
         self._record_workers()
-        if self.client is not None:
-            try:
-                self.client.close()
-            finally:
-                if self.cluster is not None:
-                    self.cluster.close()
+        try:
+            if self.client is not None:
+                try:
+                    self.client.close()
+                finally:
+                    if self.cluster is not None:
+                        self.cluster.close()
+        finally:
+            if dict(os.environ) != self._environ:
+                os.environ.clear()
+                os.environ.update(self._environ)
 
 
 def _chunks(items: Iterator[ship.Shipment], size: int) -> Iterator[list[ship.Shipment]]:

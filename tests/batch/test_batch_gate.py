@@ -1,0 +1,55 @@
+"""Exit 3: the client's own gate fails, or no worker matches the expected env id."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.batch.helpers import batch, batch_log, committed
+from tests.batch.specgen import generate_specs
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_the_clients_own_gate_failing_is_exit_3_with_a_complete_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    specs = generate_specs(tmp_path / "specs", 3)
+    out = tmp_path / "out"
+    missing = tmp_path / "no-manifest.json"
+    code, _, err = batch(capsys, *specs, "--out", out, "--manifest", missing)
+    assert code == 3
+    (line,) = err.splitlines()
+    assert line.startswith("cosmo-runner: error: environment gate failed: "), line
+    assert str(missing) in line
+    doc = batch_log(out)
+    assert (doc["status"], doc["exit_code"], doc["cluster"]) == ("failed", 3, None)
+    assert {e["status"] for e in doc["specs"]} == {"interrupted"}  # never ran
+    assert committed(out) == []
+
+
+def test_no_worker_with_the_expected_env_id_is_exit_3_and_lists_them_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    specs = generate_specs(tmp_path / "specs", 3)
+    out = tmp_path / "out"
+    code, _, err = batch(
+        capsys, *specs, "--out", out, "--workers", "2", "--expect-env-id", "0123456789abcdef"
+    )
+    assert code == 3
+    doc = batch_log(out)
+    workers = doc["workers"]
+    assert len(workers) >= 2 and {w["status"] for w in workers} == {"refused"}
+    reason = f"env id {doc['client_env_id']} differs from the expected 0123456789abcdef"
+    assert {w["reason"] for w in workers} == {reason}
+    assert {w["specs"] for w in workers} == {0}
+    # nannies restart refused local workers: the count in the message is the one at the time
+    assert re.fullmatch(
+        r"cosmo-runner: error: environment gate failed: no worker passed the environment check "
+        rf"\(\d+ refused\): {re.escape(workers[0]['name'])}: {re.escape(reason)}\n",
+        err,
+    ), err
+    assert doc["expected_env_id"] == "0123456789abcdef"
+    assert committed(out) == []
