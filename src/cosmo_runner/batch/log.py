@@ -106,7 +106,7 @@ class BatchLog:
             self.doc["updated_at"] = utc_now()
             self.doc["totals"] = self.totals()
             self.doc["runs"] = [
-                {"path": entry["key"], "run_id": entry.get("run_id")}
+                {"path": entry["key"]} | ({"run_id": entry["run_id"]} if entry["run_id"] else {})
                 for entry in self.doc["specs"]
                 if entry.get("run_dir") is not None
             ]
