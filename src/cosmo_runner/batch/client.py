@@ -34,6 +34,7 @@ from cosmo_runner.errors import (
     Interrupted,
     OutputDirError,
     SomeSpecsFailed,
+    StepError,
     UsageError,
     exit_code_for,
 )
@@ -258,21 +259,26 @@ class _Batch:
 
         where = self.options.cluster
         dask.config.set(scheduler_config(self.options.retries))
-        plugin = GatePlugin(expected=self.expected, deadline=self.options.deadline)
+        # every worker is held until the cluster is up; then the expected env id decides (a
+        # worker refused while a LocalCluster starts would fail the cluster's own start)
+        plugin = GatePlugin(deadline=self.options.deadline)
         if where == "local":
             from distributed import LocalCluster
 
-            self.cluster = LocalCluster(
-                n_workers=self.options.workers or os.cpu_count() or 1,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                scheduler_port=0,
-                dashboard_address=None,
-                scheduler_kwargs={"plugins": [plugin]},
-                preload=["cosmo_runner.batch.worker"],
-                silence_logs=50,
-            )
+            try:
+                self.cluster = LocalCluster(
+                    n_workers=self.options.workers or os.cpu_count() or 1,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    scheduler_port=0,
+                    dashboard_address=None,
+                    scheduler_kwargs={"plugins": [plugin]},
+                    preload=["cosmo_runner.batch.worker"],
+                    silence_logs=50,
+                )
+            except (OSError, RuntimeError) as exc:
+                raise StepError(f"cannot start the local cluster: {exc}") from exc
             self.client = Client(self.cluster)
         elif where == "slurm":
             from dask_jobqueue.slurm import SLURMCluster
@@ -291,15 +297,15 @@ class _Batch:
                 self.client = Client(where, timeout=30)
             except OSError as exc:
                 raise UsageError(f"--cluster {where}: cannot reach the scheduler: {exc}") from exc
-            from cosmo_runner.batch.scheduler import expect
+        from cosmo_runner.batch.scheduler import expect
 
-            try:
-                self.client.run_on_scheduler(expect, self.expected, self.options.retries)
-            except RuntimeError as exc:
-                raise UsageError(
-                    f"--cluster {where}: the scheduler runs without the cosmo-runner gate plugin "
-                    "(start it with 'cosmo-runner scheduler')"
-                ) from exc
+        try:
+            self.client.run_on_scheduler(expect, self.expected, self.options.retries)
+        except RuntimeError as exc:
+            raise UsageError(
+                f"--cluster {where}: the scheduler runs without the cosmo-runner gate plugin "
+                "(start it with 'cosmo-runner scheduler')"
+            ) from exc
         self.log.doc["cluster"] = {
             "kind": where if where in ("local", "slurm") else "address",
             "address": self.client.scheduler.address,
