@@ -24,8 +24,23 @@ def batch_log(out_dir: Path) -> dict[str, Any]:
 
     doc: dict[str, Any] = json.loads((out_dir / "batch_log.json").read_text(encoding="utf-8"))
     assert validate_against("batch_log", doc) == []
-    assert "batch_log_version" in doc  # so every field the schema lists is required
+    # cosmo-runner batch writes every field the schema describes
+    assert set(doc) >= set(SCHEMA_FIELDS), set(SCHEMA_FIELDS) - set(doc)
+    for entry in doc["specs"]:
+        assert set(entry) >= set(SPEC_FIELDS), set(SPEC_FIELDS) - set(entry)
+    for entry in doc["workers"]:
+        assert set(entry) >= {"name", "address", "env_id", "status", "reason", "specs", "env_diff"}
     return doc
+
+
+def _schema_properties() -> tuple[list[str], list[str]]:
+    from cosmo_runner.schemas import load_schema
+
+    schema = load_schema("batch_log")
+    return list(schema["properties"]), list(schema["properties"]["specs"]["items"]["properties"])
+
+
+SCHEMA_FIELDS, SPEC_FIELDS = _schema_properties()
 
 
 def events(out_dir: Path) -> list[dict[str, Any]]:

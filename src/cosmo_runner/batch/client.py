@@ -142,6 +142,7 @@ def run_batch(options: BatchOptions, signals: SignalGuard | None = None) -> Batc
                 "worker": None,
                 "attempts": 0,
                 "seconds": None,
+                "env_id": None,
                 "message": None,
             }
             for item in planned
