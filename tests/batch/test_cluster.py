@@ -94,7 +94,7 @@ def _wait_for(address: str, wanted: dict[str, int], timeout: float = 240) -> Non
     raise AssertionError(f"workers {counts}, wanted {wanted}")
 
 
-def test_drifted_and_ungated_workers_run_nothing_and_a_killed_worker_costs_nothing(
+def test_drifted_and_ungated_workers_run_nothing_and_a_killed_worker_costs_nothing(  # noqa: PLR0915 - one scenario: cluster, batch, every worker's fate, shutdown
     tmp_path: Path, processes: Processes
 ) -> None:
     drifted_venv = VenvCopy(tmp_path / "drifted-venv")
