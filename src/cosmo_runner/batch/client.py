@@ -287,10 +287,15 @@ class _Batch:
             # configured the Dask way (jobqueue.slurm.* config, DASK_JOBQUEUE__SLURM__*); the
             # gate preload is added, and no nanny: a refused worker's exit 3 ends its job
             extra = list(dask.config.get("jobqueue.slurm.worker-extra-args", None) or [])
+            # The plugin goes in at construction, so that the scheduler starts it (installs
+            # its hold on "running" and sees every registration); add_plugin() on the
+            # running scheduler would never call its start().
+            options = dict(dask.config.get("jobqueue.slurm.scheduler-options", None) or {})
+            options["plugins"] = [*options.get("plugins", []), plugin]
             self.cluster = SLURMCluster(
-                worker_extra_args=[*extra, "--preload", "cosmo_runner.batch.worker", "--no-nanny"]
+                worker_extra_args=[*extra, "--preload", "cosmo_runner.batch.worker", "--no-nanny"],
+                scheduler_options=options,
             )
-            self.cluster.scheduler.add_plugin(plugin)
             self.cluster.scale(jobs=self.options.jobs or 1)
             self.client = Client(self.cluster)
         else:
