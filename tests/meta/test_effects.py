@@ -61,7 +61,11 @@ def test_labels_follow_kept_and_dropped_studies() -> None:
         ("OR", {"ai": [0, 2], "bi": [0, 4], "ci": [1, 2], "di": [3, 4]}, "at least one"),
         ("ZCOR", {"ri": [0.5, 1.0], "ni": [20, 30]}, "between -1 and 1"),
         ("ZCOR", {"ri": [0.5, 0.2], "ni": [20, 3]}, "ni 3 must be > 3 for ZCOR"),
-        ("GEN", {"yi": [0.5, 0.2]}, "column 'vi' \\(or 'sei'\\) is required for measure GEN"),
+        (
+            "GEN",
+            {"yi": [0.5, 0.2]},
+            "column 'vi' \\(or 'sei', or 'lower' and 'upper'\\) is required for measure GEN",
+        ),
         (
             "MD",
             {"m1i": [1], "sd1i": [-1], "n1i": [5], "m2i": [1], "sd2i": [1], "n2i": [5]},

@@ -14,7 +14,7 @@ import pytest
 from cosmo_runner.errors import AnalysisError, UnknownMeasureError
 from cosmo_runner.meta import escalc
 from cosmo_runner.meta.analysis import analyse
-from cosmo_runner.meta.measures import MEASURES, TRANSFORMS, lookup
+from cosmo_runner.meta.measures import MEASURES, TRANSFORMS, Settings, lookup
 from cosmo_runner.schemas import load_schema
 from cosmo_runner.tables import parse_csv
 from cosmo_runner.validators.effect_table import check_table, required_args
@@ -35,6 +35,9 @@ for _name in ("OR", "RD"):
     VALID[_name] = VALID["RR"]
 for _name in ("SMD", "ROM"):
     VALID[_name] = VALID["MD"]
+# GEN with a CI: "GEN+ci" on the analysis scale, "GEN+log" hazard ratios (input_scale log)
+VALID["GEN+ci"] = {"yi": [-0.2, 0.1, 0.3], "lower": [-0.5, -0.1, 0.0], "upper": [0.1, 0.3, 0.6]}
+VALID["GEN+log"] = {"yi": [0.8, 1.1, 0.6], "lower": [0.6, 0.9, 0.4], "upper": [1.07, 1.34, 0.9]}
 
 #: (measure, changed columns, the finding code): study 2 (row index 1) breaks one rule.
 BROKEN: list[tuple[str, dict[str, list[float]], str]] = [
@@ -55,7 +58,19 @@ BROKEN: list[tuple[str, dict[str, list[float]], str]] = [
     ("ZCOR", {"ni": [50, -4, 60]}, "not-positive-count"),
     ("GEN", {"vi": [0.04, 0.0, 0.05]}, "not-positive"),
     ("GEN", {"vi": [], "sei": [0.2, -0.1, 0.3]}, "not-positive"),
+    ("GEN+log", {"lower": [0.6, -0.9, 0.4]}, "not-positive-ratio"),
+    ("GEN+log", {"yi": [0.8, 0.0, 0.6]}, "not-positive-ratio"),
+    ("GEN+ci", {"lower": [-0.5, 0.3, 0.0]}, "ci-order"),
+    ("GEN+ci", {"yi": [-0.2, 0.35, 0.3]}, "ci-outside"),
+    ("GEN+log", {"lower": [0.6, 1.1, 0.4], "upper": [1.07, 1.1, 0.9]}, "ci-order"),
 ]
+
+
+def _measure(key: str) -> tuple[str, Settings]:
+    """``"GEN+log"`` -> GEN read with input_scale log; ``"GEN+ci"`` -> GEN (a linear CI)."""
+    name, _, how = key.partition("+")
+    return name, Settings(input_scale="log") if how == "log" else Settings()
+
 
 #: Codes of the checks that follow the rules (the computed effects), in every measure.
 COMPUTED = {"effect-not-finite", "variance-not-positive"}
@@ -96,20 +111,23 @@ def test_validator_and_escalc_apply_the_same_rule(
     measure: str, change: dict[str, list[float]], code: str
 ) -> None:
     cols = _columns(measure, change)
-    outcome = check_table(_csv(cols), measure, {}, "error")
+    name, settings = _measure(measure)
+    outcome = check_table(_csv(cols), name, {}, "error", settings=settings)
     errors = [f for f in outcome.findings if f.level == "error"]
     assert [(f.code, f.location["line"] if f.location else None) for f in errors] == [(code, 3)]
     assert errors[0].message.startswith("t.csv line 3 (study 'S2')")
     with pytest.raises(AnalysisError, match=r"\(row 2\)$"):
-        escalc(measure, **cols)  # type: ignore[arg-type]
+        escalc(name, settings=settings, **cols)  # type: ignore[arg-type]
     # the valid table passes both
-    assert check_table(_csv(VALID[measure]), measure, {}, "error").errors == 0
-    assert escalc(measure, **VALID[measure]).k == 3  # type: ignore[arg-type]
+    valid = check_table(_csv(VALID[measure]), name, {}, "error", settings=settings)
+    assert valid.findings == []
+    assert escalc(name, settings=settings, **VALID[measure]).k == 3  # type: ignore[arg-type]
 
 
 def test_every_rule_of_the_table_is_tested() -> None:
     codes = {rule.code for entry in MEASURES.values() for f in entry.forms
-             for rule in entry.rules_for(f)}  # fmt: skip
+             for how in (Settings(), Settings(input_scale="log"))
+             for rule in entry.rules_for(f, how)}  # fmt: skip
     tested = {code for _, _, code in BROKEN}
     assert codes <= tested
     assert tested - codes <= COMPUTED
@@ -177,8 +195,11 @@ def test_the_forms_and_their_alternatives() -> None:
     assert rr.form({"ai", "n1i", "ci", "n2i"}) == ("ai", "n1i", "ci", "n2i")
     assert rr.form({"ai", "bi", "ci", "di", "n1i", "n2i"}) == ("ai", "bi", "ci", "di")
     assert rr.form({"ai", "ci", "n1i"}) == ("ai", "bi", "ci", "di")  # first form: names di
-    assert rr.alternatives("bi") == ("n1i",)
-    assert MEASURES["GEN"].alternatives("vi") == ("sei",)
+    assert rr.alternatives("bi") == (("n1i",),)
+    assert MEASURES["GEN"].alternatives("vi") == (("sei",), ("lower", "upper"))
+    assert MEASURES["GEN"].instead("vi") == " (or 'sei', or 'lower' and 'upper')"
+    assert MEASURES["GEN"].alternatives("lower") == (("vi",), ("sei",))
+    assert MEASURES["ZCOR"].instead("ri") == ""
     assert required_args("GEN", {"sei": "se"}, ["yi", "se"]) == ["yi", "sei"]
 
 
@@ -213,3 +234,95 @@ def test_plot_axes_come_from_the_table(measure: str) -> None:
     fig = plots._forest(result, "p")
     ax = next(a for a in fig.axes if a.axison)
     assert ax.get_xlabel() == MEASURES[measure].axis_label
+
+
+def test_the_schema_transf_enum_is_the_table() -> None:
+    schema = load_schema("run_spec")
+    assert schema["$defs"]["transf"]["enum"] == list(TRANSFORMS)
+    analysis = schema["$defs"]["analysis"]["properties"]
+    assert analysis["transf"] == {"$ref": "#/$defs/transf"}
+
+
+def _fixture_case(name: str, case_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    fx = json.loads((FIXTURES / name).read_text())
+    return fx, next(c for c in fx["cases"] if c["id"] == case_id)
+
+
+def _table(fx: dict[str, Any], *args: str) -> dict[str, list[str]]:
+    data = fx["data"]
+    out = {arg: [repr(float(x)) for x in data[arg]] for arg in args}
+    out["study"] = list(data["study"])
+    return out
+
+
+def test_an_analysis_transf_overrides_the_natural_one() -> None:
+    table = {"yi": ["-0.2", "0.1", "0.3"], "vi": ["0.04", "0.02", "0.05"]}
+    plain = analyse({"id": "g", "measure": "GEN"}, table)
+    assert plain["transformed"] is None
+    hr = analyse({"id": "g", "measure": "GEN", "transf": "exp"}, table)
+    assert hr["transformed"]["estimate"] == pytest.approx(np.exp(plain["estimate"]), rel=1e-15)
+    assert hr["transformed"]["pi_ub"] == pytest.approx(np.exp(plain["pi_ub"]), rel=1e-15)
+    with pytest.raises(AnalysisError, match=r"^analysis 'g': unknown transf 'sqrt' \(one of exp,"):
+        analyse({"id": "g", "measure": "GEN", "transf": "sqrt"}, table)
+
+
+def test_hazard_ratios_with_cis_match_metafor_and_name_the_asymmetric_one() -> None:
+    """GEN from HRs and 95% CIs (input_scale log, transf exp): yi, sei, fit and exp'd PI."""
+    fx, case = _fixture_case("hrci.json", "hrci-GEN-REML-z")
+    table = _table(fx, "yi", "lower", "upper")
+    spec = {"id": "hr", "measure": "GEN", "input_scale": "log", "transf": "exp"}
+    res = analyse(spec, table)
+    np.testing.assert_allclose([s["vi"] for s in res["studies"]], fx["escalc"]["GEN"]["vi"],
+                               rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(res["estimate"], case["rma"]["b"], rtol=1e-8)
+    t, got = case["transformed"], res["transformed"]
+    np.testing.assert_allclose(
+        [got["estimate"], got["ci_lb"], got["ci_ub"], got["pi_lb"], got["pi_ub"]],
+        [t["pred"], t["ci_lb"], t["ci_ub"], t["pi_lb"], t["pi_ub"]],
+        rtol=1e-8,
+    )
+    note = (
+        "table line 9 (study 'Trial H'): the 95% CI is asymmetric on the analysis scale "
+        "(yi - lower 0.5051, upper - yi 0.727, more than 10% apart); sei is taken from its "
+        "full width"
+    )
+    assert res["warnings"][0] == note
+    assert not any("Trial A" in w for w in res["warnings"])
+    # the validator says the same, as a warning finding with its place
+    outcome = check_table(
+        _csv_rows(table), "GEN", {}, "error", settings=Settings(input_scale="log")
+    )
+    (finding,) = outcome.findings
+    assert (finding.level, finding.code) == ("warning", "asymmetric-ci")
+    assert finding.message == note.replace("table line 9", "t.csv line 9")
+
+
+def test_the_ci_level_sets_z_and_linear_cis_need_no_input_scale() -> None:
+    fx, _ = _fixture_case("hrci90.json", "hrci90-GEN-REML-z")
+    d = fx["data"]
+    es = escalc("GEN", yi=d["yi"], lower=d["lower"], upper=d["upper"],
+                settings=Settings(ci_level=90, input_scale="log"))  # fmt: skip
+    np.testing.assert_allclose(es.vi, fx["escalc"]["GEN"]["vi"], rtol=1e-12)
+    logs = {k: np.log(d[k]).tolist() for k in ("yi", "lower", "upper")}
+    linear = escalc("GEN", settings=Settings(ci_level=90), **logs)
+    np.testing.assert_allclose(linear.vi, es.vi, rtol=1e-12)
+    np.testing.assert_allclose(linear.yi, es.yi, rtol=1e-15)
+
+
+def test_the_validator_reads_input_scale_from_the_analyses_of_its_input() -> None:
+    from cosmo_runner.validators.effect_table import _settings
+
+    spec = {"measure": "GEN"}
+    assert _settings(spec, [{"measure": "GEN", "input_scale": "log", "ci_level": 90}]) == (
+        Settings(ci_level=90.0, input_scale="log")
+    )
+    assert _settings({**spec, "ci_level": 99}, [{"measure": "GEN", "ci_level": 90}]) == (
+        Settings(ci_level=99.0)
+    )
+    assert _settings(spec, [{"measure": "RR", "input_scale": "log"}]) == Settings()
+
+
+def _csv_rows(table: dict[str, list[str]]) -> Any:
+    names = list(table)
+    rows = [",".join(table[n][i] for n in names) for i in range(len(table[names[0]]))]
+    return parse_csv(("\n".join([",".join(names), *rows]) + "\n").encode(), Path("t.csv"))

@@ -19,6 +19,7 @@ Tolerances (relative, with a tiny absolute floor for values at 0):
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,23 @@ from tests.meta.loglik import loglik
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta import METHODS, TESTS, confint_tau2, escalc, leave1out, regtest, rma
-from cosmo_runner.meta.measures import MEASURES, lookup
+from cosmo_runner.meta.measures import MEASURES, TRANSFORMS, Settings, lookup
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metafor"
 TIGHT = {"threshold": 1e-10, "tol": 1e-10, "maxiter": 1000}
-UNIROOT_TOL = 1.3e-4  # metafor's default uniroot tol .Machine$double.eps^0.25 = 1.22e-4
+UNIROOT_TOL = 1.3e-4
+TIGHT_TOL = 1.5e-10  # the tight fixtures' uniroot tol (1e-10, absolute on tau2), with margin
+#: Measures with fixtures for every method x test x control (the fit's own grid).
+FULL_GRID = {
+    "RR",
+    "OR",
+    "RD",
+    "MD",
+    "SMD",
+    "ROM",
+    "ZCOR",
+    "GEN",
+}  # metafor's default uniroot tol .Machine$double.eps^0.25 = 1.22e-4
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -87,7 +100,16 @@ def test_fixtures_record_versions() -> None:
 
 def test_fixtures_cover_every_measure_method_and_test() -> None:
     seen = {(c["measure"], c["method"], c["test"], c["control"]) for _, _, c in CASES}
-    for measure in MEASURES:
+    # the fit does not depend on the measure: the full grid on the first measures, and
+    # EE, DL and REML (each test and control) with predict's back-transform on every other
+    for measure in set(MEASURES) - FULL_GRID:
+        for method in ("EE", "DL", "REML"):
+            for test in TESTS:
+                for control in ("default", "tight"):
+                    assert (measure, method, test, control) in seen, (measure, method, test)
+        if lookup(measure).transform is not None:
+            assert any(c["measure"] == measure and "transformed" in c for _, _, c in CASES)
+    for measure in FULL_GRID:
         for method in METHODS:
             for test in TESTS:
                 for control in ("default", "tight"):
@@ -106,26 +128,28 @@ def test_fixtures_cover_every_measure_method_and_test() -> None:
     assert parts <= present
 
 
-@pytest.mark.parametrize(
-    ("dataset", "measure"),
-    [
-        ("bcg", "RR"),
-        ("bcg", "OR"),
-        ("bcg", "RD"),
-        ("normand1999", "MD"),
-        ("normand1999", "SMD"),
-        ("curtis1998", "ROM"),
-        ("molloy2014", "ZCOR"),
-        ("hackshaw1998", "GEN"),
-    ],
-)
-def test_escalc_matches_metafor(dataset: str, measure: str) -> None:
+ESCALC = [
+    (path.stem, key)
+    for path in sorted(FIXTURES.glob("*.json"))
+    for key in _load(path.name).get("escalc", {})
+]
+
+
+@pytest.mark.parametrize(("dataset", "key"), ESCALC, ids=[f"{d}-{k}" for d, k in ESCALC])
+def test_escalc_matches_metafor(dataset: str, key: str) -> None:
+    """Every escalc of every fixture (``M-drop00``: with drop00=True; NA rows are dropped)."""
     fx = _load(f"{dataset}.json")
+    measure, _, drop = key.partition("-")
     cols = {k: v for k, v in fx["data"].items() if k not in ("study", "ablat")}
-    es = escalc(measure, **cols)
-    yi, vi = _yi_vi(fx, measure)
-    np.testing.assert_allclose(es.yi, yi, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(es.vi, vi, rtol=1e-12, atol=1e-15)
+    entry = lookup(measure)
+    form = entry.form(cols)  # the first form the data has (GEN: yi, vi before a CI)
+    settings = Settings(**fx.get("settings", {}))
+    es = escalc(measure, drop00=bool(drop), settings=settings, **{k: cols[k] for k in form})
+    ref = fx["escalc"][key]
+    yi, vi = np.asarray(ref["yi"], dtype=float), np.asarray(ref["vi"], dtype=float)
+    keep = np.isfinite(yi)
+    np.testing.assert_allclose(es.yi, yi[keep], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(es.vi, vi[keep], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("measure", ["RR", "OR", "RD"])
@@ -217,9 +241,14 @@ def test_diagnostics_match_metafor(case_id: str, fx: dict[str, Any], case: dict[
         ref = case["confint"]
         ci = confint_tau2(yi, vi, method=method, control=control)
         if tight:
+            # uniroot's tol = 1e-10 is absolute on tau2; I2 = 100 tau2/(tau2 + vt) and
+            # H2 = (tau2 + vt)/vt carry it as 100 tol/vt and tol/vt, which matters where the
+            # variances are tiny (raw incidence rates: vt ~ 1e-5)
+            vt = case["rma"]["vt"]
             _close([ci.tau2_lb, ci.tau2_ub], ref["tau2"][1:], 1e-7, f"{case_id} tau2_ci", 1e-9)
-            _close([ci.I2_lb, ci.I2_ub], ref["I2"][1:], 1e-7, f"{case_id} I2_ci", 1e-7)
-            _close([ci.H2_lb, ci.H2_ub], ref["H2"][1:], 1e-7, f"{case_id} H2_ci")
+            _close([ci.I2_lb, ci.I2_ub], ref["I2"][1:], 1e-7, f"{case_id} I2_ci",
+                   max(1e-7, 100 * TIGHT_TOL / vt))  # fmt: skip
+            _close([ci.H2_lb, ci.H2_ub], ref["H2"][1:], 1e-7, f"{case_id} H2_ci", TIGHT_TOL / vt)
         else:
             _close([ci.tau2_lb, ci.tau2_ub], ref["tau2"][1:], 0.0, case_id, UNIROOT_TOL)
     elif method in ("EE", "FE"):
@@ -244,9 +273,16 @@ def test_diagnostics_match_metafor(case_id: str, fx: dict[str, Any], case: dict[
     if "transformed" in case and not pm_default:
         ref = case["transformed"]
         res = rma(yi, vi, method=method, test=test, control=control)
-        transform = lookup(case["measure"]).transform
+        named = case.get("transf")  # predict(transf=...) asked for by name, else the natural one
+        transform = TRANSFORMS[named] if named else lookup(case["measure"]).transform
         assert transform is not None, f"{case_id}: metafor back-transforms, the table does not"
-        back = transform.func
+        targ = math.nan
+        if transform.needs is not None:  # metafor's targs: the harmonic mean of ni (or ti)
+            targ = 1.0 / np.mean(1.0 / np.asarray(fx["data"][transform.needs], dtype=float))
+
+        def back(x: float) -> float:
+            return float(transform.apply(np.array([x]), targ)[0])
+
         got = [back(res.estimate), back(res.ci_lb), back(res.ci_ub)]
         want = [ref["pred"], ref["ci_lb"], ref["ci_ub"]]
         if ref["pi_lb"] not in (None, []):  # metafor's predict gives no PI for EE models

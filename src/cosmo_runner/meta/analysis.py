@@ -27,9 +27,11 @@ has no heterogeneity term), ``leave_one_out`` (``[{label, estimate, se, pval, ci
 tau2, I2, Q}]``; ``None`` when k < 3 or k > :data:`LEAVE1OUT_MAX_K`, with the reason in
 ``warnings``), ``egger`` (``{statistic, df, pval, limit_estimate,
 limit_ci_lb, limit_ci_ub}``; ``None`` when k < 3 or when the test cannot be computed, e.g.
-all ``vi`` equal, with the reason in ``warnings``), ``transformed`` (the measure's natural
-back-transformation, ``back`` in :mod:`cosmo_runner.meta.measures`, e.g. ``exp`` for ratio
-measures and ``tanh`` for ZCOR; ``None`` for a measure without one): ``{estimate, ci_lb, ci_ub, pi_lb, pi_ub}``.
+all ``vi`` equal, with the reason in ``warnings``), ``transformed`` (the analysis's ``transf``,
+one of :data:`cosmo_runner.meta.measures.TRANSFORMS`, else the measure's natural
+back-transformation, ``back`` in the measure table, e.g. ``exp`` for ratio measures,
+``ztor`` for ZCOR, ``ilogit`` for PLO, ``ipft.hm`` for PFT with the harmonic mean of ni;
+``None`` for a measure without one): ``{estimate, ci_lb, ci_ub, pi_lb, pi_ub}``.
 
 With ``moderators``: ``coefficients: [{term, estimate, se, statistic, pval, ci_lb, ci_ub}]``,
 ``QM, QM_df`` (a list: ``[m]``, or ``[m, k - p]`` for the F test with knha), ``QM_pval, QE,
@@ -65,7 +67,7 @@ from cosmo_runner.meta.mantel_haenszel import (
     leave1out_tables,
     pool_tables,
 )
-from cosmo_runner.meta.measures import Measure, lookup
+from cosmo_runner.meta.measures import TRANSFORMS, Measure, Settings, lookup
 from cosmo_runner.meta.pubbias import RANK_EXACT_MAX_K, egger_test, rank_test
 from cosmo_runner.meta.pubbias import trimfill as pubbias_trimfill
 from cosmo_runner.tables import Table
@@ -193,11 +195,9 @@ def _gather(
     for arg in form:
         col = columns.get(arg, arg)
         if col not in table:
-            alts = entry.alternatives(arg)
-            hint = f" (or {' or '.join(map(repr, alts))})" if alts else ""
             raise AnalysisError(
-                f"measure {entry.name} needs {arg!r}{hint}: column {col!r} is not in the input"
-                + table.delimiter_hint()
+                f"measure {entry.name} needs {arg!r}{entry.instead(arg)}: column {col!r} is not "
+                "in the input" + table.delimiter_hint()
             )
         out[arg] = _parse(table, col, arg, study)
     return out
@@ -253,21 +253,65 @@ def _undefined_note(result: dict[str, Any]) -> None:
         )
 
 
-def _transform(entry: Measure, core: dict[str, Any]) -> dict[str, float | None] | None:
-    """The pooled results on the measure's natural scale (the table's ``back``), or None."""
-    transform = entry.transform
+def _transform(
+    name: object,
+    entry: Measure,
+    *,
+    es: EffectSizes | None,
+    table: Table | None,
+    columns: Mapping[str, str],
+    core: dict[str, Any],
+) -> dict[str, float | None] | None:
+    """The pooled results on the scale of ``transf`` (``name``), else of the measure's
+    natural back-transformation (the table's ``back``); None when there is neither.
+    ``es``/``table`` are None for MH and PETO, which pool the tables without escalc."""
+    if name is None:
+        transform = entry.transform
+    elif str(name) in TRANSFORMS:
+        transform = TRANSFORMS[str(name)]
+    else:
+        raise AnalysisError(f"unknown transf {str(name)!r} (one of {', '.join(TRANSFORMS)})")
     if transform is None:
         return None
+    targ = math.nan
+    if transform.needs is not None:
+        if es is None or table is None:
+            raise AnalysisError(
+                f"transf {transform.name!r} needs the studies' {transform.needs}, which "
+                f"{core['method']} does not pool"
+            )
+        targ = _harmonic_mean(transform.name, transform.needs, es, table, columns)
     keys = ("estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub")
     values = np.array([np.nan if core[key] is None else core[key] for key in keys], dtype=float)
-    return dict(zip(keys, _floats(transform.func(values)), strict=True))
+    return dict(zip(keys, _floats(transform.apply(values, targ)), strict=True))
+
+
+def _harmonic_mean(
+    transf: str, arg: str, es: EffectSizes, table: Table, columns: Mapping[str, str]
+) -> float:
+    """The harmonic mean of the kept studies' ``arg`` (ni or ti), as metafor's targs."""
+    sizes = es.sizes.get(arg)
+    if sizes is None:  # a measure without it (GEN): the column of that name, or mapped
+        col = columns.get(arg, arg)
+        if col not in table:
+            raise AnalysisError(
+                f"transf {transf!r} needs {arg!r} (the harmonic mean of the studies' {arg}): "
+                f"column {col!r} is not in the input"
+            )
+        sizes = _parse(table, col, arg, columns.get("study", "study"))[list(es.kept)]
+        if not bool((sizes > 0).all()):
+            row = es.kept[int(np.flatnonzero(~(sizes > 0))[0])]
+            where = table.location(row, col, columns.get("study", "study")).text()
+            raise AnalysisError(f"{where} ({arg}): must be > 0 for transf {transf!r}")
+    return float(1.0 / np.mean(1.0 / sizes))
 
 
 def analyse(spec: Mapping[str, Any], table: Table | Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     """Run one analysis of a run spec on its input table; see the module docstring for keys.
 
     ``spec`` keys: ``id, measure, columns, method`` (default REML), ``test`` (z), ``level``
-    (95), ``moderators`` (optional list of columns), ``drop00`` (false); ``plots`` and
+    (95), ``moderators`` (optional list of columns), ``drop00`` (false), ``transf``
+    (optional, a back-transformation's name); ``plots`` and
     ``input`` are ignored here.
     """
     analysis_id = str(spec.get("id", "?"))
@@ -301,7 +345,10 @@ def _analyse(  # noqa: PLR0912, PLR0915
     places: Callable[[int], str] = lambda i: table.location(i, None, study).text()  # noqa: E731
     if method.upper() in TABLE_METHODS:
         return _analyse_tables(analysis_id, spec, args, labels=labels, places=places)
-    es: EffectSizes = escalc(measure, drop00=drop00, labels=labels, places=places, **args)
+    settings = Settings.from_spec(spec)
+    es: EffectSizes = escalc(
+        measure, drop00=drop00, labels=labels, places=places, settings=settings, **args
+    )
     if es.k < 2:
         raise AnalysisError(f"need at least 2 studies, got k = {es.k}")
     yi, vi = es.yi, es.vi
@@ -313,6 +360,7 @@ def _analyse(  # noqa: PLR0912, PLR0915
         "measure": measure,
     }
     core = _core(fit)
+    core["warnings"][:0] = es.warnings
     _undefined_note(core)
     result.update(core)
     weights = fit.weights
@@ -383,7 +431,9 @@ def _analyse(  # noqa: PLR0912, PLR0915
             level=level, warnings=result["warnings"],
         )
     )  # fmt: skip
-    result["transformed"] = _transform(entry, core)
+    result["transformed"] = _transform(
+        spec.get("transf"), entry, es=es, table=table, columns=columns, core=core
+    )
     if spec.get("funnel_contours"):
         result["funnel_contours"] = sorted(float(x) for x in spec["funnel_contours"])
 
@@ -588,7 +638,9 @@ def _analyse_tables(
         f"cumulative and influence are not computed for {name}: they refit an "
         "inverse-variance model (metafor's influence needs rma.uni)"
     )
-    result["transformed"] = _transform(lookup(measure), core)
+    result["transformed"] = _transform(
+        spec.get("transf"), lookup(measure), es=None, table=None, columns={}, core=core
+    )
     return result
 
 

@@ -9,14 +9,22 @@ with no events (or only events) in both arms are kept unless ``drop00=True``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta.measures import MEASURES, Measure, Rule, bad_effects, lookup
+from cosmo_runner.meta.measures import (
+    MEASURES,
+    Effects,
+    Measure,
+    Rule,
+    Settings,
+    bad_effects,
+    lookup,
+)
 
 __all__ = ["MEASURES", "EffectSizes", "escalc"]
 
@@ -31,6 +39,9 @@ class EffectSizes:
     ``dropped`` the indices removed by ``drop00=True``; ``added_half`` the indices of kept
     studies whose 2x2 cells got +1/2. ``labels`` holds the kept studies' labels and
     ``dropped_labels`` the dropped ones' (row numbers from 1 when no labels were given).
+    ``sizes`` holds the kept studies' ``ni`` and ``ti`` where the measure has them (what a
+    back-transformation such as ``ipft.hm`` needs); ``warnings`` the measure's notes about
+    kept studies, each ``"<place>: <note>"`` (a given CI whose halves differ).
     """
 
     measure: str
@@ -41,6 +52,8 @@ class EffectSizes:
     dropped: tuple[int, ...] = ()
     dropped_labels: tuple[str, ...] = ()
     added_half: tuple[int, ...] = field(default=())
+    sizes: Mapping[str, FloatArray] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def k(self) -> int:
@@ -82,10 +95,14 @@ def _require(cond: NDArray[np.bool_], message: str, places: Places | None) -> No
 
 
 def _apply_rules(
-    entry: Measure, form: tuple[str, ...], cols: dict[str, FloatArray], places: Places | None
+    entry: Measure,
+    form: tuple[str, ...],
+    cols: dict[str, FloatArray],
+    places: Places | None,
+    settings: Settings,
 ) -> None:
     """The measure's value rules (:meth:`Measure.rules_for`), first broken one raised."""
-    for rule in entry.rules_for(form):
+    for rule in entry.rules_for(form, settings):
         values = [cols[arg] for arg in rule.args]
         with np.errstate(divide="ignore", invalid="ignore"):
             ok = np.asarray(rule.test(*values), dtype=bool)
@@ -106,6 +123,7 @@ def escalc(
     drop00: bool = False,
     labels: Sequence[str] | None = None,
     places: Places | None = None,
+    settings: Settings | None = None,
     **columns: ArrayLike | None,
 ) -> EffectSizes:
     """Compute effect sizes ``yi`` and sampling variances ``vi`` (metafor ``escalc``).
@@ -117,6 +135,7 @@ def escalc(
     finite effect or no positive variance, raises :class:`~cosmo_runner.errors.AnalysisError`
     naming the first offending study as ``places(i)`` does (i 0-based; default ``row i+1``); the
     pipeline passes :meth:`cosmo_runner.tables.Table.location` text (file line and study).
+    ``settings``: GEN's ``ci_level`` and ``input_scale`` (:class:`~cosmo_runner.meta.measures.Settings`).
     """
     entry = lookup(measure)
     given = {name: value for name, value in columns.items() if value is not None}
@@ -125,15 +144,15 @@ def escalc(
     form = entry.form(given)
     missing = [arg for arg in form if arg not in given]
     if missing:
-        alts = entry.alternatives(missing[0])
-        instead = f" (or {' or '.join(map(repr, alts))})" if alts else ""
         raise AnalysisError(
-            f"escalc: column {missing[0]!r}{instead} is required for measure {entry.name}"
+            f"escalc: column {missing[0]!r}{entry.instead(missing[0])} is required for "
+            f"measure {entry.name}"
         )
     cols = {arg: _column(arg, given[arg], n, places) for arg in form}
-    _apply_rules(entry, form, cols, places)
+    settings = settings or Settings()
+    _apply_rules(entry, form, cols, places, settings)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        effects = entry.compute(cols)
+        effects = entry.compute(cols, settings)
     yi, vi = effects.yi, effects.vi
     bad_yi, bad_vi = bad_effects(effects)
     _require(~bad_yi, f"the {entry.name} effect size is not finite", places)
@@ -167,4 +186,20 @@ def escalc(
         dropped=dropped,
         dropped_labels=tuple(all_labels[i] for i in dropped),
         added_half=added,
+        sizes={key: np.ascontiguousarray(v[keep]) for key, v in entry.sizes(cols).items()},
+        warnings=_notes(effects, keep, places),
     )
+
+
+#: Notes kept per kind (the rest counted in one more line), as the validators cap findings.
+NOTES_CAP = 100
+
+
+def _notes(effects: Effects, keep: NDArray[np.bool_], places: Places | None) -> tuple[str, ...]:
+    out: list[str] = []
+    for note in effects.notes:
+        rows = np.flatnonzero(note.rows & keep)
+        out += [f"{_row(i, places)}: {note.message(i)}" for i in rows[:NOTES_CAP].tolist()]
+        if rows.size > NOTES_CAP:
+            out.append(f"{rows.size - NOTES_CAP} more studies with the same note ({note.code})")
+    return tuple(out)

@@ -34,13 +34,14 @@ fixture in ``scripts/metafor/make_fixtures.R`` and a line in docs/meta.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import gammaln
+from scipy.special import expit, gammaln
 
 from cosmo_runner.errors import UnknownMeasureError
 
@@ -75,13 +76,14 @@ class Rule:
     be > 0"); a rule of several is about a row (``problem`` is the whole sentence). Rules
     apply only when every one of their ``args`` is in the form in use, in table order, and a
     cell or row that broke one rule is not checked by the later ones (one finding each).
-    ``code`` is the validator's finding code.
+    ``code`` is the validator's finding code; ``when`` limits the rule to some settings.
     """
 
     args: tuple[str, ...]
     test: Callable[..., BoolArray]
     problem: str
     code: str
+    when: Callable[[Settings], bool] | None = None
 
 
 def _cell(arg: str, test: Callable[[FloatArray], BoolArray], problem: str, code: str) -> Rule:
@@ -137,19 +139,66 @@ def _correlation(arg: str) -> tuple[Rule, ...]:
 
 @dataclass(frozen=True)
 class Transform:
-    """A back-transformation of pooled results, as metafor's ``transf.*`` function ``name``."""
+    """A back-transformation of pooled results, as metafor's ``transf.*`` function ``name``.
+
+    ``needs`` names the study column whose harmonic mean the function takes as its second
+    argument (``ni`` for ``ipft.hm``, ``ti`` for ``iirft``); ``None`` for the others.
+    """
 
     name: str
-    func: Callable[[Any], Any]  # numpy ufunc-like: arrays and scalars
+    func: Callable[[FloatArray, float], FloatArray]
     reference: str
+    needs: str | None = None
+
+    def apply(self, x: FloatArray, targ: float = math.nan) -> FloatArray:
+        """``x`` back-transformed (``targ``: the harmonic mean of the ``needs`` column)."""
+        with np.errstate(all="ignore"):
+            return self.func(np.asarray(x, dtype=np.float64), targ)
 
 
-#: The back-transformations by name (metafor 3.8 ``transf.*``).
+def _iarcsin(x: FloatArray, _: float) -> FloatArray:
+    out: FloatArray = np.where(x < 0, 0.0, np.where(x > math.pi / 2, 1.0, np.sin(x) ** 2))
+    return out
+
+
+def _pft(p: float, n: float) -> float:
+    """metafor's ``transf.pft``: the double arcsine of proportion ``p`` out of ``n``."""
+    x = p * n
+    return 0.5 * (math.asin(math.sqrt(x / (n + 1))) + math.asin(math.sqrt((x + 1) / (n + 1))))
+
+
+def _ipft(x: FloatArray, n: float) -> FloatArray:
+    """metafor's ``transf.ipft.hm`` with ``n`` the harmonic mean of ni (Miller 1978)."""
+    s2 = np.sin(2 * x)
+    z = 0.5 * (1 - np.sign(np.cos(2 * x)) * np.sqrt(1 - (s2 + (s2 - 1 / s2) / n) ** 2))
+    out: FloatArray = np.where(x > _pft(1.0, n), 1.0, np.where(x < _pft(0.0, n), 0.0, z))
+    return out
+
+
+def _isqrt(x: FloatArray, _: float) -> FloatArray:
+    out: FloatArray = np.where(x < 0, 0.0, x * x)
+    return out
+
+
+def _iirft(x: FloatArray, t: float) -> FloatArray:
+    """metafor's ``transf.iirft`` with ``t`` the harmonic mean of ti."""
+    z = (1 / t - 8 * x**2 + 16 * t * x**4) / (16 * x**2 * t)
+    z = np.where(x < 0.5 * math.sqrt(1 / t), 0.0, z)  # below transf.irft(0, t)
+    out: FloatArray = np.where(z <= np.finfo(np.float64).eps, 0.0, z)
+    return out
+
+
+#: The back-transformations by name (metafor 3.8 ``transf.*``), the run spec's ``transf``.
 TRANSFORMS: dict[str, Transform] = {
     t.name: t
     for t in (
-        Transform("exp", np.exp, "exp(x)"),
-        Transform("ztor", np.tanh, "metafor transf.ztor: tanh(z), Fisher's z back to r"),
+        Transform("exp", lambda x, _: np.exp(x), "exp(x): log ratios back to ratios"),
+        Transform("ztor", lambda x, _: np.tanh(x), "transf.ztor: tanh(z), Fisher's z to r"),
+        Transform("ilogit", lambda x, _: expit(x), "transf.ilogit: 1/(1 + exp(-x))"),
+        Transform("iarcsin", _iarcsin, "transf.iarcsin: sin(x)^2, clamped to [0, 1]"),
+        Transform("ipft.hm", _ipft, "transf.ipft.hm: Miller (1978), harmonic mean of ni", "ni"),
+        Transform("isqrt", _isqrt, "transf.isqrt: x^2 (0 below 0)"),
+        Transform("iirft", _iirft, "transf.iirft: inverse Freeman-Tukey rate, mean ti", "ti"),
     )
 }
 
@@ -158,17 +207,51 @@ TRANSFORMS: dict[str, Transform] = {
 
 
 @dataclass(frozen=True)
+class Settings:
+    """How a measure reads its columns: GEN's ``ci_level`` (the level of given CIs, percent)
+    and ``input_scale`` (``"log"``: yi and the CI are ratios, and their logs are analysed)."""
+
+    ci_level: float = 95.0
+    input_scale: str = "linear"
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, object]) -> Settings:
+        """The settings of a validator or analysis entry of a run spec (schema-checked)."""
+        level = spec.get("ci_level", 95.0)
+        return cls(float(level) if isinstance(level, int | float) else 95.0,
+                   str(spec.get("input_scale", "linear")))  # fmt: skip
+
+
+#: A given CI whose halves (on the analysis scale) differ by more than this share of the
+#: larger one gets a warning naming the study: the CI was not symmetric there, so the input
+#: scale may be wrong (a ratio's CI given on the linear scale) or the numbers rounded hard.
+ASYMMETRY = 0.10
+
+
+@dataclass(frozen=True)
+class Note:
+    """A warning about the rows in ``rows``; ``message(i)`` says it for row ``i``."""
+
+    code: str
+    rows: BoolArray
+    message: Callable[[int], str]
+
+
+@dataclass(frozen=True)
 class Effects:
     """What a measure's computation returns for all input rows.
 
     ``added`` marks the rows whose counts got the zero-cell correction, ``double_zero`` the
-    rows ``drop00=True`` removes (``None`` where the measure has neither).
+    rows ``drop00=True`` removes (``None`` where the measure has neither); ``notes`` are
+    warnings about some rows (a CI whose halves differ), which the validator and the
+    analysis report by place.
     """
 
     yi: FloatArray
     vi: FloatArray
     added: BoolArray | None = None
     double_zero: BoolArray | None = None
+    notes: tuple[Note, ...] = ()
 
 
 def _two_by_two(c: Columns) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
@@ -188,7 +271,7 @@ def _cells(c: Columns) -> tuple[tuple[FloatArray, ...], BoolArray, BoolArray]:
     return (ai + add, bi + add, ci + add, di + add), added, double_zero
 
 
-def _rr(c: Columns) -> Effects:
+def _rr(c: Columns, _: Settings) -> Effects:
     (ai, bi, ci, di), added, dz = _cells(c)
     n1i, n2i = ai + bi, ci + di
     yi = np.log(ai / n1i) - np.log(ci / n2i)
@@ -196,14 +279,14 @@ def _rr(c: Columns) -> Effects:
     return Effects(yi, vi, added, dz)
 
 
-def _or(c: Columns) -> Effects:
+def _or(c: Columns, _: Settings) -> Effects:
     (ai, bi, ci, di), added, dz = _cells(c)
     yi = np.log(ai / bi) - np.log(ci / di)
     vi = 1.0 / ai + 1.0 / bi + 1.0 / ci + 1.0 / di
     return Effects(yi, vi, added, dz)
 
 
-def _rd(c: Columns) -> Effects:
+def _rd(c: Columns, _: Settings) -> Effects:
     (ai, bi, ci, di), added, dz = _cells(c)
     n1i, n2i = ai + bi, ci + di
     p1i, p2i = ai / n1i, ci / n2i
@@ -212,7 +295,7 @@ def _rd(c: Columns) -> Effects:
     return Effects(yi, vi, added, dz)
 
 
-def _md(c: Columns) -> Effects:
+def _md(c: Columns, _: Settings) -> Effects:
     yi = c["m1i"] - c["m2i"]
     vi = c["sd1i"] ** 2 / c["n1i"] + c["sd2i"] ** 2 / c["n2i"]
     return Effects(yi, vi)
@@ -226,7 +309,7 @@ def _cmi(mi: FloatArray) -> FloatArray:
     return out
 
 
-def _smd(c: Columns) -> Effects:
+def _smd(c: Columns, _: Settings) -> Effects:
     n1i, n2i = c["n1i"], c["n2i"]
     mi = n1i + n2i - 2.0
     sdpi = np.sqrt(((n1i - 1.0) * c["sd1i"] ** 2 + (n2i - 1.0) * c["sd2i"] ** 2) / mi)
@@ -235,20 +318,54 @@ def _smd(c: Columns) -> Effects:
     return Effects(yi, vi)
 
 
-def _rom(c: Columns) -> Effects:
+def _rom(c: Columns, _: Settings) -> Effects:
     m1i, m2i = c["m1i"], c["m2i"]
     yi = np.log(m1i / m2i)
     vi = c["sd1i"] ** 2 / (c["n1i"] * m1i**2) + c["sd2i"] ** 2 / (c["n2i"] * m2i**2)
     return Effects(yi, vi)
 
 
-def _zcor(c: Columns) -> Effects:
+def _zcor(c: Columns, _: Settings) -> Effects:
     return Effects(np.arctanh(c["ri"]), 1.0 / (c["ni"] - 3.0))
 
 
-def _gen(c: Columns) -> Effects:
-    vi = c["vi"] if "vi" in c else c["sei"] ** 2
-    return Effects(c["yi"], vi)
+def _gen(c: Columns, s: Settings) -> Effects:
+    """Given effects: vi, or sei^2, or a CI: sei = (upper - lower)/(2 z) on the analysis
+    scale (the logs with ``input_scale: "log"``), z the normal quantile of ``ci_level``."""
+    yi = np.log(c["yi"]) if s.input_scale == "log" else c["yi"]
+    if "vi" in c:
+        return Effects(yi, c["vi"])
+    if "sei" in c:
+        return Effects(yi, c["sei"] ** 2)
+    lower, upper = c["lower"], c["upper"]
+    if s.input_scale == "log":
+        lower, upper = np.log(lower), np.log(upper)
+    z = NormalDist().inv_cdf(0.5 + s.ci_level / 200.0)
+    sei = (upper - lower) / (2.0 * z)
+    low, high = yi - lower, upper - yi
+    skew = np.abs(high - low) > ASYMMETRY * np.maximum(low, high)
+    note = Note(
+        "asymmetric-ci",
+        skew,
+        lambda i: (
+            f"the {s.ci_level:g}% CI is asymmetric on the analysis scale (yi - lower "
+            f"{low[i]:.4g}, upper - yi {high[i]:.4g}, more than {ASYMMETRY:.0%} apart); "
+            "sei is taken from its full width"
+        ),
+    )
+    return Effects(yi, sei**2, notes=(note,))
+
+
+def _sizes(c: Columns) -> dict[str, FloatArray]:
+    """The sample sizes and person-times a back-transform may need (``ni``, ``ti``)."""
+    out: dict[str, FloatArray] = {}
+    if "ni" in c:
+        out["ni"] = c["ni"]
+    elif "xi" in c and "mi" in c:
+        out["ni"] = c["xi"] + c["mi"]
+    if "ti" in c:
+        out["ti"] = c["ti"]
+    return out
 
 
 # --------------------------------------------------------------------------- the table
@@ -294,7 +411,7 @@ class Measure:
     name: str
     description: str
     forms: tuple[tuple[str, ...], ...]
-    compute: Callable[[Columns], Effects]
+    compute: Callable[[Columns, Settings], Effects]
     label: str
     axis: str
     back: str | None = None
@@ -312,21 +429,43 @@ class Measure:
                 return form
         return self.forms[0]
 
-    def alternatives(self, arg: str) -> tuple[str, ...]:
-        """What may stand in for ``arg`` (the other forms' arguments at its place)."""
-        out: list[str] = []
-        for form in self.forms:
-            for other in self.forms:
-                if arg in form and len(other) == len(form):
-                    alt = other[form.index(arg)]
-                    if alt != arg and alt not in out:
-                        out.append(alt)
+    def alternatives(self, arg: str) -> tuple[tuple[str, ...], ...]:
+        """What may stand in for ``arg``: the argument at its place in another form of the same
+        length (n1i for bi), or the arguments a longer or shorter form has instead (lower and
+        upper for vi)."""
+        out: list[tuple[str, ...]] = []
+        for form in (f for f in self.forms if arg in f):
+            for other in (f for f in self.forms if arg not in f):
+                if len(other) == len(form):
+                    alt: tuple[str, ...] = (other[form.index(arg)],)
+                else:
+                    alt = tuple(a for a in other if a not in form)
+                if alt not in out:
+                    out.append(alt)
         return tuple(out)
 
-    def rules_for(self, form: tuple[str, ...]) -> tuple[Rule, ...]:
-        """The value rules that apply to ``form``, in the order they are checked."""
+    def instead(self, arg: str) -> str:
+        """``" (or 'sei', or 'lower' and 'upper')"`` for messages; ``""`` without any."""
+        alts = self.alternatives(arg)
+        if not alts:
+            return ""
+        return " (or " + ", or ".join(" and ".join(map(repr, alt)) for alt in alts) + ")"
+
+    def sizes(self, cols: Columns) -> dict[str, FloatArray]:
+        """The study sizes a back-transform may need: ``ni`` (or xi + mi) and ``ti``."""
+        return _sizes(cols)
+
+    def rules_for(
+        self, form: tuple[str, ...], settings: Settings | None = None
+    ) -> tuple[Rule, ...]:
+        """The value rules that apply to ``form`` (and ``settings``), in checking order."""
+        s = settings or Settings()
         cells = tuple(rule for arg in form for rule in _ARG_RULES.get(arg, ()))
-        own = tuple(rule for rule in self.rules if all(a in form for a in rule.args))
+        own = tuple(
+            rule
+            for rule in self.rules
+            if all(a in form for a in rule.args) and (rule.when is None or rule.when(s))
+        )
         single = tuple(rule for rule in own if len(rule.args) == 1)
         return cells + single + tuple(rule for rule in own if len(rule.args) > 1)
 
@@ -448,11 +587,34 @@ _ENTRIES = (
     Measure(
         "GEN",
         "effects given directly",
-        (("yi", "vi"), ("yi", "sei")),
+        (("yi", "vi"), ("yi", "sei"), ("yi", "lower", "upper")),
         _gen,
         "Observed Outcome",
         "linear",
-        reference="yi with vi, or vi = sei^2 (escalc with yi and vi/sei)",
+        rules=(
+            *(
+                Rule(
+                    (arg,),
+                    lambda x: x > 0,
+                    'must be > 0 with "input_scale": "log" (a ratio)',
+                    "not-positive-ratio",
+                    when=lambda s: s.input_scale == "log",
+                )
+                for arg in ("yi", "lower", "upper")
+            ),
+            Rule(("lower", "upper"), lambda lo, up: lo < up, "lower must be < upper", "ci-order"),
+            Rule(
+                ("yi", "lower", "upper"),
+                lambda y, lo, up: (lo <= y) & (y <= up),
+                "yi must lie within [lower, upper]",
+                "ci-outside",
+            ),
+        ),
+        reference=(
+            "yi with vi, or vi = sei^2 (escalc with yi and vi/sei); or a CI: sei = (upper - "
+            "lower)/(2 z), z = qnorm(1/2 + ci_level/200), on the log scale with input_scale log "
+            "(Cochrane Handbook 6.3.2: obtaining standard errors from confidence intervals)"
+        ),
     ),
 )
 

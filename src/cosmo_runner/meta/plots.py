@@ -178,7 +178,7 @@ class _Scale:
     def back(self, x: float) -> float:
         if self.transform is None:
             return x
-        return float(self.transform.func(np.float64(x)))
+        return float(self.transform.apply(np.array([x]))[0])
 
 
 def _scale(result: Mapping[str, Any]) -> _Scale:

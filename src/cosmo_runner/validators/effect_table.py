@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cosmo_runner.meta.measures import Measure, Rule, bad_effects, lookup
+from cosmo_runner.meta.measures import Measure, Note, Rule, Settings, bad_effects, lookup
 from cosmo_runner.tables import Table
 from cosmo_runner.validators import FINDINGS_CAP, Finding, ValidatorContext, ValidatorOutcome
 
@@ -129,8 +129,11 @@ def _value_checks(
     entry: Measure,
     needed: Sequence[tuple[str, str]],
     valid: Mapping[str, BoolArray],
+    *,
+    settings: Settings,
 ) -> None:
-    """The measure's value rules, then its computed effects, on the parsed finite cells.
+    """The measure's value rules, then its computed effects (and their notes, as warnings),
+    on the parsed finite cells.
 
     ``valid[arg]``: the cells of ``arg`` that parsed and are finite. A cell (or row) that
     broke a rule is not checked by the later ones, so each problem is one finding.
@@ -140,14 +143,19 @@ def _value_checks(
     values = {arg: table.numbers(col).values for arg, col in needed}
     ok = {arg: valid[arg].copy() for arg in form}
     with np.errstate(all="ignore"):
-        for rule in entry.rules_for(form):
+        for rule in entry.rules_for(form, settings):
             _check_rule(collect, table, rule, cols=cols, values=values, ok=ok)
         rows = np.logical_and.reduce([ok[arg] for arg in form])
         if not rows.any():
             return
-        effects = entry.compute({arg: values[arg][rows] for arg in form})
+        effects = entry.compute({arg: values[arg][rows] for arg in form}, settings)
     bad_yi, bad_vi = bad_effects(effects)
     where = np.flatnonzero(rows)
+    for note in effects.notes:
+        index = {int(row): j for j, row in enumerate(where.tolist())}
+        mask = np.zeros(len(table), dtype=bool)
+        mask[where[note.rows & ~bad_yi & ~bad_vi]] = True
+        collect.add(note.code, "warning", mask, None, _noted(note, index))
     for code, bad, computed, what in (
         ("effect-not-finite", bad_yi, effects.yi, "effect size"),
         ("variance-not-positive", bad_vi & ~bad_yi, effects.vi, "sampling variance"),
@@ -179,6 +187,13 @@ def _computed(
     def message(row: int) -> str:
         args = _args(form, values, row)
         return f": the {entry.name} {what} is {shown[row]:g} ({args}); it {must}"
+
+    return message
+
+
+def _noted(note: Note, index: Mapping[int, int]) -> Callable[[int], str]:
+    def message(row: int) -> str:
+        return f": {note.message(index[row])}"
 
     return message
 
@@ -222,8 +237,10 @@ def check_table(
     *,
     moderators: Sequence[str] = (),
     subgroups: Sequence[str] = (),
+    settings: Settings | None = None,
 ) -> ValidatorOutcome:
-    """All findings for ``table``; pure (the table is already parsed)."""
+    """All findings for ``table``; pure (the table is already parsed). ``settings``: GEN's
+    ``ci_level`` and ``input_scale`` (default 95 and linear)."""
     outcome = ValidatorOutcome()
     entry = lookup(measure)
     measure = entry.name
@@ -285,7 +302,7 @@ def check_table(
         )
         if arg != "moderator":
             valid[arg] = readable & finite
-    _value_checks(collect, table, entry, needed, valid)
+    _value_checks(collect, table, entry, needed, valid, settings=settings or Settings())
     for col in dict.fromkeys(subgroups):
         empty_cells(col, np.asarray(table.text(col) == "", dtype=bool), "subgroup label")
 
@@ -359,4 +376,17 @@ def validate_effect_table(context: ValidatorContext) -> ValidatorOutcome:
         str(spec.get("missing", "error")),
         moderators=list(dict.fromkeys(moderators)),
         subgroups=list(dict.fromkeys(subgroups)),
+        settings=_settings(spec, context.analyses),
     )
+
+
+def _settings(spec: Mapping[str, Any], analyses: Sequence[Mapping[str, Any]]) -> Settings:
+    """The validator's own ``ci_level``/``input_scale``, else those of the first analysis of
+    its input with the same measure that sets them (so a table of HRs is read as ratios)."""
+    own = {key: spec[key] for key in ("ci_level", "input_scale") if key in spec}
+    for analysis in analyses:
+        if str(analysis.get("measure", "")).upper() == str(spec["measure"]).upper():
+            for key in ("ci_level", "input_scale"):
+                if key in analysis:
+                    own.setdefault(key, analysis[key])
+    return Settings.from_spec(own)
