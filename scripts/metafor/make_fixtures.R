@@ -322,8 +322,48 @@ if (want("zerocells")) {
   write_fixture(fx, "zerocells.json")
 }
 
-# The measures added after the first grid get EE, DL and REML (z, knha; default and tight).
+# Measures added after the first grid: the fit does not depend on the measure (the full
+# method x test x control grid is above), so each gets EE, DL and REML (z, knha; default and
+# tight), with predict's back-transformation.
 short <- c("EE", "DL", "REML")
+
+# -------------------------------------------- dat.pritz1997: PR, PLN, PLO, PAS, PFT
+if (want("pritz1997")) {
+  pz <- dat.pritz1997
+  fx <- header("pritz1997", "dat.pritz1997: proportion of good outcomes (xi of ni); two xi = ni")
+  fx$data <- list(study = as.character(pz$authors), xi = pz$xi, ni = pz$ni)
+  fx$escalc <- list()
+  fx$cases <- list()
+  for (measure in c("PR", "PLN", "PLO", "PAS", "PFT")) {
+    es <- escalc(measure, xi = xi, ni = ni, data = pz)
+    fx$escalc[[measure]] <- es_record(es)
+    fx$cases <- c(fx$cases, all_cases("pritz1997", es$yi, es$vi, measure, methods_used = short,
+                                      ni = pz$ni))
+  }
+  write_fixture(fx, "pritz1997.json")
+}
+
+# ------------------------------------ dat.hart1999: IR, IRLN, IRS, IRFT (arm 1), IRR, IRD
+if (want("hart1999")) {
+  ht <- dat.hart1999
+  fx <- header("hart1999", "dat.hart1999: warfarin and stroke, events and person-years per arm")
+  fx$data <- list(study = as.character(ht$study), xi = ht$x1i, ti = ht$t1i, x1i = ht$x1i,
+                  t1i = ht$t1i, x2i = ht$x2i, t2i = ht$t2i)
+  fx$escalc <- list()
+  fx$cases <- list()
+  for (measure in c("IR", "IRLN", "IRS", "IRFT")) {
+    es <- escalc(measure, xi = x1i, ti = t1i, data = ht)
+    fx$escalc[[measure]] <- es_record(es)
+    fx$cases <- c(fx$cases, all_cases("hart1999", es$yi, es$vi, measure, methods_used = short,
+                                      ti = ht$t1i))
+  }
+  for (measure in c("IRR", "IRD")) {
+    es <- escalc(measure, x1i = x1i, t1i = t1i, x2i = x2i, t2i = t2i, data = ht)
+    fx$escalc[[measure]] <- es_record(es)
+    fx$cases <- c(fx$cases, all_cases("hart1999", es$yi, es$vi, measure, methods_used = short))
+  }
+  write_fixture(fx, "hart1999.json")
+}
 
 # ------------------------------------------- GEN from hazard ratios with 95% and 90% CIs
 # metafor 3.8 has no conv.wald: sei = (log(upper) - log(lower))/(2 qnorm(1/2 + level/200)),
@@ -357,6 +397,38 @@ if (want("hrci")) {
     }
     write_fixture(fx, paste0(name, ".json"))
   }
+}
+
+# ------------------------------------------ proportions with xi = 0 and xi = ni (escalc)
+if (want("zeroprops")) {
+  zp <- data.frame(xi = c(0, 3, 10, 5, 0), ni = c(20, 15, 10, 12, 8))
+  fx <- header("zeroprops", "proportions with xi = 0 and xi = ni (add 1/2 for PR, PLN, PLO)")
+  fx$data <- list(study = paste("Study", 1:5), xi = zp$xi, ni = zp$ni)
+  fx$escalc <- list()
+  for (measure in c("PR", "PLN", "PLO", "PAS", "PFT")) {
+    fx$escalc[[measure]] <- es_record(escalc(measure, xi = xi, ni = ni, data = zp))
+  }
+  fx$cases <- list()
+  write_fixture(fx, "zeroprops.json")
+}
+
+# ---------------------------------------------------- rates with zero events (escalc)
+if (want("zerorates")) {
+  zr <- data.frame(x1i = c(0, 3, 0, 5, 2), t1i = c(120, 200, 90, 150, 60),
+                   x2i = c(2, 0, 0, 4, 1), t2i = c(110, 210, 100, 140, 75))
+  fx <- header("zerorates", "rates with zero events; IRR/IRD with a double zero (drop00)")
+  fx$data <- list(study = paste("Study", 1:5), xi = zr$x1i, ti = zr$t1i, x1i = zr$x1i,
+                  t1i = zr$t1i, x2i = zr$x2i, t2i = zr$t2i)
+  fx$escalc <- list()
+  for (measure in c("IR", "IRLN", "IRS", "IRFT")) {
+    fx$escalc[[measure]] <- es_record(escalc(measure, xi = x1i, ti = t1i, data = zr))
+  }
+  for (measure in c("IRR", "IRD")) for (drop00 in c(FALSE, TRUE)) {
+    es <- escalc(measure, x1i = x1i, t1i = t1i, x2i = x2i, t2i = t2i, data = zr, drop00 = drop00)
+    fx$escalc[[paste0(measure, if (drop00) "-drop00" else "")]] <- es_record(es)
+  }
+  fx$cases <- list()
+  write_fixture(fx, "zerorates.json")
 }
 
 cat("fixtures written to", outdir, "\n")

@@ -29,12 +29,21 @@ VALID: dict[str, dict[str, list[float]]] = {
         "m2i": [9.0, 11.0, 9.0], "sd2i": [2.5, 2.0, 1.0], "n2i": [22, 28, 24],
     },
     "ZCOR": {"ri": [0.3, -0.1, 0.5], "ni": [50, 40, 60]},
+    "PR": {"xi": [4, 0, 12], "ni": [20, 15, 12]},
+    "IR": {"xi": [4, 0, 12], "ti": [120.5, 80.0, 300.0]},
+    "IRR": {"x1i": [4, 0, 12], "t1i": [120.5, 80.0, 300.0], "x2i": [6, 3, 0],
+            "t2i": [110.0, 90.0, 280.0]},
     "GEN": {"yi": [0.1, 0.4, -0.2], "vi": [0.04, 0.02, 0.05]},
 }  # fmt: skip
 for _name in ("OR", "RD"):
     VALID[_name] = VALID["RR"]
 for _name in ("SMD", "ROM"):
     VALID[_name] = VALID["MD"]
+for _name in ("PLN", "PLO", "PAS", "PFT"):
+    VALID[_name] = VALID["PR"]
+for _name in ("IRLN", "IRS", "IRFT"):
+    VALID[_name] = VALID["IR"]
+VALID["IRD"] = VALID["IRR"]
 # GEN with a CI: "GEN+ci" on the analysis scale, "GEN+log" hazard ratios (input_scale log)
 VALID["GEN+ci"] = {"yi": [-0.2, 0.1, 0.3], "lower": [-0.5, -0.1, 0.0], "upper": [0.1, 0.3, 0.6]}
 VALID["GEN+log"] = {"yi": [0.8, 1.1, 0.6], "lower": [0.6, 0.9, 0.4], "upper": [1.07, 1.34, 0.9]}
@@ -58,6 +67,15 @@ BROKEN: list[tuple[str, dict[str, list[float]], str]] = [
     ("ZCOR", {"ni": [50, -4, 60]}, "not-positive-count"),
     ("GEN", {"vi": [0.04, 0.0, 0.05]}, "not-positive"),
     ("GEN", {"vi": [], "sei": [0.2, -0.1, 0.3]}, "not-positive"),
+    ("PR", {"xi": [4, 16, 12]}, "events-exceed-size"),
+    ("PLO", {"xi": [4, -1, 12]}, "negative-count"),
+    ("PAS", {"ni": [], "mi": [16, 0.5, 0]}, "not-a-count"),
+    ("PFT", {"ni": [], "mi": [16, -2, 0]}, "negative-count"),
+    ("PLN", {"xi": [4, 0, 12], "ni": [], "mi": [16, 0, 0]}, "empty-arm"),
+    ("IRLN", {"ti": [120.5, 0.0, 300.0]}, "not-positive"),
+    ("IRS", {"xi": [4, 1.5, 12]}, "not-a-count"),
+    ("IRD", {"t2i": [110.0, -90.0, 280.0]}, "not-positive"),
+    ("IRR", {"x2i": [6, -3, 0]}, "negative-count"),
     ("GEN+log", {"lower": [0.6, -0.9, 0.4]}, "not-positive-ratio"),
     ("GEN+log", {"yi": [0.8, 0.0, 0.6]}, "not-positive-ratio"),
     ("GEN+ci", {"lower": [-0.5, 0.3, 0.0]}, "ci-order"),
@@ -255,6 +273,34 @@ def _table(fx: dict[str, Any], *args: str) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.parametrize(
+    ("measure", "transf"), [("PFT", "ipft.hm"), ("PLO", "ilogit"), ("PAS", "iarcsin")]
+)
+def test_proportions_back_transform_by_default_as_metafor(measure: str, transf: str) -> None:
+    """pritz1997, REML, z: the natural back-transform; PFT with the harmonic mean of ni."""
+    fx, case = _fixture_case("pritz1997.json", f"pritz1997-{measure}-REML-z")
+    assert MEASURES[measure].back == transf
+    res = analyse({"id": "p", "measure": measure}, _table(fx, "xi", "ni"))
+    t, got = case["transformed"], res["transformed"]
+    np.testing.assert_allclose(
+        [got["estimate"], got["ci_lb"], got["ci_ub"], got["pi_lb"], got["pi_ub"]],
+        [t["pred"], t["ci_lb"], t["ci_ub"], t["pi_lb"], t["pi_ub"]],
+        rtol=1e-8,  # metafor's default Fisher scoring stop, reproduced: the same iterate
+    )
+    # studies 5 and 8 have xi = ni: PLO adds 1/2 there (metafor's to="only0"), PFT does not
+    assert res["added_half"] == (["Tanabe et al.", "Hadeishi et al."] if measure == "PLO" else [])
+
+
+def test_non_events_mi_stand_in_for_ni() -> None:
+    xi, ni = [4, 0, 12, 7], [20, 15, 12, 9]
+    by_n = escalc("PLO", xi=xi, ni=ni)
+    by_m = escalc("PLO", xi=xi, mi=[n - x for x, n in zip(xi, ni, strict=True)])
+    np.testing.assert_array_equal(by_n.yi, by_m.yi)
+    np.testing.assert_array_equal(by_n.vi, by_m.vi)
+    assert by_m.added_half == (1, 2)
+    np.testing.assert_array_equal(by_m.sizes["ni"], ni)
+
+
 def test_an_analysis_transf_overrides_the_natural_one() -> None:
     table = {"yi": ["-0.2", "0.1", "0.3"], "vi": ["0.04", "0.02", "0.05"]}
     plain = analyse({"id": "g", "measure": "GEN"}, table)
@@ -264,6 +310,28 @@ def test_an_analysis_transf_overrides_the_natural_one() -> None:
     assert hr["transformed"]["pi_ub"] == pytest.approx(np.exp(plain["pi_ub"]), rel=1e-15)
     with pytest.raises(AnalysisError, match=r"^analysis 'g': unknown transf 'sqrt' \(one of exp,"):
         analyse({"id": "g", "measure": "GEN", "transf": "sqrt"}, table)
+
+
+def test_a_transf_that_needs_ni_reads_it_or_says_which_column_is_missing() -> None:
+    fx, case = _fixture_case("pritz1997.json", "pritz1997-PFT-REML-z")
+    pft = escalc("PFT", xi=fx["data"]["xi"], ni=fx["data"]["ni"])
+    table = {
+        "yi": [repr(float(y)) for y in pft.yi],
+        "vi": [repr(float(v)) for v in pft.vi],
+        "n": [str(n) for n in fx["data"]["ni"]],
+    }
+    spec = {"id": "g", "measure": "GEN", "transf": "ipft.hm", "columns": {"ni": "n"}}
+    got = analyse(spec, table)["transformed"]
+    np.testing.assert_allclose(got["estimate"], case["transformed"]["pred"], rtol=1e-8)
+    with pytest.raises(AnalysisError) as info:
+        analyse({**spec, "columns": {}}, table)
+    assert info.value.message == (
+        "analysis 'g': transf 'ipft.hm' needs 'ni' (the harmonic mean of the studies' ni): "
+        "column 'ni' is not in the input"
+    )
+    bad = {**table, "n": ["0", *table["n"][1:]]}
+    with pytest.raises(AnalysisError, match=r"table line 2, column n \(ni\): must be > 0"):
+        analyse(spec, bad)
 
 
 def test_hazard_ratios_with_cis_match_metafor_and_name_the_asymmetric_one() -> None:

@@ -119,6 +119,11 @@ def _positive(arg: str) -> tuple[Rule, ...]:
     return (_cell(arg, lambda x: x > 0, "must be > 0", "not-positive"),)
 
 
+def _time(arg: str) -> tuple[Rule, ...]:
+    """A person-time: > 0 (metafor: 'person-times are <= 0')."""
+    return (_cell(arg, lambda x: x > 0, "must be > 0", "not-positive"),)
+
+
 def _sd(arg: str) -> tuple[Rule, ...]:
     """A standard deviation: >= 0 (metafor: 'standard deviations are negative')."""
     return (_cell(arg, lambda x: x >= 0, "must be >= 0", "negative-sd"),)
@@ -356,6 +361,98 @@ def _gen(c: Columns, s: Settings) -> Effects:
     return Effects(yi, sei**2, notes=(note,))
 
 
+def _events(c: Columns, add: bool) -> tuple[FloatArray, FloatArray, BoolArray | None]:
+    """Events ``xi`` and non-events ``mi`` (``ni - xi`` when ni is given); with ``add``,
+    metafor's ``add=1/2, to="only0"``: 1/2 added to both where either is 0."""
+    xi = c["xi"]
+    mi = c["mi"] if "mi" in c else c["ni"] - xi
+    if not add:
+        return xi, mi, None
+    added = (xi == 0) | (mi == 0)
+    half = np.where(added, 0.5, 0.0)
+    return xi + half, mi + half, added
+
+
+def _pr(c: Columns, _: Settings) -> Effects:
+    xi, mi, added = _events(c, add=True)
+    p = xi / (xi + mi)
+    return Effects(p, p * (1 - p) / (xi + mi), added)
+
+
+def _pln(c: Columns, _: Settings) -> Effects:
+    xi, mi, added = _events(c, add=True)
+    return Effects(np.log(xi / (xi + mi)), 1 / xi - 1 / (xi + mi), added)
+
+
+def _plo(c: Columns, _: Settings) -> Effects:
+    xi, mi, added = _events(c, add=True)
+    return Effects(np.log(xi / mi), 1 / xi + 1 / mi, added)
+
+
+def _pas(c: Columns, _: Settings) -> Effects:
+    xi, mi, _none = _events(c, add=False)
+    ni = xi + mi
+    return Effects(np.arcsin(np.sqrt(xi / ni)), 1 / (4 * ni))
+
+
+def _pft_yi(c: Columns, _: Settings) -> Effects:
+    xi, mi, _none = _events(c, add=False)
+    ni = xi + mi
+    yi = 0.5 * (np.arcsin(np.sqrt(xi / (ni + 1))) + np.arcsin(np.sqrt((xi + 1) / (ni + 1))))
+    return Effects(yi, 1 / (4 * ni + 2))
+
+
+def _rate_events(c: Columns, add: bool) -> tuple[FloatArray, BoolArray | None]:
+    xi = c["xi"]
+    if not add:
+        return xi, None
+    added = xi == 0
+    return xi + np.where(added, 0.5, 0.0), added
+
+
+def _ir(c: Columns, _: Settings) -> Effects:
+    xi, added = _rate_events(c, add=True)
+    ti = c["ti"]
+    return Effects(xi / ti, xi / ti**2, added)
+
+
+def _irln(c: Columns, _: Settings) -> Effects:
+    xi, added = _rate_events(c, add=True)
+    return Effects(np.log(xi / c["ti"]), 1 / xi, added)
+
+
+def _irs(c: Columns, _: Settings) -> Effects:
+    ti = c["ti"]
+    return Effects(np.sqrt(c["xi"] / ti), 1 / (4 * ti))
+
+
+def _irft(c: Columns, _: Settings) -> Effects:
+    ti = c["ti"]
+    iri = c["xi"] / ti
+    return Effects(0.5 * (np.sqrt(iri) + np.sqrt(iri + 1 / ti)), 1 / (4 * ti))
+
+
+def _two_rates(c: Columns) -> tuple[FloatArray, FloatArray, BoolArray, BoolArray]:
+    """x1i, x2i with 1/2 added to both where either is 0; double zeros marked (drop00)."""
+    x1i, x2i = c["x1i"], c["x2i"]
+    double_zero = (x1i == 0) & (x2i == 0)
+    added = (x1i == 0) | (x2i == 0)
+    half = np.where(added, 0.5, 0.0)
+    return x1i + half, x2i + half, added, double_zero
+
+
+def _irr(c: Columns, _: Settings) -> Effects:
+    x1i, x2i, added, dz = _two_rates(c)
+    yi = np.log(x1i / c["t1i"]) - np.log(x2i / c["t2i"])
+    return Effects(yi, 1 / x1i + 1 / x2i, added, dz)
+
+
+def _ird(c: Columns, _: Settings) -> Effects:
+    x1i, x2i, added, dz = _two_rates(c)
+    t1i, t2i = c["t1i"], c["t2i"]
+    return Effects(x1i / t1i - x2i / t2i, x1i / t1i**2 + x2i / t2i**2, added, dz)
+
+
 def _sizes(c: Columns) -> dict[str, FloatArray]:
     """The sample sizes and person-times a back-transform may need (``ni``, ``ti``)."""
     out: dict[str, FloatArray] = {}
@@ -373,9 +470,10 @@ def _sizes(c: Columns) -> dict[str, FloatArray]:
 
 #: Rules of every argument, whichever measure uses it (metafor gives an argument one meaning).
 _ARG_RULES: dict[str, tuple[Rule, ...]] = {
-    **{arg: _count(arg) for arg in ("ai", "bi", "ci", "di")},
+    **{arg: _count(arg) for arg in ("ai", "bi", "ci", "di", "xi", "x1i", "x2i")},
     **{arg: _size(arg) for arg in ("n1i", "n2i", "ni")},
     **{arg: _sd(arg) for arg in ("sd1i", "sd2i")},
+    **{arg: _time(arg) for arg in ("ti", "t1i", "t2i")},
     **{arg: _positive(arg) for arg in ("vi", "sei")},
     "ri": _correlation("ri"),
 }
@@ -402,6 +500,16 @@ _TWO_BY_TWO_RULES = (
     ),
 )
 _MEANS_FORMS = (("m1i", "sd1i", "n1i", "m2i", "sd2i", "n2i"),)
+_PROPORTION_FORMS = (("xi", "ni"), ("xi", "mi"))
+_PROPORTION_RULES = (
+    *_count("mi"),  # non-events (MN's mi is a mean: no shared rule for mi)
+    Rule(("xi", "ni"), lambda x, n: x <= n, "xi must not exceed ni (events > group size)",
+         "events-exceed-size"),
+    Rule(("xi", "mi"), lambda x, m: x + m > 0, "the group needs at least one participant",
+         "empty-arm"),
+)  # fmt: skip
+_RATE_FORMS = (("xi", "ti"),)
+_TWO_RATES_FORMS = (("x1i", "t1i", "x2i", "t2i"),)
 
 
 @dataclass(frozen=True)
@@ -568,6 +676,130 @@ _ENTRIES = (
             "Hedges, Gurevitch & Curtis (1999): yi = log(m1i/m2i), "
             "vi = sd1i^2/(n1i m1i^2) + sd2i^2/(n2i m2i^2) (escalc 'ROM', vtype 'LS')"
         ),
+    ),
+    Measure(
+        "PR",
+        "raw proportion",
+        _PROPORTION_FORMS,
+        _pr,
+        "Proportion",
+        "linear",
+        rules=_PROPORTION_RULES,
+        reference=(
+            "yi = xi/ni, vi = yi(1 - yi)/ni, 1/2 added to xi and mi where either is 0 "
+            "(escalc 'PR', add=1/2, to='only0')"
+        ),
+    ),
+    Measure(
+        "PLN",
+        "log proportion",
+        _PROPORTION_FORMS,
+        _pln,
+        "Proportion",
+        "ratio",
+        back="exp",
+        rules=_PROPORTION_RULES,
+        reference="yi = log(xi/ni), vi = 1/xi - 1/ni, zeros as PR (escalc 'PLN')",
+    ),
+    Measure(
+        "PLO",
+        "logit proportion",
+        _PROPORTION_FORMS,
+        _plo,
+        "Log Odds",
+        "linear",
+        back="ilogit",
+        rules=_PROPORTION_RULES,
+        reference="yi = log(xi/mi), vi = 1/xi + 1/mi, zeros as PR (escalc 'PLO')",
+    ),
+    Measure(
+        "PAS",
+        "arcsine square root transformed proportion",
+        _PROPORTION_FORMS,
+        _pas,
+        "Arcsine Transformed Proportion",
+        "linear",
+        back="iarcsin",
+        rules=_PROPORTION_RULES,
+        reference="yi = asin(sqrt(xi/ni)), vi = 1/(4 ni), no zero correction (escalc 'PAS')",
+    ),
+    Measure(
+        "PFT",
+        "Freeman-Tukey double arcsine transformed proportion",
+        _PROPORTION_FORMS,
+        _pft_yi,
+        "Double Arcsine Transformed Proportion",
+        "linear",
+        back="ipft.hm",
+        rules=_PROPORTION_RULES,
+        reference=(
+            "Freeman & Tukey (1950): yi = (asin(sqrt(xi/(ni+1))) + asin(sqrt((xi+1)/(ni+1))))/2, "
+            "vi = 1/(4 ni + 2), no zero correction (escalc 'PFT')"
+        ),
+    ),
+    Measure(
+        "IR",
+        "raw incidence rate",
+        _RATE_FORMS,
+        _ir,
+        "Incidence Rate",
+        "linear",
+        reference="yi = xi/ti, vi = xi/ti^2, 1/2 added to xi = 0 (escalc 'IR')",
+    ),
+    Measure(
+        "IRLN",
+        "log incidence rate",
+        _RATE_FORMS,
+        _irln,
+        "Incidence Rate",
+        "ratio",
+        back="exp",
+        reference="yi = log(xi/ti), vi = 1/xi, zeros as IR (escalc 'IRLN')",
+    ),
+    Measure(
+        "IRS",
+        "square root transformed incidence rate",
+        _RATE_FORMS,
+        _irs,
+        "Square Root Incidence Rate",
+        "linear",
+        back="isqrt",
+        reference="yi = sqrt(xi/ti), vi = 1/(4 ti), no zero correction (escalc 'IRS')",
+    ),
+    Measure(
+        "IRFT",
+        "Freeman-Tukey transformed incidence rate",
+        _RATE_FORMS,
+        _irft,
+        "Freeman-Tukey Transformed Incidence Rate",
+        "linear",
+        back="iirft",
+        reference=(
+            "yi = (sqrt(xi/ti) + sqrt(xi/ti + 1/ti))/2, vi = 1/(4 ti), no zero correction "
+            "(escalc 'IRFT')"
+        ),
+    ),
+    Measure(
+        "IRR",
+        "log incidence rate ratio",
+        _TWO_RATES_FORMS,
+        _irr,
+        "Incidence Rate Ratio",
+        "ratio",
+        back="exp",
+        reference=(
+            "yi = log(x1i/t1i) - log(x2i/t2i), vi = 1/x1i + 1/x2i, 1/2 added to both counts "
+            "where either is 0 (escalc 'IRR')"
+        ),
+    ),
+    Measure(
+        "IRD",
+        "incidence rate difference",
+        _TWO_RATES_FORMS,
+        _ird,
+        "Incidence Rate Difference",
+        "linear",
+        reference="yi = x1i/t1i - x2i/t2i, vi = x1i/t1i^2 + x2i/t2i^2, zeros as IRR (escalc 'IRD')",
     ),
     Measure(
         "ZCOR",
