@@ -365,6 +365,55 @@ if (want("hart1999")) {
   write_fixture(fx, "hart1999.json")
 }
 
+# ----------------------------------------------- dat.normand1999: SMDH; MN, MNLN (arm 1)
+if (want("normand1999-more")) {
+  nd <- dat.normand1999
+  fx <- header("normand1999-more", "dat.normand1999: SMDH, and the first arm's means (MN, MNLN)")
+  fx$data <- list(study = as.character(nd$source), m1i = nd$m1i, sd1i = nd$sd1i, n1i = nd$n1i,
+                  m2i = nd$m2i, sd2i = nd$sd2i, n2i = nd$n2i, mi = nd$m1i, sdi = nd$sd1i,
+                  ni = nd$n1i)
+  fx$escalc <- list()
+  fx$cases <- list()
+  es <- escalc("SMDH", m1i = m1i, sd1i = sd1i, n1i = n1i, m2i = m2i, sd2i = sd2i, n2i = n2i,
+               data = nd)
+  fx$escalc[["SMDH"]] <- es_record(es)
+  fx$cases <- c(fx$cases, all_cases("normand1999", es$yi, es$vi, "SMDH", methods_used = short))
+  for (measure in c("MN", "MNLN")) {
+    es <- escalc(measure, mi = m1i, sdi = sd1i, ni = n1i, data = nd)
+    fx$escalc[[measure]] <- es_record(es)
+    fx$cases <- c(fx$cases, all_cases("normand1999", es$yi, es$vi, measure, methods_used = short))
+  }
+  write_fixture(fx, "normand1999-more.json")
+}
+
+# ------------------------------------------------------- dat.molloy2014: COR, UCOR
+if (want("molloy2014-cor")) {
+  ml <- dat.molloy2014
+  fx <- header("molloy2014-cor", "dat.molloy2014: raw (COR) and unbiased (UCOR) correlations")
+  fx$data <- list(study = paste(ml$authors, ml$year), ri = ml$ri, ni = ml$ni)
+  fx$escalc <- list()
+  fx$cases <- list()
+  es <- escalc("COR", ri = ri, ni = ni, data = ml)
+  fx$escalc[["COR"]] <- es_record(es)
+  fx$cases <- c(fx$cases, all_cases("molloy2014", es$yi, es$vi, "COR", methods_used = short))
+  # escalc("UCOR") needs the gsl package (hyperg_2F1), which Debian's r-cran-metafor does not
+  # pull in: the same formula as metafor's (yi = ri 2F1(1/2, 1/2; (ni-2)/2; 1-ri^2), vtype
+  # "LS" vi = (1 - yi^2)^2/(ni - 1)) with 2F1 summed as its power series to full precision.
+  f21 <- function(a, b, c, x) {
+    term <- 1; total <- 1; k <- 0
+    while (abs(term) > 1e-18 * abs(total)) {
+      term <- term * (a + k) * (b + k) / ((c + k) * (k + 1)) * x
+      total <- total + term; k <- k + 1
+    }
+    total
+  }
+  yi <- ml$ri * mapply(f21, 1 / 2, 1 / 2, (ml$ni - 2) / 2, 1 - ml$ri^2)
+  vi <- (1 - yi^2)^2 / (ml$ni - 1)
+  fx$escalc[["UCOR"]] <- list(yi = yi, vi = vi, note = "2F1 by its power series (no gsl)")
+  fx$cases <- c(fx$cases, all_cases("molloy2014", yi, vi, "UCOR", methods_used = short))
+  write_fixture(fx, "molloy2014-cor.json")
+}
+
 # ------------------------------------------- GEN from hazard ratios with 95% and 90% CIs
 # metafor 3.8 has no conv.wald: sei = (log(upper) - log(lower))/(2 qnorm(1/2 + level/200)),
 # the Cochrane Handbook's rule, fitted with rma and back-transformed with predict(transf=exp).

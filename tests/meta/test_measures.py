@@ -33,17 +33,20 @@ VALID: dict[str, dict[str, list[float]]] = {
     "IR": {"xi": [4, 0, 12], "ti": [120.5, 80.0, 300.0]},
     "IRR": {"x1i": [4, 0, 12], "t1i": [120.5, 80.0, 300.0], "x2i": [6, 3, 0],
             "t2i": [110.0, 90.0, 280.0]},
+    "MN": {"mi": [-1.5, 0.2, 3.0], "sdi": [1.0, 0.5, 2.0], "ni": [10, 12, 8]},
     "GEN": {"yi": [0.1, 0.4, -0.2], "vi": [0.04, 0.02, 0.05]},
 }  # fmt: skip
 for _name in ("OR", "RD"):
     VALID[_name] = VALID["RR"]
-for _name in ("SMD", "ROM"):
+for _name in ("SMD", "ROM", "SMDH"):
     VALID[_name] = VALID["MD"]
 for _name in ("PLN", "PLO", "PAS", "PFT"):
     VALID[_name] = VALID["PR"]
 for _name in ("IRLN", "IRS", "IRFT"):
     VALID[_name] = VALID["IR"]
 VALID["IRD"] = VALID["IRR"]
+VALID["MNLN"] = {**VALID["MN"], "mi": [1.5, 0.2, 3.0], "sdi": [1.0, 0.5, 2.0]}
+VALID["COR"] = VALID["UCOR"] = VALID["ZCOR"]
 # GEN with a CI: "GEN+ci" on the analysis scale, "GEN+log" hazard ratios (input_scale log)
 VALID["GEN+ci"] = {"yi": [-0.2, 0.1, 0.3], "lower": [-0.5, -0.1, 0.0], "upper": [0.1, 0.3, 0.6]}
 VALID["GEN+log"] = {"yi": [0.8, 1.1, 0.6], "lower": [0.6, 0.9, 0.4], "upper": [1.07, 1.34, 0.9]}
@@ -67,6 +70,8 @@ BROKEN: list[tuple[str, dict[str, list[float]], str]] = [
     ("ZCOR", {"ni": [50, -4, 60]}, "not-positive-count"),
     ("GEN", {"vi": [0.04, 0.0, 0.05]}, "not-positive"),
     ("GEN", {"vi": [], "sei": [0.2, -0.1, 0.3]}, "not-positive"),
+    ("SMDH", {"n1i": [20, 1, 25]}, "smdh-n"),
+    ("SMDH", {"sd1i": [2.0, 0.0, 1.5], "sd2i": [2.5, 0.0, 1.0]}, "smdh-sd"),
     ("PR", {"xi": [4, 16, 12]}, "events-exceed-size"),
     ("PLO", {"xi": [4, -1, 12]}, "negative-count"),
     ("PAS", {"ni": [], "mi": [16, 0.5, 0]}, "not-a-count"),
@@ -76,6 +81,12 @@ BROKEN: list[tuple[str, dict[str, list[float]], str]] = [
     ("IRS", {"xi": [4, 1.5, 12]}, "not-a-count"),
     ("IRD", {"t2i": [110.0, -90.0, 280.0]}, "not-positive"),
     ("IRR", {"x2i": [6, -3, 0]}, "negative-count"),
+    ("MN", {"sdi": [1.0, -0.5, 2.0]}, "negative-sd"),
+    ("MN", {"ni": [10, 0, 8]}, "not-positive-count"),
+    ("MNLN", {"mi": [1.5, 0.0, 3.0]}, "mnln-mean"),
+    ("COR", {"ni": [50, 1, 60]}, "cor-n"),
+    ("UCOR", {"ni": [50, 4, 60]}, "ucor-n"),
+    ("MN", {"sdi": [1.0, 0.0, 2.0]}, "variance-not-positive"),
     ("GEN+log", {"lower": [0.6, -0.9, 0.4]}, "not-positive-ratio"),
     ("GEN+log", {"yi": [0.8, 0.0, 0.6]}, "not-positive-ratio"),
     ("GEN+ci", {"lower": [-0.5, 0.3, 0.0]}, "ci-order"),

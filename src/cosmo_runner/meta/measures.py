@@ -41,7 +41,7 @@ from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import expit, gammaln
+from scipy.special import expit, gammaln, hyp2f1
 
 from cosmo_runner.errors import UnknownMeasureError
 
@@ -453,6 +453,59 @@ def _ird(c: Columns, _: Settings) -> Effects:
     return Effects(x1i / t1i - x2i / t2i, x1i / t1i**2 + x2i / t2i**2, added, dz)
 
 
+def _smdh(c: Columns, _: Settings) -> Effects:
+    sd1, sd2, n1, n2 = c["sd1i"], c["sd2i"], c["n1i"], c["n2i"]
+    cmi = _cmi(n1 + n2 - 2.0)
+    s2 = sd1**2 + sd2**2
+    yi = cmi * (c["m1i"] - c["m2i"]) / np.sqrt(s2 / 2)
+    vi = yi**2 * (sd1**4 / (n1 - 1) + sd2**4 / (n2 - 1)) / (2 * s2**2) + (
+        sd1**2 / (n1 - 1) + sd2**2 / (n2 - 1)
+    ) / (s2 / 2)
+    return Effects(yi, cmi**2 * vi)
+
+
+def _mn(c: Columns, _: Settings) -> Effects:
+    return Effects(c["mi"], c["sdi"] ** 2 / c["ni"])
+
+
+def _mnln(c: Columns, _: Settings) -> Effects:
+    mi = c["mi"]
+    return Effects(np.log(mi), c["sdi"] ** 2 / (c["ni"] * mi**2))
+
+
+def _cor(c: Columns, _: Settings) -> Effects:
+    ri = c["ri"]
+    return Effects(ri, (1 - ri**2) ** 2 / (c["ni"] - 1))
+
+
+def _f21(c: FloatArray, x: FloatArray) -> FloatArray:
+    """Gauss's 2F1(1/2, 1/2; c; x) for 0 <= x < 1 (metafor uses gsl's ``hyperg_2F1``).
+
+    scipy's ``hyp2f1`` (1.17) returns NaN for large c with x near 1 (c = 162, x = 0.9975);
+    there the power series converges in a few dozen terms, so it is summed instead.
+    """
+    out: FloatArray = np.asarray(hyp2f1(0.5, 0.5, c, x), dtype=np.float64)
+    bad = ~np.isfinite(out) & np.isfinite(c) & (x >= 0) & (x < 1)
+    if bad.any():
+        cb, xb = c[bad], x[bad]
+        term = np.ones_like(xb)
+        total = np.ones_like(xb)
+        for k in range(100_000):
+            term = term * (0.5 + k) ** 2 / ((cb + k) * (k + 1)) * xb
+            total = total + term
+            if bool((np.abs(term) <= 1e-17 * np.abs(total)).all()):
+                break
+        out = out.copy()
+        out[bad] = total
+    return out
+
+
+def _ucor(c: Columns, _: Settings) -> Effects:
+    ri, ni = c["ri"], c["ni"]
+    yi = ri * _f21((ni - 2) / 2, 1 - ri**2)
+    return Effects(yi, (1 - yi**2) ** 2 / (ni - 1))
+
+
 def _sizes(c: Columns) -> dict[str, FloatArray]:
     """The sample sizes and person-times a back-transform may need (``ni``, ``ti``)."""
     out: dict[str, FloatArray] = {}
@@ -472,7 +525,7 @@ def _sizes(c: Columns) -> dict[str, FloatArray]:
 _ARG_RULES: dict[str, tuple[Rule, ...]] = {
     **{arg: _count(arg) for arg in ("ai", "bi", "ci", "di", "xi", "x1i", "x2i")},
     **{arg: _size(arg) for arg in ("n1i", "n2i", "ni")},
-    **{arg: _sd(arg) for arg in ("sd1i", "sd2i")},
+    **{arg: _sd(arg) for arg in ("sd1i", "sd2i", "sdi")},
     **{arg: _time(arg) for arg in ("ti", "t1i", "t2i")},
     **{arg: _positive(arg) for arg in ("vi", "sei")},
     "ri": _correlation("ri"),
@@ -510,6 +563,7 @@ _PROPORTION_RULES = (
 )  # fmt: skip
 _RATE_FORMS = (("xi", "ti"),)
 _TWO_RATES_FORMS = (("x1i", "t1i", "x2i", "t2i"),)
+_MEAN_FORMS = (("mi", "sdi", "ni"),)
 
 
 @dataclass(frozen=True)
@@ -678,6 +732,52 @@ _ENTRIES = (
         ),
     ),
     Measure(
+        "SMDH",
+        "standardized mean difference with heteroscedastic variances",
+        _MEANS_FORMS,
+        _smdh,
+        "Standardized Mean Difference",
+        "linear",
+        rules=(
+            Rule(
+                ("n1i", "n2i"),
+                lambda a, b: (a > 1) & (b > 1),
+                "SMDH needs n1i > 1 and n2i > 1",
+                "smdh-n",
+            ),
+            Rule(
+                ("sd1i", "sd2i"),
+                lambda a, b: a**2 + b**2 > 0,
+                "SMDH needs sd1i or sd2i > 0",
+                "smdh-sd",
+            ),
+        ),
+        reference=(
+            "Bonett (2009): yi = c(m) (m1i - m2i)/sqrt((sd1i^2 + sd2i^2)/2), m = n1i + n2i - 2, "
+            "with its large-sample vi (escalc 'SMDH', vtype 'LS')"
+        ),
+    ),
+    Measure(
+        "MN",
+        "raw mean",
+        _MEAN_FORMS,
+        _mn,
+        "Mean",
+        "linear",
+        reference="yi = mi, vi = sdi^2/ni (escalc 'MN')",
+    ),
+    Measure(
+        "MNLN",
+        "log-transformed mean",
+        _MEAN_FORMS,
+        _mnln,
+        "Mean",
+        "ratio",
+        back="exp",
+        rules=(_cell("mi", lambda m: m > 0, "must be > 0 for MNLN (its log)", "mnln-mean"),),
+        reference="yi = log(mi), vi = sdi^2/(ni mi^2) (escalc 'MNLN')",
+    ),
+    Measure(
         "PR",
         "raw proportion",
         _PROPORTION_FORMS,
@@ -800,6 +900,33 @@ _ENTRIES = (
         "Incidence Rate Difference",
         "linear",
         reference="yi = x1i/t1i - x2i/t2i, vi = x1i/t1i^2 + x2i/t2i^2, zeros as IRR (escalc 'IRD')",
+    ),
+    Measure(
+        "COR",
+        "raw correlation coefficient",
+        (("ri", "ni"),),
+        _cor,
+        "Correlation",
+        "linear",
+        rules=(_cell("ni", lambda n: n > 1, "must be > 1 for COR (vi divides by n - 1)", "cor-n"),),
+        reference="yi = ri, vi = (1 - ri^2)^2/(ni - 1) (escalc 'COR', vtype 'LS')",
+    ),
+    Measure(
+        "UCOR",
+        "unbiased estimate of the correlation coefficient",
+        (("ri", "ni"),),
+        _ucor,
+        "Correlation",
+        "linear",
+        rules=(
+            _cell(
+                "ni", lambda n: n > 4, "must be > 4 for UCOR (Olkin & Pratt's correction)", "ucor-n"
+            ),
+        ),
+        reference=(
+            "Olkin & Pratt (1958): yi = ri 2F1(1/2, 1/2; (ni-2)/2; 1 - ri^2), "
+            "vi = (1 - yi^2)^2/(ni - 1) (escalc 'UCOR', vtype 'LS')"
+        ),
     ),
     Measure(
         "ZCOR",
