@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from cosmo_runner.meta import result_file
 from cosmo_runner.meta.analysis import analyse
-from cosmo_runner.meta.result_file import dumps_result
+from cosmo_runner.meta.result_file import Records, dumps_result
 
 
-def _result() -> dict[str, object]:
+def _result() -> dict[str, Any]:
     rng = np.random.default_rng(3)
     table = {
         "study": [f"S {i}" for i in range(50)],
@@ -25,11 +25,17 @@ def _result() -> dict[str, object]:
     return analyse({"id": "g", "input": "x", "measure": "GEN", "method": "REML"}, table)
 
 
+def _plain(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with its column-kept records as lists of dicts (what json.dumps takes)."""
+    return {k: v.tolist() if isinstance(v, Records) else v for k, v in result.items()}
+
+
 def test_the_file_round_trips_with_every_key() -> None:
     result = _result()
     data = dumps_result(result)
-    assert json.loads(data) == json.loads(json.dumps(result))
+    assert json.loads(data) == json.loads(json.dumps(_plain(result)))
     assert set(json.loads(data)) == set(result)
+    assert isinstance(result["studies"], Records)  # per-study data stay columns
 
 
 def test_one_top_level_key_per_line_and_per_study_arrays_unindented() -> None:
@@ -79,3 +85,40 @@ def test_long_record_lists_encode_as_the_plain_encoder_does(records: list[dict[s
 def test_mixed_records_fall_back_to_the_plain_encoder() -> None:
     rows: list[Any] = [{"a": 1.0}] * 1200 + [{"a": True}, {"b": 2}, 3]
     assert json.loads(dumps_result({"x": rows}))["x"] == rows
+
+
+_LABELS = st.text(max_size=6)
+_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(_LABELS, _FLOAT, _FLOAT), min_size=0, max_size=6))
+def test_records_kept_as_columns_read_and_encode_as_their_dicts(
+    rows: list[tuple[str, float, float]],
+) -> None:
+    """Records (labels and float arrays) read as the list of dicts (non-finite floats as
+    None) and give exactly its bytes, in one block or many."""
+    rows = (rows * 400)[:1200]
+    labels = [r[0] for r in rows]
+    yi = np.array([r[1] for r in rows], dtype=np.float64)
+    vi = np.array([r[2] for r in rows], dtype=np.float64)
+    records = Records({"label": labels, "yi": yi, "vi": vi})
+
+    def finite(x: float) -> float | None:
+        return x if np.isfinite(x) else None
+
+    dicts = [{"label": a, "yi": finite(b), "vi": finite(c)} for a, b, c in rows]
+    assert len(records) == len(dicts)
+    assert records == dicts and list(records) == dicts and records.tolist() == dicts
+    if dicts:
+        assert records[0] == dicts[0] and records[-1] == dicts[-1]
+        assert records[1:3] == dicts[1:3]
+    assert dumps_result({"studies": records}) == dumps_result({"studies": dicts})
+    with pytest.MonkeyPatch.context() as patch:  # many blocks, one of them partial
+        patch.setattr(result_file, "_BLOCK", 7)
+        assert dumps_result({"studies": records}) == dumps_result({"studies": dicts})
+
+
+def test_records_columns_must_have_one_length() -> None:
+    with pytest.raises(ValueError, match="different lengths"):
+        Records({"label": ["a", "b"], "yi": np.zeros(3)})

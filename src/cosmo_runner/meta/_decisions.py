@@ -337,7 +337,9 @@ def _global_check(problem: Problem, fit: Tau2Fit, reml: bool, con: Control) -> N
     sub = problem if idx.size == n else problem.take(idx)
     s2 = sub.var_y()
     ll_est = sub.at(fit.tau2[idx]).loglik(reml)
-    best = sub.loglik_grid(s2[:, None] * _GLOBAL_FRACS[None, :], reml).max(axis=1)
+    best = np.full(idx.size, -np.inf)
+    for frac in _GLOBAL_FRACS:  # a few points: one pass over the rows each
+        np.maximum(best, sub.at(s2 * frac).loglik(reml), out=best)
     better = np.flatnonzero(best > ll_est + con.tol)
     if better.size == 0:
         return

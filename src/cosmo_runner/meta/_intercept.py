@@ -93,6 +93,9 @@ class FixedEffects:
         return cls(sw=sw, mu=mu, q=q, trp=trp, wratio=float(np.max(sw)) / wmin)
 
 
+#: Elements of the (rows x points x studies) arrays :meth:`Rows.loglik_grid` builds at once.
+_GRID_BLOCK = 1 << 22
+
 #: :meth:`FixedEffects.of` recomputes Q from residuals where ``sum w y^2 > Q_CANCEL * Q``.
 Q_CANCEL = 1e2
 
@@ -106,7 +109,10 @@ class RowsAt:
         self.y, self.v, self.w, self.t = y, v, w, t
         self.sw = rsum(w)
         self.mu = rdot(w, y) / self.sw
-        self.r = np.subtract(y, self.mu[:, None], out=scratch("at.r", y.shape))
+
+    @cached_property
+    def r(self) -> FloatArray:
+        return np.subtract(self.y, self.mu[:, None], out=scratch("at.r", self.y.shape))
 
     @cached_property
     def _wr(self) -> FloatArray:
@@ -192,6 +198,9 @@ class Rows:
         return mad(self.y), ptp(self.y)
 
     def take(self, rows: NDArray[np.intp]) -> Rows:
+        if self.n == 1:  # one analysis seen several times (root finding): no copies
+            shape = (int(np.asarray(rows).size), self.k)
+            return Rows(np.broadcast_to(self.y, shape), np.broadcast_to(self.v, shape))
         return Rows(self.y[rows], self.v[rows])
 
     def loglik_grid(self, grid: FloatArray, reml: bool) -> FloatArray:
@@ -199,7 +208,11 @@ class Rows:
         n, g = grid.shape
         y, v = self.y, self.v
         out = np.empty((n, g))
-        step = max(1, (1 << 22) // (g * self.k))
+        if g * self.k > _GRID_BLOCK:  # long rows: one tau2 at a time (bounded memory)
+            for j in range(g):
+                out[:, j] = self.at(np.ascontiguousarray(grid[:, j])).loglik(reml)
+            return out
+        step = max(1, _GRID_BLOCK // (g * self.k))
         for a in range(0, n, step):
             b = min(n, a + step)
             s = v[a:b, None, :] + grid[a:b, :, None]

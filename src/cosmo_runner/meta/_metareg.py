@@ -32,27 +32,37 @@ __all__ = ["Regression", "fit_regression"]
 class WLS:
     """Weighted least squares pieces for a model matrix X (k x p), weights w and V."""
 
-    def __init__(self, x: FloatArray, y: FloatArray, v: FloatArray, w: FloatArray) -> None:
-        self.x, self.v, self.w = x, v, w
-        xtw = x.T * w
-        self.xtwx = xtw @ x
+    def __init__(
+        self, x: FloatArray, xx: FloatArray, y: FloatArray, v: FloatArray, w: FloatArray
+    ) -> None:
+        self.x, self.xx, self.v, self.w = x, xx, v, w
+        self.xtwx = self._gram(w)
         if not np.isfinite(self.xtwx).all():
             raise OverflowError("X'WX is not finite")  # rma names the precision problem
         try:
             self.a: FloatArray = np.asarray(np.linalg.inv(self.xtwx), dtype=np.float64)
         except np.linalg.LinAlgError as exc:
             raise AnalysisError("rma: the model matrix is not of full rank") from exc
-        self.beta = self.a @ (xtw @ y)
+        self.beta = self.a @ ((w * y) @ x)
         self.r = y - x @ self.beta
         self.rss = float((w * self.r * self.r).sum())
         self.py = w * self.r
 
+    def _gram(self, d: FloatArray) -> FloatArray:
+        """``X' D X`` as one matrix-vector product with the column products ``xx``."""
+        p = self.x.shape[1]
+        return np.asarray((d @ self.xx).reshape(p, p))
+
     def _tr(self, d: FloatArray) -> float:
         """``tr((X'WX)^-1 X' D X)``"""
-        return float(np.trace(self.a @ ((self.x.T * d) @ self.x)))
+        return float(np.trace(self._b(d)))
 
     def _b(self, d: FloatArray) -> FloatArray:
-        return np.asarray(self.a @ ((self.x.T * d) @ self.x))
+        return np.asarray(self.a @ self._gram(d))
+
+    @cached_property
+    def _b2(self) -> FloatArray:  # (X'WX)^-1 X'W^2X, used by tr P, tr PP and tr PVP
+        return self._b(self.w**2)
 
     @cached_property
     def sw(self) -> float:
@@ -68,11 +78,11 @@ class WLS:
 
     @cached_property
     def trp(self) -> float:
-        return self.sw - self._tr(self.w**2)
+        return self.sw - float(np.trace(self._b2))
 
     @cached_property
     def trpp(self) -> float:
-        b2 = self._b(self.w**2)
+        b2 = self._b2
         return self.sw2 - 2.0 * self._tr(self.w**3) + float(np.trace(b2 @ b2))
 
     def trpv(self) -> float:
@@ -85,7 +95,7 @@ class WLS:
 
     def trpvp(self) -> float:
         w, v = self.w, self.v
-        b2, b = self._b(w**2), self._b(w**2 * v)
+        b2, b = self._b2, self._b(w**2 * v)
         return float((w * w * v).sum()) - 2.0 * self._tr(w**3 * v) + float(np.trace(b2 @ b))
 
     def loglik(self, reml: bool) -> float:
@@ -131,13 +141,22 @@ class Regression:
     """One meta-regression seen as ``n`` identical rows by the decision layer (see
     :class:`~._decisions.Problem`): the layer subsets and repeats rows, the data stay."""
 
-    def __init__(self, x: FloatArray, y: FloatArray, v: FloatArray, n: int = 1) -> None:
+    def __init__(
+        self,
+        x: FloatArray,
+        y: FloatArray,
+        v: FloatArray,
+        n: int = 1,
+        xx: FloatArray | None = None,
+    ) -> None:
         self.x, self.y, self.v = x, y, v
         self.n = n
         self.k, self.p = x.shape
+        # the products of every pair of columns, so that X'DX is one matrix-vector product
+        self.xx = np.einsum("ki,kj->kij", x, x).reshape(self.k, -1) if xx is None else xx
 
     def wls(self, w: FloatArray) -> WLS:
-        return WLS(self.x, self.y, self.v, w)
+        return WLS(self.x, self.xx, self.y, self.v, w)
 
     @cached_property
     def _fixed(self) -> WLS:
@@ -163,7 +182,7 @@ class Regression:
         return self._rows(float(mad(self.y))), self._rows(float(np.ptp(self.y)))
 
     def take(self, rows: NDArray[np.intp]) -> Regression:
-        return Regression(self.x, self.y, self.v, n=int(np.asarray(rows).size))
+        return Regression(self.x, self.y, self.v, n=int(np.asarray(rows).size), xx=self.xx)
 
     def loglik_grid(self, grid: FloatArray, reml: bool) -> FloatArray:
         return np.array([self.at(row).loglik(reml) for row in grid])

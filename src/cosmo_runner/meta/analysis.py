@@ -18,7 +18,9 @@ ci_ub, tau2, tau2_se`` (``None`` where metafor has none: EE), ``tau, I2, H2, Q, 
 Q_pval, pi_lb, pi_ub, method, test, level, measure, converged, iterations, algorithm,
 warnings``.
 
-``studies``: ``[{label, yi, vi, weight_percent}]`` in input order (dropped double-zero
+``studies``: ``[{label, yi, vi, weight_percent}]`` in input order (a
+:class:`~cosmo_runner.meta.result_file.Records`: the columns, read as a sequence of dicts;
+``.tolist()`` gives the list) (dropped double-zero
 studies are listed in ``dropped_studies``; ``added_half`` names the studies whose 2x2
 cells got +1/2).
 
@@ -70,6 +72,7 @@ from cosmo_runner.meta.mantel_haenszel import (
 from cosmo_runner.meta.measures import TRANSFORMS, Measure, Settings, lookup
 from cosmo_runner.meta.pubbias import RANK_EXACT_MAX_K, egger_test, rank_test
 from cosmo_runner.meta.pubbias import trimfill as pubbias_trimfill
+from cosmo_runner.meta.result_file import Records
 from cosmo_runner.tables import Table
 
 __all__ = ["CORE_KEYS", "LEAVE1OUT_MAX_K", "RESULT_KEYS", "RESULT_VERSION", "analyse"]
@@ -363,13 +366,10 @@ def _analyse(  # noqa: PLR0912, PLR0915
     core["warnings"][:0] = es.warnings
     _undefined_note(core)
     result.update(core)
-    weights = fit.weights
-    result["studies"] = [
-        {"label": lab, "yi": y, "vi": v, "weight_percent": w}
-        for lab, y, v, w in zip(
-            es.labels, _floats(yi), _floats(vi), _floats(np.asarray(weights)), strict=True
-        )
-    ]
+    # per-study data stay columns until the results file is written (a million studies)
+    result["studies"] = Records(
+        {"label": es.labels, "yi": yi, "vi": vi, "weight_percent": np.asarray(fit.weights)}
+    )
     result["dropped_studies"] = list(es.dropped_labels)
     result["added_half"] = [labels[i] for i in es.added_half]
 
