@@ -197,3 +197,30 @@ def test_help_and_run_do_not_import_dask(tmp_path: Path) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=300
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "[]\n", "")
+
+
+def test_a_batch_runs_while_another_server_holds_port_8787(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Port 8787 (distributed's dashboard default) taken: no warning, no clash, exit 0.
+
+    Two suites, two batches or a user's own Dask dashboard on the host must not collide: the
+    project's schedulers serve their HTTP routes on a free loopback port.
+    """
+    import socket
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        try:
+            holder.bind(("127.0.0.1", 8787))
+            holder.listen(1)
+        except OSError:
+            pass  # already taken by someone else: the case under test either way
+        specs = generate_specs(tmp_path / "specs", 2, seed=3)
+        code, _out, err = batch(
+            capsys, *map(str, specs), "--out", tmp_path / "out", "--workers", "1"
+        )
+        assert (code, err) == (0, "")
+        assert batch_log(tmp_path / "out")["totals"]["succeeded"] == 2
+    finally:
+        holder.close()

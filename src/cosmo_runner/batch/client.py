@@ -256,7 +256,7 @@ class _Batch:
         import dask
         from distributed import Client
 
-        from cosmo_runner.batch.scheduler import GatePlugin, scheduler_config
+        from cosmo_runner.batch.scheduler import SCHEDULER_HTTP, GatePlugin, scheduler_config
 
         where = self.options.cluster
         dask.config.set(scheduler_config(self.options.retries))
@@ -274,7 +274,7 @@ class _Batch:
                     host="127.0.0.1",
                     scheduler_port=0,
                     dashboard_address=None,
-                    scheduler_kwargs={"plugins": [plugin]},
+                    scheduler_kwargs={"plugins": [plugin], **SCHEDULER_HTTP},
                     preload=["cosmo_runner.batch.worker"],
                     silence_logs=50,
                 )

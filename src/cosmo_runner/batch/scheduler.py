@@ -34,6 +34,12 @@ DEFAULT_DEADLINE_S = 60.0
 WORKER_SATURATION = 1.0
 DEFAULT_RETRIES = 2
 
+# Scheduler options for every scheduler the project starts (local, cosmo-runner scheduler): no
+# dashboard (bokeh is not locked), and the HTTP routes distributed always serves (/health,
+# /metrics) on a free loopback port. Its default, 8787 on every interface, clashes with any
+# other scheduler on the host ("Port 8787 is already in use", a warning) and is not loopback.
+SCHEDULER_HTTP: dict[str, Any] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+
 
 def scheduler_config(retries: int = DEFAULT_RETRIES) -> dict[str, Any]:
     """The Dask config of a batch's scheduler (local, Slurm, ``cosmo-runner scheduler``)."""

@@ -43,13 +43,13 @@ def scheduler(host: str, port: int, deadline: float, ready: Ready | None = None)
     import dask
     from distributed import Scheduler
 
-    from cosmo_runner.batch.scheduler import GatePlugin, scheduler_config
+    from cosmo_runner.batch.scheduler import SCHEDULER_HTTP, GatePlugin, scheduler_config
 
     dask.config.set(scheduler_config())
 
     async def serve() -> None:
         server = Scheduler(
-            host=host, port=port, dashboard=False, plugins=[GatePlugin(deadline=deadline)]
+            host=host, port=port, plugins=[GatePlugin(deadline=deadline)], **SCHEDULER_HTTP
         )
         try:
             await server
