@@ -30,6 +30,8 @@ from cosmo_runner.batch import plan as plan_mod
 from cosmo_runner.batch import ship
 from cosmo_runner.batch.log import BATCH_LOG_NAME, EVENTS_NAME, BatchLog
 from cosmo_runner.errors import (
+    EXIT_CRASH,
+    EXIT_OK,
     EnvironmentGateError,
     Interrupted,
     OutputDirError,
@@ -177,7 +179,7 @@ def run_batch(options: BatchOptions, signals: SignalGuard | None = None) -> Batc
                 sum(e["status"] == "lost" for e in incomplete),
                 len(log.doc["specs"]),
             )
-    code = exit_code_for(error) if error is not None else 0
+    code = exit_code_for(error) if error is not None else EXIT_OK
     status = (
         "succeeded"
         if error is None
@@ -243,7 +245,7 @@ class _Batch:
                     self.log.record(
                         item.key,
                         status="reused",
-                        exit_code=0,
+                        exit_code=EXIT_OK,
                         run_dir=item.key,
                         run_id=_run_id(target),
                     )
@@ -410,7 +412,7 @@ class _Batch:
                 self._finish_spec(
                     item.key,
                     status="failed",
-                    exit_code=1,
+                    exit_code=EXIT_CRASH,
                     message=f"the task raised {type(exc).__name__}: {exc}",
                 )
             return
@@ -419,7 +421,7 @@ class _Batch:
             if ship.commit(self.out, outcome.key, outcome.files, staged):
                 self._finish_spec(
                     outcome.key,
-                    status="succeeded" if outcome.exit_code == 0 else "failed",
+                    status="succeeded" if outcome.exit_code == EXIT_OK else "failed",
                     exit_code=outcome.exit_code,
                     worker=outcome.worker,
                     seconds=outcome.seconds,
