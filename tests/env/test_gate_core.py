@@ -121,9 +121,15 @@ def test_an_empty_dist_info_is_skipped_when_importlib_metadata_is_loaded_too(
 ) -> None:
     """A batch worker has imported distributed, which loads the importlib_metadata backport:
     its finder joins importlib.metadata's and raises MetadataNotFound for an empty dist-info."""
+    import importlib.util
     import subprocess
     import sys
 
+    if sys.version_info >= (3, 12):
+        # The lock installs the backport only below 3.12 (distributed needs it there), so the
+        # case cannot arise: check that, rather than skip (CI=true fails any skip).
+        assert importlib.util.find_spec("importlib_metadata") is None
+        return
     (tmp_path / "ghost-1.0.dist-info").mkdir()
     code = (
         "import sys, warnings; warnings.simplefilter('error')\n"
