@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta import RESULT_KEYS, analyse, plots
+from cosmo_runner.meta import RESULT_KEYS, analyse, analysis, plots, pubbias
 
 STATS = Path(__file__).resolve().parents[1] / "fixtures" / "metafor" / "stats"
 PUB = {c["id"]: c for c in json.loads((STATS / "pubbias.json").read_text())["cases"]}
@@ -92,6 +92,56 @@ def test_trimfill_options() -> None:
     assert (res["trimfill"]["k0"], res["trimfill"]["side"]) == (ref["k0"], "left")
     assert res["trimfill"]["p_k0"] == pytest.approx(ref["p_k0"])
     assert res["trimfill"]["estimate"] == pytest.approx(ref["b"], rel=RTOL)
+
+
+def _gen(yi: np.ndarray, vi: np.ndarray) -> dict[str, list[str]]:
+    return {
+        "study": [f"s{i}" for i in range(yi.size)],
+        "yi": [repr(float(y)) for y in yi],
+        "vi": [repr(float(v)) for v in vi],
+    }
+
+
+@pytest.mark.parametrize("test", ["z", "knha"])
+@pytest.mark.parametrize("slope", [-2.0, 0.0, 2.0])  # small studies low, none, high
+@pytest.mark.parametrize("egger", [None, {"model": "lm"}, {"predictor": "vi"}])
+def test_trimfill_side_is_metafors_whether_or_not_egger_supplies_it(
+    slope: float, egger: dict[str, str] | None, test: str
+) -> None:
+    # analyse() takes the side from Egger's default model (the same regression metafor's
+    # trimfill fits); with other Egger options trimfill fits it itself: same answer
+    rng = np.random.default_rng(int(slope * 10) + 27)
+    vi = rng.uniform(0.01, 0.2, 40)
+    yi = 0.3 + slope * np.sqrt(vi) + rng.normal(0.0, 0.1, 40)
+    spec = {"id": "g", "input": "t", "measure": "GEN", "method": "REML", "test": test}
+    if egger is not None:
+        spec["egger"] = egger
+    res = analyse(spec, _gen(yi, vi))
+    own = pubbias.trimfill(yi, vi, method="REML", test=test)
+    tf = res["trimfill"]
+    assert (tf["side"], tf["k0"]) == (own.side, own.k0)
+    assert tf["estimate"] == float(own.fit.estimate)
+    assert [f["yi"] for f in tf["filled"]] == own.filled_yi.tolist()
+
+
+def test_trimfill_above_its_k_limit_is_null_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(3)
+    yi, vi = rng.normal(0.3, 0.2, 8), rng.uniform(0.01, 0.1, 8)
+    spec = {"id": "g", "input": "t", "measure": "GEN"}
+    # the documented limit (analysis.TRIMFILL_MAX_K, 10^5) lowered: a table past it would be
+    # a slow test
+    monkeypatch.setattr(analysis, "TRIMFILL_MAX_K", 8)
+    assert analyse(spec, _gen(yi, vi))["trimfill"] is not None  # k = limit: computed
+    monkeypatch.setattr(analysis, "TRIMFILL_MAX_K", 7)
+    res = analyse(spec, _gen(yi, vi))
+    assert res["trimfill"] is None
+    assert (
+        "trim-and-fill not computed: k = 8 > 7 (up to 100 refits of up to k studies)"
+        in res["warnings"]
+    )
+    assert res["egger"] is not None and res["rank_test"] is not None
 
 
 def test_cumulative_and_influence_match_metafor() -> None:
