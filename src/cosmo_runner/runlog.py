@@ -14,6 +14,11 @@ error), and it is released just before the final write, so a disk that fills up 
 the run cannot keep the log at ``running``.
 
 Files are created with mode ``0666 & ~umask``, as ``open()`` would (not mkstemp's 0600).
+
+Inside :func:`staged_writes` (a batch worker's private staging folder, which nobody reads
+until the client commits it, durably, elsewhere: :func:`cosmo_runner.batch.ship.commit`),
+writes stay atomic but are not fsynced, and a log is written only at its start and at its
+end, with no heartbeat thread: a crash there loses only a run that is run again.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,22 @@ LOG_NAME = "run_log.json"
 RESERVE_NAME = ".run_log.reserve"
 RESERVE_EXTRA = 64 * 1024  # reserve = last saved log + this: room for the final log's additions
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DURABLE: ContextVar[bool] = ContextVar("cosmo_runner_durable", default=True)
+
+
+@contextmanager
+def staged_writes() -> Iterator[None]:
+    """Within the block (this thread or task only): no fsync, a log saved at start and end."""
+    token = _DURABLE.set(False)
+    try:
+        yield
+    finally:
+        _DURABLE.reset(token)
+
+
+def durable_writes() -> bool:
+    """False inside :func:`staged_writes`."""
+    return _DURABLE.get()
 
 
 def dumps(document: Any) -> bytes:
@@ -62,7 +85,8 @@ def current_umask() -> int:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file beside it, fsync, rename, fsync dir.
+    """Write ``data`` to ``path`` atomically: temp file beside it, fsync, rename, fsync dir
+    (no fsync inside :func:`staged_writes`).
 
     The file gets mode ``0666 & ~umask`` and missing directories ``0777 & ~umask``. Any
     OSError is an :class:`~cosmo_runner.errors.OutputWriteError` naming ``path`` and the
@@ -76,19 +100,26 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable := _DURABLE.get():
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
         tmp = None
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if durable:
+            fsync_dir(path.parent)
     except OSError as exc:
         raise OutputWriteError.from_os_error(exc, path) from exc
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory (its entries: a rename into it is on disk); OSError propagates."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def disk_full(error: BaseException) -> bool:
@@ -147,6 +178,7 @@ class RunLog:
         self._last: bytes | None = None  # what is on disk now
         self._final = False
         self.started = False  # the first log and the reserve are on disk
+        self.durable = _DURABLE.get()  # False: a staging folder (start and final log only)
         self.heartbeat_error: OutputWriteError | None = None
         started_at = utc_now()
         self.doc: dict[str, Any] = {
@@ -197,6 +229,8 @@ class RunLog:
             self.discard()
             raise
         self.started = True
+        if not self.durable:
+            return  # a staging folder: nobody reads it before the final log, no heartbeat
         self._thread = threading.Thread(target=self._beat, name="run-log-heartbeat", daemon=True)
         self._thread.start()
 
@@ -205,8 +239,8 @@ class RunLog:
         if self.path is None:
             return
         with self._lock:
-            if self._final:
-                return
+            if self._final or (self.started and not self.durable):
+                return  # a staging folder keeps its document in memory until the final log
             self.doc["updated_at"] = utc_now()
             data = dumps(redact_document(self.doc))  # the last redaction pass
             write_atomic(self.path, data)
@@ -303,7 +337,8 @@ def _grow_reserve(path: Path, size: int) -> None:
             chunk = b"\0" * 65536
             while left > 0:
                 left -= os.write(fd, chunk[: min(left, len(chunk))])
-            os.fsync(fd)
+            if _DURABLE.get():
+                os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:

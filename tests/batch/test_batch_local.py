@@ -52,7 +52,11 @@ def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
         log = json.loads((ours / "run_log.json").read_text(encoding="utf-8"))
         assert log["inputs"][0]["resolved"] == str(spec.with_suffix(".csv"))
         assert log["environment"]["env_id"] == doc["expected_env_id"]
+        assert log["status"] == "succeeded"
+    # a run committed by the batch replays on the client (written unsynced, committed durably)
     capsys.readouterr()
+    assert main(["verify", str(tmp_path / "out" / specs[0].stem)]) == 0
+    assert "reproduced" in capsys.readouterr().out
 
 
 def test_failed_specs_keep_their_exit_codes_and_are_not_retried(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -134,11 +135,131 @@ def test_a_worker_without_the_gate_runs_nothing(tmp_path: Path) -> None:
     assert outcome.message == "no environment gate ran in this worker"
 
 
+def _fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the path of every fsync (through the descriptor's /proc link)."""
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
 def test_a_key_is_committed_once_even_when_its_task_ran_twice(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    assert ship.commit(out, "k", {"run_log.json": b"first", "results/r.json": b"1"}, None)
-    assert not ship.commit(out, "k", {"run_log.json": b"second"}, None)
+    first = ship.Result("k", {"run_log.json": b"first", "results/r.json": b"1"})
+    assert ship.commit(out, [first]) == [True]
+    assert ship.commit(out, [ship.Result("k", {"run_log.json": b"second"})]) == [False]
+    # twice in one lot: the first wins
+    twice = [ship.Result("j", {"run_log.json": b"a"}), ship.Result("j", {"run_log.json": b"b"})]
+    assert ship.commit(out, twice) == [True, False]
     assert (out / "k" / "run_log.json").read_bytes() == b"first"
     assert (out / "k" / "results" / "r.json").read_bytes() == b"1"
-    assert list((out / ship.STAGING).iterdir()) == []  # the duplicate was removed
+    assert (out / "j" / "run_log.json").read_bytes() == b"a"
+    assert list((out / ship.STAGING).iterdir()) == []  # the duplicates were removed
+
+
+def test_a_commit_syncs_every_file_and_folder_before_the_rename_and_dir_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    synced = _fsynced(monkeypatch)
+    renamed: list[tuple[int, str]] = []  # (fsyncs seen when renamed, target)
+    real_rename = os.rename
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        renamed.append((len(synced), str(dst)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    shared = ship.staging_dir(out, "b")  # --shared-fs: the worker wrote it, unsynced
+    (shared / "results").mkdir(parents=True)
+    (shared / "run_log.json").write_bytes(b"{}")
+    (shared / "results" / "r.json").write_bytes(b"2")
+    lot = [
+        ship.Result("a", {"run_log.json": b"{}", "results/r.json": b"1"}),
+        ship.Result("b", staged=shared),
+    ]
+    assert ship.commit(out, lot) == [True, True]
+    names = {str(out / k / rel) for k in "ab" for rel in ("", "results", "run_log.json")}
+    names |= {str(out / k / "results" / "r.json") for k in "ab"}
+    names = {n.rstrip("/") for n in names}
+    # every file and folder was synced under its staging name, before any rename
+    assert len(renamed) == 2 and all(seen == len(synced) - 1 for seen, _ in renamed)
+    assert synced[-1] == str(out)  # DIR once, after the renames
+    relocated = set()
+    for path in synced[:-1]:
+        head, _, tail = path.removeprefix(f"{out}/{ship.STAGING}/").partition("/")
+        relocated.add(str(out / head.split(".", 1)[0] / tail).rstrip("/"))
+    assert relocated == names
+    assert (out / "b" / "results" / "r.json").read_bytes() == b"2"
+
+
+def test_a_commit_that_cannot_sync_raises_naming_the_file_and_renames_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from cosmo_runner.errors import OutputWriteError, exit_code_for
+
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("r.json"):
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    lot = [ship.Result("a", {"run_log.json": b"{}", "results/r.json": b"1"})]
+    with pytest.raises(OutputWriteError) as caught:
+        ship.commit(out, lot)
+    assert caught.value.path.startswith(f"{out}/{ship.STAGING}/a.")
+    assert caught.value.path.endswith("/results/r.json")
+    assert str(caught.value).endswith(": input/output error")
+    assert exit_code_for(caught.value) == 5
+    assert not (out / "a").exists()
+
+
+@pytest.mark.parametrize("staged", [True, False], ids=["staging-folder", "run"])
+def test_a_staged_run_is_not_synced_and_writes_its_log_at_start_and_end(
+    tmp_path: Path, verified: VerifiedEnvironment, monkeypatch: pytest.MonkeyPatch, staged: bool
+) -> None:
+    import threading
+    from contextlib import nullcontext
+
+    from cosmo_runner import runlog
+    from cosmo_runner.pipeline import RunOptions, execute
+
+    synced = _fsynced(monkeypatch)
+    log_writes: list[bytes] = []
+    real_write = runlog.write_atomic
+
+    def write(path: Path, data: bytes) -> None:
+        if path.name == "run_log.json":
+            log_writes.append(data)
+        real_write(path, data)
+
+    monkeypatch.setattr(runlog, "write_atomic", write)
+    threads = threading.active_count()
+    (spec,) = generate_specs(tmp_path / "specs", 1)
+    with runlog.staged_writes() if staged else nullcontext():
+        result = execute(RunOptions(spec_path=spec, out_dir=tmp_path / "run", environment=verified))
+    assert result.exit_code == 0
+    if staged:
+        assert (len(log_writes), synced) == (2, [])
+        assert json.loads(log_writes[0])["status"] == "running"
+        assert threading.active_count() == threads  # no heartbeat thread was started
+    else:
+        assert len(log_writes) > 2 and str(tmp_path / "run") in synced
+        assert any(p.startswith(str(tmp_path / "run" / ".run_log.json.")) for p in synced)
+    assert runlog.durable_writes()  # the block ended: writes are durable again
+    final = json.loads((tmp_path / "run" / "run_log.json").read_bytes())
+    assert final["status"] == "succeeded" and validate_against("run_log", final) == []
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "plots", "report.html", "results", "run_log.json", "spec.json",
+    ]  # fmt: skip

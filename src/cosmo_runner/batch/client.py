@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cosmo_runner.batch import plan as plan_mod
 from cosmo_runner.batch import ship
@@ -41,6 +41,9 @@ from cosmo_runner.errors import (
     exit_code_for,
 )
 from cosmo_runner.interrupts import SignalGuard
+
+if TYPE_CHECKING:
+    from cosmo_runner.batch.worker import Outcome
 
 LOCK_NAME = ".batch.lock"
 #: in-flight tasks per accepted worker thread (enough to keep workers busy, bounded memory)
@@ -358,10 +361,12 @@ class _Batch:
 
         top_up()
         for finished in done.batches():
+            outcomes: list[Outcome] = []
             for future in finished:
                 items = self.futures.pop(future)
-                self._collect(future, items, done)
+                outcomes += self._collect(future, items, done)
                 future.release()
+            self._commit(outcomes)
             top_up()
 
     def _submit(self, items: list[ship.Shipment]) -> Any:
@@ -390,7 +395,8 @@ class _Batch:
         self.futures[future] = items
         return future
 
-    def _collect(self, future: Any, items: list[ship.Shipment], done: Any) -> None:
+    def _collect(self, future: Any, items: list[ship.Shipment], done: Any) -> list[Outcome]:
+        """The outcomes of a finished task (to commit); a lost or crashed task is recorded."""
         from distributed import KilledWorker
 
         try:
@@ -399,14 +405,14 @@ class _Batch:
             if len(items) > 1:  # find the spec that kills: retry the chunk's specs one by one
                 for item in items:
                     done.add(self._submit([item]))
-                return
+                return []
             self._finish_spec(
                 items[0].key,
                 status="lost",
                 exit_code=None,
                 message=f"its task killed {self.options.retries + 1} worker(s): {exc}",
             )
-            return
+            return []
         except Exception as exc:  # the task raised: a bug in the worker code
             for item in items:
                 self._finish_spec(
@@ -415,10 +421,17 @@ class _Batch:
                     exit_code=EXIT_CRASH,
                     message=f"the task raised {type(exc).__name__}: {exc}",
                 )
-            return
-        for outcome in outcomes:
-            staged = Path(outcome.staged) if outcome.staged else None
-            if ship.commit(self.out, outcome.key, outcome.files, staged):
+            return []
+        return list(outcomes)
+
+    def _commit(self, outcomes: list[Outcome]) -> None:
+        """Commit the run folders of one collection together (one durable commit), then
+        record each: the batch log never lists a spec whose folder is not on disk."""
+        results = [
+            ship.Result(o.key, o.files, Path(o.staged) if o.staged else None) for o in outcomes
+        ]
+        for outcome, committed in zip(outcomes, ship.commit(self.out, results), strict=True):
+            if committed:
                 self._finish_spec(
                     outcome.key,
                     status="succeeded" if outcome.exit_code == EXIT_OK else "failed",
@@ -427,7 +440,7 @@ class _Batch:
                     seconds=outcome.seconds,
                     message=outcome.message,
                     run_dir=outcome.key,
-                    run_id=_run_id(self.out / outcome.key),
+                    run_id=outcome.run_id,
                     env_id=outcome.env_id,
                 )
 

@@ -9,9 +9,12 @@ the client's paths and ``verify`` works on the client) and sends the run folder 
 ``{relative path: bytes}``. With ``--shared-fs`` nothing is shipped: the worker reads the
 paths itself and writes the run folder into the client's staging folder.
 
-:func:`commit` makes a run folder appear at ``DIR/<key>/`` atomically (written under
-``DIR/.staging/`` first, then renamed). A second result for a committed key (a task that
-ran twice) is dropped: every spec is committed exactly once.
+:func:`commit` makes run folders appear at ``DIR/<key>/`` atomically and durably: each is
+written under ``DIR/.staging/`` first (the worker wrote its own copy without fsync, see
+:func:`cosmo_runner.runlog.staged_writes`), then every file and folder of the lot is
+fsynced (side by side in threads, so the journal commits are shared), each folder renamed,
+and ``DIR`` fsynced once. A second result for a committed key (a task that ran twice) is
+dropped: every spec is committed exactly once.
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosmo_runner.errors import FileError
+from cosmo_runner.errors import FileError, OutputWriteError
 from cosmo_runner.readfile import read_regular
+from cosmo_runner.runlog import fsync_dir
 from cosmo_runner.spec import MAX_SPEC_BYTES
 
 STAGING = ".staging"
 REPLACED = ".replaced"
+FSYNC_THREADS = 8
 
 
 @dataclass
@@ -128,26 +135,76 @@ def staging_dir(out_dir: Path, key: str) -> Path:
     return out_dir / STAGING / f"{key}.{secrets.token_hex(4)}"
 
 
-def commit(out_dir: Path, key: str, files: dict[str, bytes] | None, staged: Path | None) -> bool:
-    """Make ``DIR/<key>/`` from shipped ``files`` or a ``staged`` folder (``--shared-fs``).
+@dataclass(frozen=True)
+class Result:
+    """One run folder to commit: shipped ``files`` ({relative path: bytes}), or a folder the
+    worker wrote under ``DIR/.staging/`` (``staged``, ``--shared-fs``)."""
 
-    True when committed; False when ``key`` was committed before (the duplicate is removed).
-    """
-    target = out_dir / key
-    if staged is None:
-        staged = staging_dir(out_dir, key)
-        for relative, content in (files or {}).items():
+    key: str
+    files: dict[str, bytes] | None = None
+    staged: Path | None = None
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        if path.is_dir():
+            fsync_dir(path)
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputWriteError.from_os_error(exc, path) from exc
+
+
+def _write_staged(out_dir: Path, result: Result) -> Path:
+    """The folder of ``result`` under ``DIR/.staging/`` (written there from shipped files)."""
+    if result.staged is not None:
+        return result.staged
+    staged = staging_dir(out_dir, result.key)
+    path = staged
+    try:
+        staged.mkdir(parents=True)
+        for relative, content in (result.files or {}).items():
             path = staged / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
-    try:
-        os.rename(staged, target)  # atomic; fails when target exists and is not empty
-    except OSError:
-        if target.exists():
+    except OSError as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise OutputWriteError.from_os_error(exc, path) from exc
+    return staged
+
+
+def commit(out_dir: Path, results: Sequence[Result]) -> list[bool]:
+    """Make ``DIR/<key>/`` of each result, durably (see the module docstring).
+
+    One flag per result: True when committed now, False when its key was committed before
+    (the duplicate is removed). A file or folder that cannot be written or synced (a full
+    disk) raises :class:`~cosmo_runner.errors.OutputWriteError` naming it, before any folder
+    of the lot is renamed into place.
+    """
+    folders = [_write_staged(out_dir, result) for result in results]
+    paths = [path for folder in folders for path in (folder, *folder.rglob("*"))]
+    if paths:
+        with ThreadPoolExecutor(min(FSYNC_THREADS, len(paths))) as pool:
+            list(pool.map(_fsync_path, paths))  # re-raises the first OSError
+    committed: list[bool] = []
+    for result, staged in zip(results, folders, strict=True):
+        target = out_dir / result.key
+        try:
+            os.rename(staged, target)  # atomic; fails when target exists and is not empty
+        except OSError as exc:
+            if not target.exists():
+                raise OutputWriteError.from_os_error(exc, target) from exc
             shutil.rmtree(staged, ignore_errors=True)
-            return False
-        raise
-    return True
+            committed.append(False)
+            continue
+        committed.append(True)
+    if any(committed):
+        _fsync_path(out_dir)
+    return committed
 
 
 def set_aside(out_dir: Path, key: str) -> Path | None:

@@ -28,6 +28,7 @@ from typing import Any
 from cosmo_runner.batch.ship import Shipment, mismatches, pack
 from cosmo_runner.env.verified import VerifiedEnvironment
 from cosmo_runner.errors import EXIT_ENVIRONMENT, EXIT_STEP
+from cosmo_runner.runlog import staged_writes
 
 REPORT_KEY = "cosmo_runner"
 REFUSE_HANDLER = "cosmo_runner_refuse"
@@ -85,6 +86,7 @@ class Outcome:
     files: dict[str, bytes] | None = None  # the run folder (shipped mode)
     staged: str | None = None  # where the run folder was written (--shared-fs)
     message: str | None = None  # the one-line error of a failed spec
+    run_id: str | None = None
 
 
 def _this_worker() -> tuple[str, VerifiedEnvironment | None]:
@@ -144,16 +146,18 @@ def run_one(
     private = None if staged is not None else Path(tempfile.mkdtemp(prefix="cosmo-batch-"))
     run_dir = staged if staged is not None else Path(private or ".") / shipment.key
     try:
-        result = execute(
-            RunOptions(
-                spec_path=Path(shipment.spec_path),
-                out_dir=run_dir,
-                command=command,
-                cwd=cwd,
-                environment=verified,
-                files=shipment.files,
+        # a staging folder, committed durably by the client (cosmo_runner.batch.ship.commit)
+        with staged_writes():
+            result = execute(
+                RunOptions(
+                    spec_path=Path(shipment.spec_path),
+                    out_dir=run_dir,
+                    command=command,
+                    cwd=cwd,
+                    environment=verified,
+                    files=shipment.files,
+                )
             )
-        )
         files = pack(run_dir) if private is not None else None
     finally:
         if private is not None:
@@ -170,4 +174,5 @@ def run_one(
         files=files,
         staged=str(staged) if staged is not None else None,
         message=message,
+        run_id=result.log.get("run_id"),
     )
