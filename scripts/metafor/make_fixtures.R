@@ -4,8 +4,8 @@
 #   Rscript scripts/metafor/make_fixtures.R [outdir [section ...]]
 #
 # outdir defaults to tests/fixtures/metafor; naming sections (bcg, normand1999, curtis1998,
-# molloy2014, hackshaw1998, synthetic, nonconvergent, zerocells, ...: the names in the
-# `if (want(...))` lines below) writes only those. Every section sets its own seed, so a
+# molloy2014, hackshaw1998, synthetic, nonconvergent, zerocells, tests, nielweise2007, ...:
+# the names in the `if (want(...))` lines below) writes only those. Every section sets its own seed, so a
 # section's files are the same whether it runs alone or with the others. At its end (section
 # "stats") it runs make_fixtures_stats.R into <outdir>/stats.
 #
@@ -149,9 +149,9 @@ one_case <- function(id, yi, vi, measure, method, test, ctrl_name, mods = NULL,
 }
 
 all_cases <- function(name, yi, vi, measure, leave_one_out = TRUE, methods_used = methods,
-                      ni = NULL, ti = NULL) {
+                      ni = NULL, ti = NULL, tests_used = tests) {
   cases <- list()
-  for (ctrl_name in names(controls)) for (method in methods_used) for (test in tests) {
+  for (ctrl_name in names(controls)) for (method in methods_used) for (test in tests_used) {
     id <- paste(name, measure, method, test, sep = "-")
     if (ctrl_name != "default") id <- paste0(id, "-", ctrl_name)
     cases[[length(cases) + 1]] <- one_case(id, yi, vi, measure, method, test, ctrl_name,
@@ -478,6 +478,56 @@ if (want("zerorates")) {
   }
   fx$cases <- list()
   write_fixture(fx, "zerorates.json")
+}
+
+# ------------------------------------- tests "t" and "adhoc" (metafor 3.8.1's other tests)
+# Every method with test = "t" (t with k - p df, the z variance) and "adhoc" (Knapp-Hartung
+# with s2w truncated below at 1), intercept-only and on ablat, default and tight; "boundary"
+# has Q < k - 1, so s2w < 1 and adhoc differs from knha there.
+if (want("tests")) {
+  tt <- c("t", "adhoc")
+  bcg <- dat.bcg
+  fx <- header("tests-bcg", "dat.bcg (log RR) with tests t and adhoc, intercept-only and ~ ablat")
+  fx$data <- list(study = paste(bcg$author, bcg$year), ai = bcg$tpos, bi = bcg$tneg,
+                  ci = bcg$cpos, di = bcg$cneg, ablat = bcg$ablat)
+  es <- escalc("RR", ai = tpos, bi = tneg, ci = cpos, di = cneg, data = bcg)
+  fx$escalc <- list(RR = es_record(es))
+  fx$cases <- all_cases("bcg", es$yi, es$vi, "RR", tests_used = tt)
+  for (ctrl_name in names(controls)) for (method in methods) for (test in tt) {
+    id <- paste("bcg", "RR", "ablat", method, test, sep = "-")
+    if (ctrl_name != "default") id <- paste0(id, "-", ctrl_name)
+    fx$cases[[length(fx$cases) + 1]] <- one_case(id, es$yi, es$vi, "RR", method, test, ctrl_name,
+                                                 mods = bcg$ablat)
+  }
+  write_fixture(fx, "tests-bcg.json")
+  yi <- c(0.10, 0.12, 0.09, 0.11, 0.10, 0.13)
+  vi <- c(0.02, 0.03, 0.025, 0.04, 0.01, 0.05)
+  fx <- header("tests-boundary", "tau2 at the zero boundary (Q < k - 1: s2w < 1), tests t, adhoc")
+  fx$data <- list(study = paste("Study", seq_along(yi)), yi = yi, vi = vi)
+  fx$escalc <- list(GEN = list(yi = yi, vi = vi))
+  fx$cases <- all_cases("boundary", yi, vi, "GEN", tests_used = tt)
+  write_fixture(fx, "tests-boundary.json")
+}
+
+# ------------------------------- dat.nielweise2007 (RD): where metafor's default stops early
+# ML and REML with every test; "converged" records metafor with threshold = 1e-12 (the
+# likelihood maximum: ML tau2 5.916e-5 against 7.955e-5 at the default threshold 1e-5).
+if (want("nielweise2007")) {
+  nw <- dat.nielweise2007
+  fx <- header("nielweise2007", "dat.nielweise2007: catheter infections, risk differences")
+  fx$data <- list(study = paste(nw$author, nw$year), ai = nw$ai, bi = nw$n1i - nw$ai,
+                  ci = nw$ci, di = nw$n2i - nw$ci)
+  es <- escalc("RD", ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = nw)
+  fx$escalc <- list(RD = es_record(es))
+  fx$cases <- all_cases("nielweise2007", es$yi, es$vi, "RD", methods_used = c("ML", "REML"),
+                        tests_used = c("z", "knha", "t", "adhoc"))
+  fx$converged <- list()
+  for (method in c("ML", "REML")) {
+    res <- rma(es$yi, es$vi, method = method, control = list(threshold = 1e-12, maxiter = 1000))
+    fx$converged[[method]] <- list(threshold = 1e-12, tau2 = num(res$tau2), I2 = num(res$I2),
+                                   b = num(res$beta), se = num(res$se))
+  }
+  write_fixture(fx, "nielweise2007.json")
 }
 
 cat("fixtures written to", outdir, "\n")

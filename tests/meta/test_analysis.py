@@ -124,6 +124,26 @@ def test_moderators_knha_and_subgroups() -> None:
     assert res["subgroup_test"]["df"] == 1
 
 
+@pytest.mark.parametrize("test", ["t", "adhoc"])
+def test_tests_t_and_adhoc_in_a_spec(test: str) -> None:
+    """A spec's ``test`` reaches the fit, its moderator model and its diagnostics: t(k - p)
+    everywhere, an F test of the moderators (metafor's tests-bcg fixture values)."""
+    fx = json.loads((FIXTURES / "tests-bcg.json").read_text())
+    ref = {c["id"]: c for c in fx["cases"]}
+    res = analyse(dict(BCG_SPEC, test=test), _bcg_table())
+    case = ref[f"bcg-RR-REML-{test}"]
+    assert res["test"] == test and res["df"] == 12
+    assert res["se"] == pytest.approx(case["rma"]["se"], rel=1e-8)
+    assert res["pi_lb"] == pytest.approx(case["predict"]["pi_lb"], rel=1e-8)
+    l1o = [row["pval"] for row in res["leave_one_out"]]
+    assert l1o == pytest.approx(case["leave1out"]["pval"], rel=1e-7)
+    mods = analyse(dict(BCG_SPEC, test=test, moderators=["ablat"]), _bcg_table())
+    case = ref[f"bcg-RR-ablat-REML-{test}"]
+    assert mods["QM_df"] == [1, 11]
+    assert mods["QM"] == pytest.approx(case["rma"]["QM"], rel=1e-8)
+    assert mods["coefficients"][1]["se"] == pytest.approx(case["rma"]["se"][1], rel=1e-8)
+
+
 def test_same_named_columns_and_n1i_alternative() -> None:
     t = _bcg_table()
     table = {"ai": t["tpos"], "ci": t["cpos"]}

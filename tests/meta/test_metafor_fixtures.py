@@ -98,20 +98,40 @@ def test_fixtures_record_versions() -> None:
         assert fx["generated_by"] == "scripts/metafor/make_fixtures.R"
 
 
+#: The tests of the measure grid; "t" and "adhoc" (added later) have their own fixtures
+#: (tests-bcg, tests-boundary: every method, intercept-only and meta-regression).
+GRID_TESTS = ("z", "knha")
+
+
+def test_fixtures_cover_tests_t_and_adhoc() -> None:
+    assert set(TESTS) == {*GRID_TESTS, "t", "adhoc"}
+    for dataset, with_mods in [("tests-bcg", (False, True)), ("tests-boundary", (False,))]:
+        fx = _load(f"{dataset}.json")
+        got = {(c["method"], c["test"], c["control"], c["moderators"]) for c in fx["cases"]}
+        want = {
+            (method, test, control, mods)
+            for method in METHODS
+            for test in ("t", "adhoc")
+            for control in ("default", "tight")
+            for mods in with_mods
+        }
+        assert want <= got, (dataset, sorted(want - got))
+
+
 def test_fixtures_cover_every_measure_method_and_test() -> None:
     seen = {(c["measure"], c["method"], c["test"], c["control"]) for _, _, c in CASES}
     # the fit does not depend on the measure: the full grid on the first measures, and
     # EE, DL and REML (each test and control) with predict's back-transform on every other
     for measure in set(MEASURES) - FULL_GRID:
         for method in ("EE", "DL", "REML"):
-            for test in TESTS:
+            for test in GRID_TESTS:
                 for control in ("default", "tight"):
                     assert (measure, method, test, control) in seen, (measure, method, test)
         if lookup(measure).transform is not None:
             assert any(c["measure"] == measure and "transformed" in c for _, _, c in CASES)
     for measure in FULL_GRID:
         for method in METHODS:
-            for test in TESTS:
+            for test in GRID_TESTS:
                 for control in ("default", "tight"):
                     assert (measure, method, test, control) in seen, (measure, method, test)
     computed = {m for path in FIXTURES.glob("*.json") for m in _load(path.name).get("escalc", {})}
@@ -204,12 +224,12 @@ def test_rma_matches_metafor(case_id: str, fx: dict[str, Any], case: dict[str, A
     _close(res.weights, ref["weights"], rtol, f"{case_id} weights")
     _close(res.vt, ref["vt"], 1e-10, f"{case_id} vt")
     assert res.k == ref["k"]
-    if case["test"] == "knha":
-        assert res.df == ref["ddf"]
-    else:
+    if case["test"] == "z":
         assert res.df is None
-    if case["method"] in ("EE", "FE") and case["test"] == "knha":
-        assert any("Knapp & Hartung" in w for w in res.warnings)
+    else:  # t, knha, adhoc: t with k - p df
+        assert res.df == ref["ddf"]
+    knha_ee = case["method"] in ("EE", "FE") and case["test"] in ("knha", "adhoc")
+    assert any("Knapp & Hartung" in w for w in res.warnings) == knha_ee
     # metafor's warnings (variance ratio, Knapp & Hartung with EE) are ours too
     theirs = case.get("warnings") or []
     for warning in [theirs] if isinstance(theirs, str) else theirs:

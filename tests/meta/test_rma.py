@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
+from scipy.special import stdtr, stdtrit
 from tests.meta.loglik import loglik
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta import METHODS, rma
+from cosmo_runner.meta import METHODS, TESTS, rma
+from cosmo_runner.schemas import load_schema
 
 # dat.bcg log risk ratios (metafor escalc), used for the checked values of the notes
 BCG_YI = np.array([
@@ -54,8 +58,37 @@ def test_checked_values_from_the_notes() -> None:
     assert knha.df == 12
 
 
+def test_the_schema_test_enum_is_the_fit_s() -> None:
+    schema = load_schema("run_spec")
+    assert schema["$defs"]["analysis"]["properties"]["test"]["enum"] == list(TESTS)
+
+
+@pytest.mark.parametrize("method", ["EE", "DL", "REML"])
+def test_t_and_adhoc_as_metafor_defines_them(method: str) -> None:
+    """t: the z fit's variance with t(k - 1) quantiles; adhoc: knha's s2w, but never below
+    1; both t(k - 1), like knha. BCG (s2w > 1 for EE) and the zero-boundary set (s2w < 1)."""
+    low_y, low_v = [0.10, 0.12, 0.09, 0.11, 0.10, 0.13], [0.02, 0.03, 0.025, 0.04, 0.01, 0.05]
+    for y, v in [(BCG_YI, BCG_VI), (low_y, low_v)]:
+        fits = {test: rma(y, v, method=method, test=test) for test in TESTS}
+        k = len(y)
+        z, t, knha, adhoc = fits["z"], fits["t"], fits["knha"], fits["adhoc"]
+        assert z.df is None and t.df == knha.df == adhoc.df == k - 1
+        assert t.se == z.se and t.statistic == z.statistic
+        assert t.ci_ub - t.estimate == pytest.approx(stdtrit(k - 1, 0.975) * z.se, rel=1e-12)
+        assert t.pval == pytest.approx(2 * stdtr(k - 1, -abs(z.statistic)), rel=1e-12)
+        assert adhoc.se == pytest.approx(max(knha.se, z.se), rel=1e-12)
+        assert t.pi_ub - t.estimate == pytest.approx(
+            stdtrit(k - 1, 0.975) * math.sqrt(z.se**2 + z.tau2), rel=1e-12
+        )
+        knha_ee = [w for w in fits["adhoc"].warnings if "Knapp & Hartung" in w]
+        assert bool(knha_ee) == (method == "EE") and not any("Knapp" in w for w in t.warnings)
+    # the zero-boundary set: s2w < 1, so adhoc is t there and knha is narrower
+    z, knha, adhoc = (rma(low_y, low_v, method=method, test=x) for x in ("z", "knha", "adhoc"))
+    assert knha.se < z.se == adhoc.se
+
+
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("test", ["z", "knha"])
+@pytest.mark.parametrize("test", TESTS)
 def test_batch_equals_scalar(method: str, test: str) -> None:
     y, v = _random_sets(40, 8, seed=3)
     batch = rma(y, v, method=method, test=test)
@@ -74,7 +107,7 @@ def test_batch_equals_scalar(method: str, test: str) -> None:
         if method in ("ML", "REML", "EB"):
             assert int(batch.iterations[i]) == one.iterations
         assert batch.algorithm[i] == one.algorithm
-    assert batch.df == (7.0 if test == "knha" else None)
+    assert batch.df == (None if test == "z" else 7.0)
 
 
 def test_single_analysis_returns_python_scalars() -> None:
@@ -309,8 +342,8 @@ def test_public_names_are_importable_from_the_package() -> None:
 def test_bad_options_are_clear_errors() -> None:
     with pytest.raises(AnalysisError, match="unknown method 'XX'"):
         rma(BCG_YI, BCG_VI, method="XX")
-    with pytest.raises(AnalysisError, match="unknown test 't'"):
-        rma(BCG_YI, BCG_VI, test="t")
+    with pytest.raises(AnalysisError, match=r"unknown test 'T' \(one of z, t, knha, adhoc\)"):
+        rma(BCG_YI, BCG_VI, test="T")
     with pytest.raises(AnalysisError, match="level"):
         rma(BCG_YI, BCG_VI, level=0)
     with pytest.raises(AnalysisError, match="unknown control setting"):

@@ -48,8 +48,11 @@ __all__ = [
     "likelihood_checks",
     "maximise_likelihood",
     "not_converged",
+    "reference_df",
+    "scaled_test",
     "score",
     "solve_pm",
+    "variance_factor",
     "variance_warning",
 ]
 
@@ -367,15 +370,46 @@ def variance_warning(extreme: NDArray[np.bool_]) -> str | None:
     return VARRATIO_WARNING[:-1] + rows_note(extreme, extreme.shape[0]) + "."
 
 
-def knha_warning(method: str) -> str | None:
-    """Knapp-Hartung is computed for EE models too, with metafor's warning."""
-    return KNHA_EE_WARNING.format(method) if method in ("EE", "FE") else None
+#: tests whose reference distribution is t with ``k - p`` df (F for the omnibus test)
+_T_TESTS = ("t", "knha", "adhoc")
+#: tests that scale the coefficients' variance by the weighted residual variance s2w
+_SCALED_TESTS = ("knha", "adhoc")
+
+
+def reference_df(test: str, k: int, p: int) -> float | None:
+    """The t (and F denominator) df of ``test``: ``k - p`` for t, knha and adhoc, None for z
+    (metafor's ``ddf``)."""
+    return float(k - p) if test in _T_TESTS else None
+
+
+def scaled_test(test: str) -> bool:
+    """Whether ``test`` scales the coefficients' variance (knha, adhoc): the fit then needs
+    the residual sum of squares at the model's weights."""
+    return test in _SCALED_TESTS
+
+
+def knha_warning(method: str, test: str) -> str | None:
+    """Knapp-Hartung (knha, adhoc) is computed for EE models too, with metafor's warning."""
+    if test in _SCALED_TESTS and method in ("EE", "FE"):
+        return KNHA_EE_WARNING.format(method)
+    return None
 
 
 def knha_factor(rss: FloatArray, df: float) -> FloatArray:
     """Knapp & Hartung (2003): the variance of the coefficients is scaled by the weighted
     residual variance ``s2w = y'Py / (k - p)``, taken as 0 where ``y'Py <= eps`` (metafor)."""
     return np.where(rss <= EPS, 0.0, rss / df)
+
+
+def variance_factor(test: str, rss: FloatArray, df: float) -> FloatArray | None:
+    """The factor s2w on the coefficients' variance, as metafor 3.8.1 applies it: knha's
+    :func:`knha_factor`; adhoc's the same truncated below at 1 (``s2w[s2w < 1] <- 1``);
+    None (a factor of 1) for z and t."""
+    if test == "knha":
+        return knha_factor(rss, df)
+    if test == "adhoc":
+        return np.maximum(knha_factor(rss, df), 1.0)
+    return None
 
 
 def heterogeneity(

@@ -19,8 +19,10 @@ from cosmo_runner.meta._decisions import (
     VARRATIO_LIMIT,
     VARRATIO_WARNING,
     heterogeneity,
-    knha_factor,
     knha_warning,
+    reference_df,
+    scaled_test,
+    variance_factor,
     variance_warning,
 )
 from cosmo_runner.meta._estimators import Estimator, FixedPiecesEstimator
@@ -259,13 +261,13 @@ def fit_rows(
     else:
         at = problem.at(tau2)
         sw, mu = at.sw, at.mu
-        rss = at.rss if test == "knha" else q
+        rss = at.rss if scaled_test(test) else q
     var_b = 1.0 / sw
-    df: float | None = None
-    if test == "knha":
-        warnings += [w for w in [knha_warning(method)] if w]
-        df = float(k - 1)
-        var_b = knha_factor(rss, df) * var_b
+    df = reference_df(test, k, 1)
+    warnings += [w for w in [knha_warning(method, test)] if w]
+    factor = variance_factor(test, rss, k - 1.0)
+    if factor is not None:
+        var_b = factor * var_b
     se = np.sqrt(var_b)
     half = crit(alpha, df) * se
     lazy = _lazy(y, v, unit, tfit.tau0, tau2=tau2, mu=mu, se=se, var_b=var_b, q=q, vt=vt,
@@ -396,15 +398,15 @@ def fit_scalar(  # noqa: PLR0915
         sw = float(add(w))
         mu = float(dot(w, y)) / sw
         rss = q
-        if test == "knha":
+        if scaled_test(test):
             r = y - mu
             rss = float(dot(w * r, r))
     var_b = 1.0 / sw
-    df: float | None = None
-    if test == "knha":
-        warnings += [w for w in [knha_warning(method)] if w]
-        df = float(k - 1)
-        var_b = float(knha_factor(np.array(rss), df)) * var_b
+    df = reference_df(test, k, 1)
+    warnings += [w for w in [knha_warning(method, test)] if w]
+    factor = variance_factor(test, np.array(rss), k - 1.0)
+    if factor is not None:
+        var_b = float(factor) * var_b
     se = math.sqrt(var_b)
     stat = mu / se if se > 0 else (math.copysign(math.inf, mu) if mu != 0 else math.nan)
     tail = ndtr(-abs(stat)) if df is None else stdtr(df, -abs(stat))

@@ -1,7 +1,8 @@
 """Mixed-effects meta-regression (metafor's ``rma.uni`` with ``mods``; Viechtbauer 2005,
 Raudenbush 2009): the data with its model matrix X for the decision layer
 (:class:`Regression`), then weighted least squares for the coefficients, the coefficient
-table, the omnibus test QM (F with knha), residual heterogeneity QE and pseudo-R2.
+table, the omnibus test QM (F with the t tests: t, knha, adhoc), residual heterogeneity QE
+and pseudo-R2.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._decisions import (
     VARRATIO_LIMIT,
     heterogeneity,
-    knha_factor,
     knha_warning,
+    reference_df,
+    variance_factor,
     variance_warning,
 )
 from cosmo_runner.meta._estimators import Estimator
@@ -216,11 +218,11 @@ def fit_regression(
     warnings += tfit.warnings
     fit = problem.wls(1.0 / (v + tau2))
     vb = fit.a.copy()
-    df: float | None = None
-    if test == "knha":
-        warnings += [w for w in [knha_warning(method)] if w]
-        df = float(k - p)
-        vb = float(knha_factor(np.array(fit.rss), df)) * vb
+    df = reference_df(test, k, p)
+    warnings += [w for w in [knha_warning(method, test)] if w]
+    factor = variance_factor(test, np.array(fit.rss), float(k - p))
+    if factor is not None:
+        vb = float(factor) * vb
     se = np.sqrt(np.diag(vb))
     beta = fit.beta
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -288,8 +290,8 @@ def fit_regression(
 def _omnibus(
     beta: FloatArray, vb: FloatArray, df: float | None, k: int, warnings: list[str]
 ) -> tuple[float | None, tuple[int, ...] | None, float | None]:
-    """QM, the Wald test of every coefficient but the intercept (F with knha): statistic,
-    df and p-value; all None for an intercept-only model."""
+    """QM, the Wald test of every coefficient but the intercept (F with t, knha, adhoc):
+    statistic, df and p-value; all None for an intercept-only model."""
     m = beta.shape[0] - 1
     if m == 0:
         return None, None, None

@@ -39,7 +39,11 @@ FloatArray = NDArray[np.float64]
 Num = Any
 
 
-TESTS = ("z", "knha")
+#: metafor 3.8.1's tests: ``z`` (normal), ``t`` (t with k - p df, the variance as for z),
+#: ``knha`` (Knapp & Hartung 2003: the variance scaled by s2w, t with k - p df) and ``adhoc``
+#: (knha with s2w truncated below at 1; Knapp & Hartung's ad hoc improvement). What each
+#: means is decided in :mod:`._decisions` (``reference_df``, ``variance_factor``).
+TESTS = ("z", "t", "knha", "adhoc")
 
 
 FISHER = "fisher-scoring"

@@ -21,8 +21,11 @@ vectorised over analyses); ``algorithm`` and ``warnings`` say so. ``EB`` falls b
 equivalent ``PM`` equation. A failure that remains raises
 :class:`~cosmo_runner.errors.AnalysisError`.
 
-Tests: ``"z"`` (normal) or ``"knha"`` (Knapp & Hartung 2003: the variance scaled by the
-weighted residual variance, t with ``k - p`` df; also computed for EE, with metafor's warning).
+Tests, as metafor 3.8.1: ``"z"`` (normal); ``"t"`` (t with ``k - p`` df, the variance as for
+z); ``"knha"`` (Knapp & Hartung 2003: the variance scaled by the weighted residual variance
+s2w, t with ``k - p`` df; also computed for EE, with metafor's warning); ``"adhoc"`` (knha
+with s2w truncated below at 1, Knapp & Hartung's ad hoc improvement). The t tests give an F
+omnibus test of the moderators and t-based prediction intervals.
 Heterogeneity: ``Q`` (Cochran), and ``I2``/``H2`` (Higgins & Thompson 2002), tau2-based for
 random-effects models and Q-based for EE, exactly as metafor computes them.
 

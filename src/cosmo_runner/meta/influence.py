@@ -10,8 +10,8 @@
   ``(mu - mu_(-i)) / sqrt(s2w_(-i) h_i (tau2_(-i) + vi))``, ``cook_d``
   ``(mu - mu_(-i))^2 / se^2``, ``cov_r`` ``se_(-i)^2 / se^2``, ``tau2_del``, ``QE_del``,
   ``hat`` ``h_i = w_i / sum w`` and ``weight`` (percent), where ``s2w`` is the Knapp-Hartung
-  factor of the refit (1 for the z test). ``dfbetas`` ``(mu - mu_(-i)) / sqrt(s2w_(-i)
-  vb_del)`` with ``vb_del = 1 / sum_j 1/(vj + tau2_(-i))`` over all k studies. A study is
+  factor of the refit (1 for the z and t tests; at least 1 for adhoc). ``dfbetas``
+  ``(mu - mu_(-i)) / sqrt(s2w_(-i) vb_del)`` with ``vb_del = 1 / sum_j 1/(vj + tau2_(-i))`` over all k studies. A study is
   ``influential`` by metafor's rule: ``|dffits| > 3 sqrt(p / (k - p))``, or the chi-square(1)
   cdf of ``cook_d`` above 0.5, or ``hat > 3 p / k``, or ``|dfbetas| > 1`` (p = 1).
 
@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import chdtr, ndtr, ndtri
 
 from cosmo_runner.errors import AnalysisError
+from cosmo_runner.meta._decisions import scaled_test, variance_factor
 from cosmo_runner.meta.diagnostics import leave1out
 from cosmo_runner.meta.fit import Control, alpha_for_level, rma
 
@@ -145,14 +146,14 @@ def influence(
     mu_del, se_del = np.asarray(l1o.estimate), np.asarray(l1o.se)
     tau2_del = np.asarray(l1o.tau2) if l1o.tau2 is not None else np.zeros(k)
     tau2_del = np.nan_to_num(tau2_del, nan=0.0) if str(method).upper() in ("EE", "FE") else tau2_del
-    if test == "knha":
+    s2w = np.ones(k)
+    if scaled_test(test):
         # the refit's Knapp-Hartung factor: sum w (y - mu)^2 / (k - 2) over the other studies
         wd = 1.0 / (v[None, :] + tau2_del[:, None])
         resid2 = wd * (y[None, :] - mu_del[:, None]) ** 2
         others = ~np.eye(k, dtype=bool)
-        s2w = np.where(others, resid2, 0.0).sum(axis=1) / (k - 2)
-    else:
-        s2w = np.ones(k)
+        rss_del = np.where(others, resid2, 0.0).sum(axis=1)
+        s2w = np.asarray(variance_factor(test, rss_del, k - 2.0))
     resid = y - mu_del
     resid[np.abs(resid) < 100 * np.finfo(float).eps] = 0.0
     rstudent = resid / np.sqrt(v * s2w + se_del**2 + tau2_del * s2w)

@@ -391,7 +391,7 @@ def _result_view(result: dict[str, Any]) -> dict[str, Any]:
     def ci(block: Any) -> tuple[Any, Any]:
         return (block.get("lb"), block.get("ub")) if isinstance(block, dict) else (None, None)
 
-    stat_name = "t" if result.get("test") == "knha" else "z"
+    stat_name = "z" if result.get("df") is None else "t"  # t, knha, adhoc: t with df
     rows = [
         ("k (studies)", result.get("k"), None, None),
         ("estimate", result.get("estimate"), result.get("ci_lb"), result.get("ci_ub")),
