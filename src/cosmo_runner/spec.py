@@ -89,7 +89,7 @@ TABLE_METHODS = {"MH": ("OR", "RR", "RD"), "PETO": ("OR",)}
 
 
 def _table_method_problems(item: dict[str, Any], where: str) -> list[str]:
-    """MH and PETO: their measures only, and no test, moderators or subgroup."""
+    """MH and PETO: their measures only, and no test, control, moderators or subgroup."""
     method = item.get("method")
     if method not in TABLE_METHODS:
         return []
@@ -103,6 +103,8 @@ def _table_method_problems(item: dict[str, Any], where: str) -> list[str]:
     reasons = {
         "test": "takes no test (always a z statistic, as metafor's rma.mh and rma.peto)",
         "moderators": "fits no moderators (use an inverse-variance method such as REML)",
+        "control": "estimates no tau2 (control sets the tau2 algorithm of inverse-variance "
+        "methods)",
     }
     for key, reason in reasons.items():
         if key in item:

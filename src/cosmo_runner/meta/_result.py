@@ -6,8 +6,10 @@ fitting controls (:class:`Control`), the confidence level rule and the result
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -96,6 +98,32 @@ class Control:
     fallback: bool = True
     global_check: bool = True
     xrtol: float = 4 * EPS
+
+    def __post_init__(self) -> None:
+        """Every setting in its domain, or an :class:`AnalysisError` naming it (the spec's
+        schema states the same domains for ``"control"``)."""
+        for name in ("ll0check", "fallback", "global_check"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise AnalysisError(f"rma: control {name} must be true or false")
+        if (
+            isinstance(self.maxiter, Real)
+            and not isinstance(self.maxiter, bool)
+            and float(self.maxiter).is_integer()
+        ):
+            object.__setattr__(self, "maxiter", int(self.maxiter))  # 100.0 from a JSON spec
+        if not (isinstance(self.maxiter, Integral) and self.maxiter >= 1) or isinstance(
+            self.maxiter, bool
+        ):
+            raise AnalysisError(f"rma: control maxiter must be an integer >= 1: {self.maxiter!r}")
+        for name in ("threshold", "tol", "stepadj", "xrtol", "tau2_init"):
+            value = getattr(self, name)
+            if name == "tau2_init" and value is None:
+                continue
+            zero_ok = name == "tau2_init"
+            real = isinstance(value, Real) and not isinstance(value, bool)
+            if not (real and math.isfinite(value) and (value > 0 or (zero_ok and value == 0))):
+                bound = ">= 0" if zero_ok else "> 0"
+                raise AnalysisError(f"rma: control {name} must be a number {bound}: {value!r}")
 
     @classmethod
     def from_mapping(cls, control: Mapping[str, Any] | Control | None) -> Control:

@@ -60,7 +60,7 @@ from numpy.typing import NDArray
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, subgroups
 from cosmo_runner.meta.effects import EffectSizes, escalc
-from cosmo_runner.meta.fit import RMAResult, rma
+from cosmo_runner.meta.fit import Control, RMAResult, rma
 from cosmo_runner.meta.influence import cumulative, influence
 from cosmo_runner.meta.mantel_haenszel import METHODS as TABLE_METHODS
 from cosmo_runner.meta.mantel_haenszel import (
@@ -323,7 +323,8 @@ def analyse(spec: Mapping[str, Any], table: Table | Mapping[str, Sequence[Any]])
     """Run one analysis of a run spec on its input table; see the module docstring for keys.
 
     ``spec`` keys: ``id, measure, columns, method`` (default REML), ``test`` (z), ``level``
-    (95), ``moderators`` (optional list of columns), ``drop00`` (false), ``transf``
+    (95), ``control`` (optional, :class:`~cosmo_runner.meta.Control`'s settings),
+    ``moderators`` (optional list of columns), ``drop00`` (false), ``transf``
     (optional, a back-transformation's name); ``plots`` and
     ``input`` are ignored here.
     """
@@ -348,6 +349,7 @@ def _analyse(  # noqa: PLR0912, PLR0915
     method = str(spec.get("method", "REML"))
     test = str(spec.get("test", "z"))
     level = float(spec.get("level", 95))
+    control = Control.from_mapping(spec.get("control"))  # the schema checked its keys
     moderators = list(spec.get("moderators") or [])
     drop00 = bool(spec.get("drop00", False))
 
@@ -365,7 +367,7 @@ def _analyse(  # noqa: PLR0912, PLR0915
     if es.k < 2:
         raise AnalysisError(f"need at least 2 studies, got k = {es.k}")
     yi, vi = es.yi, es.vi
-    fit = rma(yi, vi, method=method, test=test, level=level)
+    fit = rma(yi, vi, method=method, test=test, level=level, control=control)
 
     result: dict[str, Any] = {
         "result_version": RESULT_VERSION,
@@ -387,7 +389,7 @@ def _analyse(  # noqa: PLR0912, PLR0915
     if is_ee:
         result["tau2_ci"] = result["I2_ci"] = result["H2_ci"] = None
     else:
-        ci = confint_tau2(yi, vi, method=method, level=level, fit=fit)
+        ci = confint_tau2(yi, vi, method=method, level=level, control=control, fit=fit)
         result["tau2_ci"] = {"lb": _num(ci.tau2_lb), "ub": _num(ci.tau2_ub)}
         result["I2_ci"] = {"lb": _num(ci.I2_lb), "ub": _num(ci.I2_ub)}
         result["H2_ci"] = {"lb": _num(ci.H2_lb), "ub": _num(ci.H2_ub)}
@@ -408,7 +410,7 @@ def _analyse(  # noqa: PLR0912, PLR0915
             )
         else:
             try:
-                l1o = leave1out(yi, vi, method=method, test=test, level=level)
+                l1o = leave1out(yi, vi, method=method, test=test, level=level, control=control)
             except AnalysisError as exc:
                 result["warnings"].append(f"leave-one-out not computed: {exc.message}")
         if l1o is not None:
@@ -432,13 +434,14 @@ def _analyse(  # noqa: PLR0912, PLR0915
     result.update(
         _funnel_asymmetry(
             spec, yi, vi, _sample_sizes(args, columns, table, es.kept), method=method,
-            test=test, level=level, moderators=bool(moderators), warnings=result["warnings"],
+            test=test, level=level, control=control, moderators=bool(moderators),
+            warnings=result["warnings"],
         )
     )  # fmt: skip
     result.update(
         _case_diagnostics(
             spec, yi, vi, es, table=table, study=study, method=method, test=test,
-            level=level, warnings=result["warnings"],
+            level=level, control=control, warnings=result["warnings"],
         )
     )  # fmt: skip
     result["transformed"] = _transform(
@@ -449,11 +452,29 @@ def _analyse(  # noqa: PLR0912, PLR0915
 
     if moderators:
         result.update(
-            _moderators(moderators, table, es, study, method=method, test=test, level=level)
+            _moderators(
+                moderators,
+                table,
+                es,
+                study,
+                method=method,
+                test=test,
+                level=level,
+                control=control,
+            )
         )
     if "subgroup" in columns:
         result.update(
-            _subgroups(columns["subgroup"], table, es, study, method=method, test=test, level=level)
+            _subgroups(
+                columns["subgroup"],
+                table,
+                es,
+                study,
+                method=method,
+                test=test,
+                level=level,
+                control=control,
+            )
         )
     return result
 
@@ -467,6 +488,7 @@ def _moderators(
     method: str,
     test: str,
     level: float,
+    control: Control | None = None,
 ) -> dict[str, Any]:
     cols = []
     for name in names:
@@ -474,7 +496,10 @@ def _moderators(
             raise AnalysisError(f"moderator column {name!r} is not in the input")
         cols.append(_parse(table, name, "moderator", study)[list(es.kept)])
     x = np.column_stack(cols)
-    fit = rma(es.yi, es.vi, method=method, test=test, level=level, mods=x, mod_names=names)
+    fit = rma(
+        es.yi, es.vi, method=method, test=test, level=level, mods=x, mod_names=names,
+        control=control,
+    )  # fmt: skip
     terms = fit.terms or ()
     return {
         "coefficients": [
@@ -514,6 +539,7 @@ def _subgroups(
     method: str,
     test: str,
     level: float,
+    control: Control | None = None,
 ) -> dict[str, Any]:
     if column not in table:
         raise AnalysisError(f"subgroup column {column!r} is not in the input")
@@ -523,7 +549,7 @@ def _subgroups(
         row = es.kept[groups.index("")]
         where = table.location(row, column, study).text()
         raise AnalysisError(f"{where}: empty subgroup label")
-    sub = subgroups(es.yi, es.vi, groups, method=method, test=test, level=level)
+    sub = subgroups(es.yi, es.vi, groups, method=method, test=test, level=level, control=control)
     entries = []
     for group, fit in zip(sub.groups, sub.fits, strict=True):
         entry: dict[str, Any] = {"group": group}
@@ -731,6 +757,7 @@ def _funnel_asymmetry(
     moderators: bool,
     warnings: list[str],
     trimfill: bool = True,
+    control: Control | None = None,
 ) -> dict[str, Any]:
     """``egger``, ``rank_test`` and ``trimfill`` of the model without moderators
     (:mod:`cosmo_runner.meta.pubbias`); null with the reason in ``warnings`` where undefined.
@@ -752,7 +779,7 @@ def _funnel_asymmetry(
     try:
         eg = egger_test(
             yi, vi, ni=ni, predictor=predictor, model=model, method=method, test=test,
-            level=level,
+            level=level, control=control,
         )  # fmt: skip
     except AnalysisError as exc:
         warnings.append(f"Egger's test not computed: {exc.message}")
@@ -807,7 +834,7 @@ def _funnel_asymmetry(
         side = "right" if out["egger"]["statistic"] < 0 else "left"
     try:
         tf = pubbias_trimfill(
-            yi, vi, method=method, test=test, level=level,
+            yi, vi, method=method, test=test, level=level, control=control,
             estimator=str(options.get("estimator", "L0")), side=side,
         )  # fmt: skip
     except AnalysisError as exc:
@@ -868,6 +895,7 @@ def _case_diagnostics(
     test: str,
     level: float,
     warnings: list[str],
+    control: Control | None = None,
 ) -> dict[str, Any]:
     """``cumulative`` and ``influence`` of the model without moderators
     (:mod:`cosmo_runner.meta.influence`): k refits each, so skipped (null, with the reason)
@@ -881,7 +909,7 @@ def _case_diagnostics(
     by = spec.get("cumulative_by")
     keys = None if by is None else _cumulative_keys(table, str(by), es.kept, study)
     try:
-        cm = cumulative(yi, vi, order=keys, method=method, test=test, level=level)
+        cm = cumulative(yi, vi, order=keys, method=method, test=test, level=level, control=control)
     except AnalysisError as exc:
         warnings.append(f"cumulative meta-analysis not computed: {exc.message}")
     else:
@@ -901,7 +929,7 @@ def _case_diagnostics(
         ]
         warnings.extend(f"cumulative: {w}" for w in cm.warnings)
     try:
-        inf = influence(yi, vi, method=method, test=test, level=level)
+        inf = influence(yi, vi, method=method, test=test, level=level, control=control)
     except AnalysisError as exc:
         warnings.append(f"influence diagnostics not computed: {exc.message}")
     else:
