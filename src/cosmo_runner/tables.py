@@ -358,6 +358,109 @@ def _read_chunk(
     return records, starts
 
 
+#: The ASCII bytes str.strip() removes, other than line ends (no cell holds one on this path)
+_PLAIN_SPACE = np.isin(np.arange(256), [9, 11, 12, 28, 29, 30, 31, 32])
+#: Every non-ASCII character str.isspace() knows (tests/tables checks the list): a cell edge
+#: holding one is stripped by the csv path only, so a file with one takes that path
+_WIDE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+_CELL_BYTES = 8  # fixed-width cells may take this many times the column's bytes, else csv path
+
+
+def _parse_plain(body: bytes, text: str, path: Path, fmt: CsvFormat) -> Table | None:
+    """The common file -- no quote, CR or NUL character -- in a few vectorised passes over its
+    bytes (no Python object per row or cell): the same table, and the same errors, as the
+    csv module's path below (tests/tables compares the two on generated files).
+
+    ``body`` is the file's bytes without a byte-order mark, ``text`` the same decoded. None
+    where this path does not apply (then the csv path runs): a quote, CR or NUL anywhere, a
+    non-ASCII space character, a line the csv module may find too long, very uneven cells.
+    """
+    if b'"' in body or b"\r" in body or b"\0" in body:
+        return None
+    if not body.isascii() and _WIDE_SPACE.search(text):
+        return None
+    arr = np.frombuffer(body, dtype=np.uint8)
+    n = int(arr.size)
+    newlines = np.flatnonzero(arr == 10)
+    starts = np.concatenate(([0], newlines + 1))
+    ends = np.concatenate((newlines, [n]))
+    if starts[-1] == n:  # the file ends with a line end (or is empty): no line after it
+        starts, ends = starts[:-1], ends[:-1]
+    if starts.size and int((ends - starts).max()) >= csv.field_size_limit():
+        return None  # the csv module's own error may apply
+    marks = np.flatnonzero(arr == ord(fmt.delimiter))
+    line_of = np.searchsorted(newlines, marks)  # the 0-based line of each delimiter
+    fields = np.bincount(line_of, minlength=starts.size)[: starts.size] + 1
+    fields[starts == ends] = 0  # an empty line is no record
+    records = np.flatnonzero(fields)
+    if records.size == 0:
+        raise TableError(Location(path.name), "empty file (no header row)")
+    first = int(records[0])
+    header = [name.strip() for name in _fields_of(body, starts[first], ends[first], fmt)]
+    width = len(header)
+    _check_header(header, Location(path.name, first + 1))
+    rows = records[1:]
+    ragged = rows[fields[rows] != width]
+    if ragged.size:
+        line = int(ragged[0])
+        raise _ragged(path.name, line + 1, int(fields[line]), header, fmt)
+    is_row = np.zeros(starts.size, dtype=bool)
+    is_row[rows] = True
+    inner = marks[is_row[line_of]].reshape(rows.size, width - 1)
+    lo = np.concatenate((starts[rows, None], inner + 1), axis=1)
+    hi = np.concatenate((inner, ends[rows, None]), axis=1)
+    last = max(n - 1, 0)
+    while True:  # spaces around cells (str.strip's ASCII ones)
+        move = (lo < hi) & _PLAIN_SPACE[arr[np.minimum(lo, last)]]
+        if not move.any():
+            break
+        lo += move
+    while True:
+        move = (lo < hi) & _PLAIN_SPACE[arr[np.maximum(hi - 1, 0)]]
+        if not move.any():
+            break
+        hi -= move
+    size = hi - lo
+    if size.size and int(size.max(initial=0)) * rows.size > _CELL_BYTES * (
+        int(size.sum()) + rows.size * width
+    ):
+        return None  # a few long cells: fixed-width columns would be mostly padding
+    ascii_text = body.isascii()
+    columns = {name: _cells(arr, lo[:, j], size[:, j], ascii_text) for j, name in enumerate(header)}
+    return Table(path, header, rows.astype(np.int64) + 1, columns, fmt)
+
+
+def _fields_of(body: bytes, start: Any, end: Any, fmt: CsvFormat) -> list[str]:
+    """The fields of one line of a plain file (no quotes): the csv module's reading."""
+    return body[int(start) : int(end)].decode("utf-8").split(fmt.delimiter)
+
+
+def _cells(arr: NDArray[np.uint8], lo: IntArray, size: IntArray, ascii_text: bool) -> StrArray:
+    """One column's cells (byte offsets ``lo``, lengths ``size`` in ``arr``) as a string
+    array, gathered into fixed-width bytes a block of rows at a time."""
+    width = max(1, int(size.max(initial=0)))
+    cells = np.empty(lo.size, dtype=f"S{width}")
+    offsets = np.arange(width)
+    last = max(int(arr.size) - 1, 0)
+    block = max(1, (_CHUNK_ROWS * 16) // width)
+    for start in range(0, lo.size, block):
+        index = lo[start : start + block, None] + offsets
+        chars = arr[np.minimum(index, last)]
+        chars[offsets >= size[start : start + block, None]] = 0  # NUL pads a shorter cell
+        cells[start : start + block] = chars.view(f"S{width}")[:, 0]
+    if ascii_text:
+        return cells.astype(_STR)
+    return np.asarray(np.strings.decode(cells, "utf-8"), dtype=_STR)
+
+
+def _ragged(name: str, line: int, fields: int, header: Sequence[str], fmt: CsvFormat) -> TableError:
+    return TableError(
+        Location(name, line),
+        f"{fields} field{'s' if fields != 1 else ''}, the header has {len(header)}"
+        + _delimiter_hint(header, fmt),
+    )
+
+
 def _needs_strip(text: str, delimiter: str) -> bool:
     """Whether some cell may start or end with whitespace (then every cell is stripped)."""
     if '"' in text:  # a quoted cell may hold spaces inside its quotes
@@ -368,14 +471,26 @@ def _needs_strip(text: str, delimiter: str) -> bool:
 
 
 def parse_csv(
-    data: bytes, path: Path, fmt: CsvFormat | None = None, *, _line_by_line: bool = False
+    data: bytes,
+    path: Path,
+    fmt: CsvFormat | None = None,
+    *,
+    _csv_module: bool = False,
+    _line_by_line: bool = False,
 ) -> Table:
     """Parse a CSV input's bytes into a :class:`Table`; any problem is a :class:`TableError`
     naming the file and line (empty file, encoding, quoting, duplicate header names, a row
-    with more or fewer fields than the header). ``_line_by_line`` forces the general line
-    bookkeeping (tests compare it with the one-line-records path)."""
+    with more or fewer fields than the header). A file without quotes or CRs takes the
+    vectorised path (:func:`_parse_plain`), the others the csv module. ``_csv_module``
+    forces the csv module, ``_line_by_line`` also its general line bookkeeping (tests
+    compare the three paths)."""
     fmt = fmt or CsvFormat()
     text = _decode(data, Location(path.name))
+    if not (_csv_module or _line_by_line):
+        body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+        table = _parse_plain(body, text, path, fmt)
+        if table is not None:
+            return table
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=fmt.delimiter, strict=True)
     one_line = '"' not in text and not _line_by_line
     strip = _line_by_line or _needs_strip(text, fmt.delimiter)
@@ -406,12 +521,7 @@ def parse_csv(
             ragged = np.flatnonzero((sizes != width) & (sizes != 0))
             if ragged.size:
                 row = int(ragged[0])
-                fields = int(sizes[row])
-                raise TableError(
-                    Location(path.name, int(starts[row])),
-                    f"{fields} field{'s' if fields != 1 else ''}, the header has {width}"
-                    + _delimiter_hint(header, fmt),
-                )
+                raise _ragged(path.name, int(starts[row]), int(sizes[row]), header, fmt)
             rows = sizes != 0  # blank lines carry no data
             if not rows.all():
                 records = [r for r, keep in zip(records, rows.tolist(), strict=True) if keep]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cosmo_runner import tables
 from cosmo_runner.tables import NUMBER, CsvFormat, Table, TableError, describe, parse_csv
 
 P = Path("data/t.csv")
@@ -223,3 +224,84 @@ def test_the_one_line_path_agrees_with_line_by_line_bookkeeping(
     assert fast.lines.tolist() == slow.lines.tolist()
     for name in fast.header:
         assert fast.text(name).tolist() == slow.text(name).tolist()
+
+
+_PLAIN_CELL = st.text(alphabet="ab1.,;|\t \x0b\x1c\u00e9\u20ac", max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.lists(_PLAIN_CELL, min_size=0, max_size=3), max_size=7),
+    st.sampled_from([",", ";", "\t", "|"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_the_vectorised_path_agrees_with_the_csv_module(
+    lines: list[list[str]], delimiter: str, bom: bool, final_newline: bool
+) -> None:
+    """Files without quotes or CRs skip the csv module: same header, lines, cells and errors
+    (blank lines, spaces and other str.strip characters around cells, ragged rows, duplicate
+    names, non-ASCII text, another delimiter in a one-column header)."""
+    text = "\n".join(delimiter.join(cells) for cells in lines) + ("\n" if final_newline else "")
+    data = (b"\xef\xbb\xbf" if bom else b"") + text.encode()
+    fmt = CsvFormat(delimiter, ",") if delimiter == ";" else CsvFormat(delimiter)
+    # the path itself is private; asserting that it applied keeps this test from comparing
+    # the csv module with itself
+    body = data[3:] if bom else data
+    try:
+        plain = tables._parse_plain(body, body.decode(), P, fmt)
+    except TableError as exc:
+        with pytest.raises(TableError) as slow_error:
+            parse_csv(data, P, fmt, _csv_module=True)
+        assert str(slow_error.value) == str(exc)
+        assert slow_error.value.location == exc.location
+        return
+    assert plain is not None
+    reference = parse_csv(data, P, fmt, _csv_module=True)
+    assert plain.header == reference.header
+    assert plain.lines.tolist() == reference.lines.tolist()
+    for name in plain.header:
+        assert plain.text(name).dtype == reference.text(name).dtype
+        assert plain.text(name).tolist() == reference.text(name).tolist()
+    assert parse_csv(data, P, fmt).lines.tolist() == reference.lines.tolist()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b's,x\n"a",1\n',  # a quote
+        b"s,x\r\na,1\r\n",  # CR
+        b"s,x\na\x00,1\n",  # NUL
+        "s,x\na\u00a0,1\n".encode(),  # a space str.strip knows outside ASCII
+        b"s,x\n" + b"a" * 200_000 + b",1\n",  # longer than the csv module's field limit
+        b"s,x\n" + b"a" * 20_000 + b",1\n" + b"b,2\n" * 50,  # one long cell among short ones
+    ],
+)
+def test_files_the_vectorised_path_leaves_to_the_csv_module(data: bytes) -> None:
+    # private path, asserted directly: each of these must reach the csv module (None here)
+    assert tables._parse_plain(data, data.decode(), P, CsvFormat()) is None
+    try:
+        expected: Table | str = parse_csv(data, P, _csv_module=True)
+    except TableError as exc:
+        expected = str(exc)
+    try:
+        got: Table | str = parse_csv(data, P)
+    except TableError as exc:
+        got = str(exc)
+    if isinstance(expected, str):
+        assert got == expected
+    else:
+        assert isinstance(got, Table)
+        assert got.lines.tolist() == expected.lines.tolist()
+        assert got.text("s").tolist() == expected.text("s").tolist()
+
+
+def test_the_wide_space_class_is_every_non_ascii_space() -> None:
+    spaces = "".join(c for c in map(chr, range(0x80, 0x110000)) if c.isspace())
+    assert tables._WIDE_SPACE.findall(spaces) == list(spaces)
+    assert (
+        tables._WIDE_SPACE.search(
+            "".join(map(chr, range(0x80, 0x3100))).translate({ord(c): None for c in spaces})
+        )
+        is None
+    )
