@@ -7,7 +7,8 @@
 # molloy2014, hackshaw1998, synthetic, nonconvergent, zerocells, tests, nielweise2007, ...:
 # the names in the `if (want(...))` lines below) writes only those. Every section sets its own seed, so a
 # section's files are the same whether it runs alone or with the others. At its end (section
-# "stats") it runs make_fixtures_stats.R into <outdir>/stats.
+# "stats") it runs make_fixtures_stats.R into <outdir>/stats, then (section "mods")
+# make_fixtures_mods.R into <outdir>/mods.
 #
 # Writes one JSON file per data set. Each holds the data, escalc's yi/vi, and one case per
 # measure x method x test x control ("default" = metafor's defaults, "tight" =
@@ -540,4 +541,14 @@ if (want("stats")) {
   source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE),
                                                     value = TRUE)[1])),
                    "make_fixtures_stats.R"))
+}
+
+# Moderators (categorical, several, btt, common-tau2 subgroups, EE R2): a sibling script,
+# writing into <outdir>/mods (levels sorted by code point under LC_COLLATE=C).
+if (want("mods")) {
+  Sys.setlocale("LC_COLLATE", "C")
+  mods_outdir_override <- file.path(outdir, "mods")
+  source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE),
+                                                    value = TRUE)[1])),
+                   "make_fixtures_mods.R"))
 }

@@ -78,9 +78,35 @@ def problems(data: Any) -> list[str]:
                     f"{where}/input: {shorten(repr(item['input']))} is not an input "
                     f"(inputs: {shorten(', '.join(sorted(inputs)))})"
                 )
+            found.extend(_moderator_problems(item, where))
             if section == "analyses":
                 found.extend(_table_method_problems(item, where))
     return found
+
+
+def _moderator_problems(item: dict[str, Any], where: str) -> list[str]:
+    """``moderator_kinds`` and ``test_terms`` name moderators of the entry; a
+    ``subgroup_model`` needs a subgroup column. (Whether a level named in a term exists is
+    known from the data: the validator and the analysis check it.)"""
+    out = []
+    moderators = [str(m) for m in item.get("moderators") or []]
+    for column in item.get("moderator_kinds") or {}:
+        if column not in moderators:
+            out.append(
+                f"{where}/moderator_kinds: {shorten(repr(column))} is not one of the "
+                f"moderators ({shorten(', '.join(moderators)) or 'none'})"
+            )
+    for index, term in enumerate(item.get("test_terms") or []):
+        column = term.split("[", 1)[0] if term.endswith("]") and "[" in term else term
+        if term != "intrcpt" and term not in moderators and column not in moderators:
+            out.append(
+                f"{where}/test_terms/{index}: {shorten(repr(term))} is not a term of the "
+                f"moderators ({shorten(', '.join(moderators))}): name intrcpt, a numeric "
+                "moderator, or a level as column[level]"
+            )
+    if "subgroup_model" in item and "subgroup" not in (item.get("columns") or {}):
+        out.append(f"{where}/subgroup_model: needs a subgroup column (columns.subgroup)")
+    return out
 
 
 #: Methods that pool 2x2 tables directly, and their measures (meta.mantel_haenszel's table;

@@ -70,8 +70,12 @@ def test_moderators_and_subgroups_are_checked() -> None:
     outcome = check_table(
         _table(text), "GEN", {}, "error", moderators=["lat"], subgroups=["region"]
     )
+    hint = (
+        ' (a moderator column with a number in it is numeric; declare "moderator_kinds": '
+        '{"lat": "categorical"} to read its cells as levels)'
+    )
     assert [f.message for f in outcome.findings] == [
-        "g.csv line 3 (study 'B'), column lat: 'x' is not a number",
+        "g.csv line 3 (study 'B'), column lat: 'x' is not a number" + hint,
         "g.csv line 3 (study 'B'), column region: empty subgroup label",
         "g.csv line 4 (study 'C'), column lat: empty cell",
     ]
@@ -112,9 +116,20 @@ def test_plugin_findings_are_capped_per_level_and_code() -> None:
 def test_all_invalid_moderator_column_of_a_large_table() -> None:
     n = 300_000
     table = _table("study,yi,vi,m\n" + "".join(f"s{i},0.1,0.2,m{i}\n" for i in range(n)))
-    outcome = check_table(table, "GEN", {}, "error", moderators=["m"])
+    # declared numeric: every cell is an error, the first 100 kept
+    outcome = check_table(table, "GEN", {}, "error", moderators=["m"], kinds={"m": "numeric"})
     assert outcome.errors == n
     assert len(outcome.findings) == FINDINGS_CAP
     assert np.array_equal(
         [f.location["line"] for f in outcome.findings if f.location], np.arange(2, 102)
+    )
+    assert outcome.findings[0].message.endswith(
+        "column m: 'm0' is not a number (the moderator is declared \"numeric\")"
+    )
+    # by the rule it is categorical, with a level per study: one finding, no n x n matrix
+    outcome = check_table(table, "GEN", {}, "error", moderators=["m"])
+    (finding,) = outcome.findings
+    assert finding.code == "too-many-terms"
+    assert finding.message.startswith(
+        f"g.csv, column m: the categorical moderator has {n} levels among {n} studies"
     )

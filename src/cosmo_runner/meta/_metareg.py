@@ -7,6 +7,7 @@ and pseudo-R2.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
@@ -28,7 +29,7 @@ from cosmo_runner.meta._intercept import FixedEffects, fit_rows
 from cosmo_runner.meta._kernels import crit, mad
 from cosmo_runner.meta._result import ALGORITHMS, Control, FloatArray, Lazy, RMAResult
 
-__all__ = ["Regression", "fit_regression"]
+__all__ = ["Regression", "fit_regression", "omnibus"]
 
 
 class WLS:
@@ -228,7 +229,8 @@ def fit_regression(
     with np.errstate(divide="ignore", invalid="ignore"):
         stat = beta / se
     pval = 2.0 * (ndtr(-np.abs(stat)) if df is None else stdtr(df, -np.abs(stat)))
-    qm, qm_df, qm_p = _omnibus(beta, vb, df, k, warnings)
+    qm, qm_df, qm_p, note = omnibus(beta, vb, df, range(1, p))
+    warnings += [note] if note else []
     qe, _, trp_fe = (float(a[0]) for a in problem.fixed())
     vt = (k - p) / trp_fe
     i2, h2 = (
@@ -239,7 +241,9 @@ def fit_regression(
     )
     r2 = (
         None
-        if p == 1 or unit.equal_effects
+        if p == 1
+        else _ee_r2(y, v, qe, p)
+        if unit.equal_effects
         else _pseudo_r2(y, v, method=method, unit=unit, tau2=tau2, con=con)
     )
     half = crit(alpha, df) * se
@@ -287,24 +291,41 @@ def fit_regression(
     )
 
 
-def _omnibus(
-    beta: FloatArray, vb: FloatArray, df: float | None, k: int, warnings: list[str]
-) -> tuple[float | None, tuple[int, ...] | None, float | None]:
-    """QM, the Wald test of every coefficient but the intercept (F with t, knha, adhoc):
-    statistic, df and p-value; all None for an intercept-only model."""
-    m = beta.shape[0] - 1
+def omnibus(
+    beta: FloatArray, vb: FloatArray, df: float | None, btt: Iterable[int]
+) -> tuple[float | None, tuple[int, ...] | None, float | None, str | None]:
+    """QM, the Wald test that the coefficients ``btt`` (metafor's ``btt``; by default every
+    one but the intercept) are all 0: chi-square with ``m = len(btt)`` df, or ``QM / m`` as
+    F(m, df) when the test has residual df (t, knha, adhoc): statistic, df, p-value and a warning
+    (None when there is nothing to say). All None for an empty ``btt``."""
+    index = np.asarray(list(btt), dtype=np.intp)
+    m = int(index.size)
     if m == 0:
-        return None, None, None
-    b1 = beta[1:]
+        return None, None, None, None
+    b1 = beta[index]
+    note = None
     try:
-        qm = float(b1 @ np.linalg.solve(vb[1:, 1:], b1))
+        qm = float(b1 @ np.linalg.solve(vb[np.ix_(index, index)], b1))
     except np.linalg.LinAlgError:
         # metafor: QM is NA when vb cannot be inverted (e.g. s2w = 0 under knha)
         qm = float("nan")
-        warnings.append("QM is undefined: the moderators' covariance matrix is singular.")
+        note = "QM is undefined: the moderators' covariance matrix is singular."
     if df is None:
-        return qm, (m,), float(chdtrc(m, qm))
-    return qm / m, (m, int(df)), float(fdtrc(m, int(df), qm / m))
+        return qm, (m,), float(chdtrc(m, qm)), note
+    return qm / m, (m, int(df)), float(fdtrc(m, int(df), qm / m)), note
+
+
+def _ee_r2(y: FloatArray, v: FloatArray, qe: float, p: int) -> float:
+    """R2 of an equal-effects meta-regression as metafor 3.8 reports it: the adjusted R2 of
+    the weighted least-squares regression ``lm(yi ~ X, weights = 1/vi)`` in percent,
+    ``max(0, 100 (1 - (QE / Q0) (k - 1) / (k - p)))`` with ``Q0`` the intercept-only
+    model's Q (the weighted total sum of squares); 0 when every ``yi`` is the same."""
+    k = int(y.shape[0])
+    w = 1.0 / v
+    q0 = float((w * (y - float((w * y).sum() / w.sum())) ** 2).sum())
+    if float(np.var(y)) == 0.0 or q0 == 0.0:
+        return 0.0
+    return max(0.0, 100.0 * (1.0 - (qe / q0) * float(k - 1) / float(k - p)))
 
 
 def _pseudo_r2(

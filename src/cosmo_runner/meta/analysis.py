@@ -35,17 +35,26 @@ back-transformation, ``back`` in the measure table, e.g. ``exp`` for ratio measu
 ``ztor`` for ZCOR, ``ilogit`` for PLO, ``ipft.hm`` for PFT with the harmonic mean of ni;
 ``None`` for a measure without one): ``{estimate, ci_lb, ci_ub, pi_lb, pi_ub}``.
 
-With ``moderators``: ``coefficients: [{term, estimate, se, statistic, pval, ci_lb, ci_ub}]``,
-``QM, QM_df`` (a list: ``[m]``, or ``[m, k - p]`` for the F test with knha), ``QM_pval, QE,
-QE_df, QE_pval, R2`` (``None`` for EE), ``moderator_tau2, moderator_I2`` (residual),
+With ``moderators`` (numeric or categorical columns, see
+:mod:`cosmo_runner.meta.moderators`): ``moderator_columns: [{column, kind, declared, levels,
+reference, terms}]``, ``coefficients: [{term, estimate, se, statistic, pval, ci_lb, ci_ub}]``
+(terms ``intrcpt``, ``ablat``, ``alloc[random]``), ``test_terms`` (the terms QM tests: the
+spec's ``test_terms``, metafor's ``btt``, else all but the intercept), ``QM, QM_df`` (a
+list: ``[m]``, or ``[m, k - p]`` for the F test with t, knha, adhoc), ``QM_pval, QE, QE_df, QE_pval,
+R2`` (pseudo-R2; for EE metafor's adjusted R2 of the weighted lm), ``moderator_tau2,
+moderator_I2`` (residual),
 ``moderator_warnings``, ``moderator_converged, moderator_iterations, moderator_algorithm``
 (as the core keys, for the moderator fit), and the core keys still describe the model
 without moderators. ``converged`` is about Fisher scoring: after a fallback it is false and
 ``algorithm`` names the method that produced the (valid) tau2.
 
 With ``columns.subgroup``: ``subgroups: [{group, <core keys>, studies}]`` (each group's
-own fit; ``studies`` as above with the group's weights) and ``subgroup_test: {Q, df, pval}`` (see
-:func:`cosmo_runner.meta.diagnostics.subgroups` for the test).
+own fit; ``studies`` as above with the group's weights) and ``subgroup_test: {model, Q, df,
+df2, pval}`` (see :func:`cosmo_runner.meta.diagnostics.subgroups` for the test). ``model`` is
+the spec's ``subgroup_model``: ``separate_tau2`` (default; Q-between, ``df2`` null) or
+``common_tau2`` (metafor's QM of the group factor, an F statistic on ``df, df2`` with t, knha, adhoc;
+``subgroup_test`` then also holds the model's ``tau2, I2, QE, QE_df, QE_pval, warnings``, and
+each group entry a ``common_tau2: {estimate, se, statistic, pval, ci_lb, ci_ub}``).
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cosmo_runner.errors import AnalysisError
+from cosmo_runner.meta._metareg import omnibus
 from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, subgroups
 from cosmo_runner.meta.effects import EffectSizes, escalc
 from cosmo_runner.meta.fit import Control, RMAResult, rma
@@ -70,6 +80,7 @@ from cosmo_runner.meta.mantel_haenszel import (
     pool_tables,
 )
 from cosmo_runner.meta.measures import TRANSFORMS, Measure, Settings, lookup
+from cosmo_runner.meta.moderators import design
 from cosmo_runner.meta.pubbias import RANK_EXACT_MAX_K, egger_test, rank_test
 from cosmo_runner.meta.pubbias import trimfill as pubbias_trimfill
 from cosmo_runner.meta.result_file import Records
@@ -138,7 +149,9 @@ RESULT_KEYS = (
     "influence",
     "transformed",
     "funnel_contours",
+    "moderator_columns",
     "coefficients",
+    "test_terms",
     "QM",
     "QM_df",
     "QM_pval",
@@ -453,34 +466,21 @@ def _analyse(  # noqa: PLR0912, PLR0915
     if moderators:
         result.update(
             _moderators(
-                moderators,
-                table,
-                es,
-                study,
-                method=method,
-                test=test,
-                level=level,
-                control=control,
+                spec, table, es, study, method=method, test=test, level=level, control=control
             )
         )
     if "subgroup" in columns:
         result.update(
             _subgroups(
-                columns["subgroup"],
-                table,
-                es,
-                study,
-                method=method,
-                test=test,
-                level=level,
-                control=control,
+                columns["subgroup"], table, es, study, method=method, test=test, level=level,
+                model=str(spec.get("subgroup_model", "separate_tau2")), control=control,
             )
-        )
+        )  # fmt: skip
     return result
 
 
 def _moderators(
-    names: list[str],
+    spec: Mapping[str, Any],
     table: Table,
     es: EffectSizes,
     study: str,
@@ -490,18 +490,27 @@ def _moderators(
     level: float,
     control: Control | None = None,
 ) -> dict[str, Any]:
-    cols = []
-    for name in names:
-        if name not in table:
-            raise AnalysisError(f"moderator column {name!r} is not in the input")
-        cols.append(_parse(table, name, "moderator", study)[list(es.kept)])
-    x = np.column_stack(cols)
+    """The meta-regression on the spec's ``moderators`` (:mod:`cosmo_runner.meta.moderators`:
+    numeric and categorical columns, the model matrix and its terms), with the omnibus test
+    of ``test_terms`` (metafor's ``btt``; default every term but the intercept)."""
+    names = [str(m) for m in spec.get("moderators") or []]
+    kinds = {str(k): str(v) for k, v in (spec.get("moderator_kinds") or {}).items()}
+    model = design(table, names, es.kept, kinds=kinds, study=study)
+    asked = spec.get("test_terms")
+    btt = model.indices(None if asked is None else [str(t) for t in asked], table)
     fit = rma(
-        es.yi, es.vi, method=method, test=test, level=level, mods=x, mod_names=names,
-        control=control,
+        es.yi, es.vi, method=method, test=test, level=level, mods=model.x[:, 1:],
+        mod_names=model.terms[1:], control=control,
     )  # fmt: skip
     terms = fit.terms or ()
+    warnings = list(fit.warnings)
+    qm, qm_df, qm_p = fit.QM, fit.QM_df, fit.QM_pval
+    if asked is not None:
+        assert fit.vb is not None  # a meta-regression has the coefficients' covariance
+        qm, qm_df, qm_p, note = omnibus(np.asarray(fit.estimate), fit.vb, fit.df, btt)
+        warnings += [note] if note and note not in warnings else []
     return {
+        "moderator_columns": [m.as_dict() for m in model.moderators],
         "coefficients": [
             {
                 "term": term,
@@ -514,16 +523,17 @@ def _moderators(
             }
             for j, term in enumerate(terms)
         ],
-        "QM": _num(fit.QM),
-        "QM_df": list(fit.QM_df or ()),
-        "QM_pval": _num(fit.QM_pval),
+        "test_terms": [terms[j] for j in btt],
+        "QM": _num(qm),
+        "QM_df": list(qm_df or ()),
+        "QM_pval": _num(qm_p),
         "QE": _num(fit.Q),
         "QE_df": int(fit.Q_df),
         "QE_pval": _num(fit.Q_pval),
         "R2": _num(fit.R2),
         "moderator_tau2": _num(fit.tau2),
         "moderator_I2": _num(fit.I2),
-        "moderator_warnings": list(fit.warnings),
+        "moderator_warnings": warnings,
         "moderator_converged": bool(fit.converged),
         "moderator_iterations": int(fit.iterations),
         "moderator_algorithm": str(fit.algorithm),
@@ -539,6 +549,7 @@ def _subgroups(
     method: str,
     test: str,
     level: float,
+    model: str,
     control: Control | None = None,
 ) -> dict[str, Any]:
     if column not in table:
@@ -549,12 +560,15 @@ def _subgroups(
         row = es.kept[groups.index("")]
         where = table.location(row, column, study).text()
         raise AnalysisError(f"{where}: empty subgroup label")
-    sub = subgroups(es.yi, es.vi, groups, method=method, test=test, level=level, control=control)
+    sub = subgroups(
+        es.yi, es.vi, groups, method=method, test=test, level=level, model=model,
+        control=control,
+    )  # fmt: skip
     entries = []
-    for group, fit in zip(sub.groups, sub.fits, strict=True):
+    for g, (group, fit) in enumerate(zip(sub.groups, sub.fits, strict=True)):
         entry: dict[str, Any] = {"group": group}
         entry.update(_core(fit))
-        members = [i for i, g in enumerate(groups) if g == group]
+        members = [i for i, label in enumerate(groups) if label == group]
         entry["studies"] = [
             {
                 "label": es.labels[i],
@@ -564,11 +578,34 @@ def _subgroups(
             }
             for i, w in zip(members, fit.weights, strict=True)
         ]
+        if sub.common is not None:
+            c = sub.common
+            entry["common_tau2"] = {
+                "estimate": _num(c.estimate[g]),
+                "se": _num(c.se[g]),
+                "statistic": _num(c.statistic[g]),
+                "pval": _num(c.pval[g]),
+                "ci_lb": _num(c.ci_lb[g]),
+                "ci_ub": _num(c.ci_ub[g]),
+            }
         entries.append(entry)
-    return {
-        "subgroups": entries,
-        "subgroup_test": {"Q": _num(sub.Q), "df": int(sub.df), "pval": _num(sub.pval)},
+    test_of: dict[str, Any] = {
+        "model": sub.model,
+        "Q": _num(sub.Q),
+        "df": int(sub.df),
+        "df2": sub.df2,
+        "pval": _num(sub.pval),
     }
+    if sub.common is not None:
+        test_of.update(
+            tau2=_num(sub.common.tau2),
+            I2=_num(sub.common.I2),
+            QE=_num(sub.common.QE),
+            QE_df=sub.common.QE_df,
+            QE_pval=_num(sub.common.QE_pval),
+            warnings=list(sub.common.fit.warnings),
+        )
+    return {"subgroups": entries, "subgroup_test": test_of}
 
 
 #: What ``algorithm`` says for the methods that pool 2x2 tables directly.

@@ -19,15 +19,17 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import chdtrc, chdtri
+from scipy.special import chdtrc, chdtri, ndtr, stdtr
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._decisions import heterogeneity
 from cosmo_runner.meta._intercept import Rows
-from cosmo_runner.meta._kernels import check_data, solve_decreasing
+from cosmo_runner.meta._kernels import check_data, crit, solve_decreasing
 from cosmo_runner.meta.fit import Control, RMAResult, alpha_for_level, rma
 
 __all__ = [
+    "SUBGROUP_MODELS",
+    "CommonTau2",
     "EggerTest",
     "LeaveOneOut",
     "SubgroupAnalysis",
@@ -247,15 +249,51 @@ def regtest(
     )
 
 
+#: The subgroup models: each group its own tau2 and the Q-between test on the group
+#: estimates (the default), or metafor's moderator model with one tau2 for all groups.
+SUBGROUP_MODELS = ("separate_tau2", "common_tau2")
+
+
+@dataclass(frozen=True)
+class CommonTau2:
+    """metafor's subgroup model with one tau2: ``rma(yi, vi, mods = ~ factor(group))``.
+
+    ``tau2``, ``I2`` and ``QE`` (``QE_df`` = k - G) are the model's residual heterogeneity;
+    ``estimate`` ... ``ci_ub`` are the group means under the common tau2 (those of
+    ``mods = ~ 0 + factor(group)``), in the order of :attr:`SubgroupAnalysis.groups`.
+    """
+
+    tau2: float
+    I2: float
+    QE: float
+    QE_df: int
+    QE_pval: float
+    estimate: FloatArray
+    se: FloatArray
+    statistic: FloatArray
+    pval: FloatArray
+    ci_lb: FloatArray
+    ci_ub: FloatArray
+    fit: RMAResult
+
+
 @dataclass(frozen=True)
 class SubgroupAnalysis:
-    """Per-group fits and the test of subgroup differences (``Q`` between, ``df``, ``pval``)."""
+    """Per-group fits and the test of subgroup differences (``Q``, ``df``, ``pval``).
+
+    ``model`` is one of :data:`SUBGROUP_MODELS`. For ``common_tau2``, ``Q`` is metafor's QM
+    of the group factor: chi-square with ``df = G - 1``, or with t, knha, adhoc the F statistic with
+    ``df`` and ``df2 = k - G``; ``common`` holds that model.
+    """
 
     groups: tuple[str, ...]
     fits: tuple[RMAResult, ...]
     Q: float
     df: int
     pval: float
+    model: str = "separate_tau2"
+    df2: int | None = None
+    common: CommonTau2 | None = None
 
 
 def subgroups(
@@ -267,17 +305,23 @@ def subgroups(
     test: str = "z",
     level: float = 95,
     control: Mapping[str, Any] | Control | None = None,
+    model: str = "separate_tau2",
 ) -> SubgroupAnalysis:
     """Fit the model within each subgroup and test for subgroup differences.
 
-    Each group gets its own fit (its own tau2). The test of subgroup differences is the one
-    most users expect (RevMan, the ``meta`` package's default without a common tau2; in
-    metafor: an EE model on the subgroup estimates): ``Q_between = sum_g (b_g - b)^2 / se_g^2``
-    with ``b`` the inverse-variance weighted mean of the subgroup estimates ``b_g``, chi-square
-    with ``G - 1`` df. It is not metafor's ``QM`` of a meta-regression on the group factor,
-    which assumes one tau2 for all groups. Groups appear in order of first appearance; each
-    needs at least 2 studies, and there must be at least 2 groups.
+    Each group gets its own fit (its own tau2). With ``model="separate_tau2"`` (the default)
+    the test of subgroup differences is the one most users expect (RevMan, the ``meta``
+    package's default without a common tau2; in metafor: an EE model on the subgroup
+    estimates): ``Q_between = sum_g (b_g - b)^2 / se_g^2`` with ``b`` the inverse-variance
+    weighted mean of the subgroup estimates ``b_g``, chi-square with ``G - 1`` df. With
+    ``model="common_tau2"`` it is metafor's ``QM`` of the meta-regression on the group factor
+    (one tau2 for all groups; :class:`CommonTau2`). Groups appear in order of first
+    appearance; each needs at least 2 studies, and there must be at least 2 groups.
     """
+    if model not in SUBGROUP_MODELS:
+        raise AnalysisError(
+            f"subgroups: unknown model {model!r} (one of {', '.join(SUBGROUP_MODELS)})"
+        )
     y, v = _data(yi, vi)
     labels = [str(g) for g in groups]
     if len(labels) != y.shape[0]:
@@ -299,6 +343,21 @@ def subgroups(
             )
         except AnalysisError as exc:
             raise AnalysisError(f"subgroup {g!r}: {exc.message}") from exc
+    if model == "common_tau2":
+        common = _common_tau2(
+            y, v, lab, order, method=method, test=test, level=level, control=control
+        )
+        qm, qm_df, qm_p = common.fit.QM, common.fit.QM_df or (), common.fit.QM_pval
+        return SubgroupAnalysis(
+            groups=order,
+            fits=tuple(fits),
+            Q=float("nan") if qm is None else float(qm),
+            df=int(qm_df[0]),
+            pval=float("nan") if qm_p is None else float(qm_p),
+            model=model,
+            df2=int(qm_df[1]) if len(qm_df) > 1 else None,
+            common=common,
+        )
     est = np.array([float(f.estimate) for f in fits])
     se = np.array([float(f.se) for f in fits])
     if not np.all(se > 0):
@@ -308,3 +367,56 @@ def subgroups(
     q = float((w * (est - mean) ** 2).sum())
     df = len(order) - 1
     return SubgroupAnalysis(groups=order, fits=tuple(fits), Q=q, df=df, pval=float(chdtrc(df, q)))
+
+
+def _common_tau2(
+    y: FloatArray,
+    v: FloatArray,
+    lab: NDArray[np.object_],
+    order: tuple[str, ...],
+    *,
+    method: str,
+    test: str,
+    level: float,
+    control: Mapping[str, Any] | Control | None,
+) -> CommonTau2:
+    """The meta-regression on the group factor (reference: the first group by code point,
+    as R's factor under LC_COLLATE=C; QM does not depend on it) and each group's mean."""
+    levels = sorted(order)
+    x = np.column_stack([lab == g for g in levels[1:]]).astype(np.float64)
+    try:
+        fit = rma(
+            y, v, method=method, test=test, level=level, mods=x,
+            mod_names=[f"group[{g}]" for g in levels[1:]], control=control,
+        )  # fmt: skip
+    except AnalysisError as exc:
+        raise AnalysisError(f"subgroups (common tau2): {exc.message}") from exc
+    assert fit.vb is not None  # a meta-regression has the coefficients' covariance
+    # group g's mean is intrcpt + its term: L beta, with covariance L vb L'
+    contrast = np.zeros((len(order), len(levels)))
+    contrast[:, 0] = 1.0
+    for i, g in enumerate(order):
+        j = levels.index(g)
+        if j:
+            contrast[i, j] = 1.0
+    beta = np.asarray(fit.estimate, dtype=np.float64)
+    est = contrast @ beta
+    se = np.sqrt(np.einsum("ij,jk,ik->i", contrast, fit.vb, contrast))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = est / se
+    pval = 2.0 * (ndtr(-np.abs(stat)) if fit.df is None else stdtr(fit.df, -np.abs(stat)))
+    half = crit(alpha_for_level(level), fit.df) * se
+    return CommonTau2(
+        tau2=float(fit.tau2),
+        I2=float(fit.I2),
+        QE=float(fit.Q),
+        QE_df=int(fit.Q_df),
+        QE_pval=float(fit.Q_pval),
+        estimate=est,
+        se=se,
+        statistic=stat,
+        pval=np.asarray(pval, dtype=np.float64),
+        ci_lb=est - half,
+        ci_ub=est + half,
+        fit=fit,
+    )

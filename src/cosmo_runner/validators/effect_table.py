@@ -7,10 +7,12 @@ measure's value rules, the same ones ``escalc`` applies (variances and standard 
 given directly > 0, SDs >= 0, counts whole numbers within +-2^53 (``12.0`` is 12) and
 non-negative, sample sizes positive, n > 3 for ZCOR, -1 < r < 1, ...); then each study's
 effect computed as ``escalc`` does, which must be finite with a variance > 0 (an MD with
-both SDs 0 is named here, not by the fit); study labels unique; at least 2 studies. Moderator columns
-(the validator's ``moderators`` and those of the analyses of its input) must hold strict
-finite numbers, and subgroup columns (``columns.subgroup`` of the validator or of those
-analyses) non-empty labels.
+both SDs 0 is named here, not by the fit); study labels unique; at least 2 studies. Moderator
+columns (the validator's ``moderators`` and those of the analyses of its input) follow the
+rule of :mod:`cosmo_runner.meta.moderators`: a numeric one must hold strict finite numbers,
+a categorical one non-empty levels, at least 2 of them; each analysis's moderators must make
+a model matrix of full rank, and its ``test_terms`` must be terms of it. Subgroup columns
+(``columns.subgroup`` of the validator or of those analyses) need non-empty labels.
 
 An empty cell is an error, unless ``"missing": "drop"``: then the row is dropped (a warning
 each) and the analyses of that input drop it too. Every finding names its place the one
@@ -31,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cosmo_runner.meta.measures import Measure, Note, Rule, Settings, bad_effects, lookup
+from cosmo_runner.meta.moderators import NUMERIC, ModeratorError, design, kind_of
 from cosmo_runner.tables import Table
 from cosmo_runner.validators import FINDINGS_CAP, Finding, ValidatorContext, ValidatorOutcome
 
@@ -229,6 +232,17 @@ def _check_rule(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Model:
+    """The moderators of one analysis (or the validator's own), checked together: its
+    ``columns`` in model order, their declared ``kinds`` and the ``test_terms``."""
+
+    columns: tuple[str, ...]
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    test_terms: tuple[str, ...] | None = None
+    analysis: str | None = None
+
+
 def check_table(
     table: Table,
     measure: str,
@@ -238,21 +252,22 @@ def check_table(
     moderators: Sequence[str] = (),
     subgroups: Sequence[str] = (),
     settings: Settings | None = None,
+    kinds: Mapping[str, str] | None = None,
+    models: Sequence[Model] = (),
 ) -> ValidatorOutcome:
     """All findings for ``table``; pure (the table is already parsed). ``settings``: GEN's
-    ``ci_level`` and ``input_scale`` (default 95 and linear)."""
+    ``ci_level`` and ``input_scale`` (default 95 and linear). ``kinds``: declared moderator
+    kinds; ``models``: the moderator sets whose model matrix is checked (default: each of
+    ``moderators`` alone)."""
     outcome = ValidatorOutcome()
     entry = lookup(measure)
     measure = entry.name
     study_col = columns.get("study", "study")
+    kinds = dict(kinds or {})
     needed = [(arg, columns.get(arg, arg)) for arg in required_args(measure, columns, table.header)]
-    numeric = list(dict.fromkeys([*needed, *(("moderator", m) for m in moderators)]))
-    absent = [
-        f"{col!r} ({arg})" if col != arg else repr(col) for arg, col in numeric if col not in table
-    ]
-    if "study" in columns and study_col not in table:
-        absent.append(f"{study_col!r} (study)")
-    absent += [f"{col!r} (subgroup)" for col in subgroups if col not in table]
+    numeric_mods, categorical = _split(table, moderators, kinds)
+    numeric = list(dict.fromkeys([*needed, *(("moderator", m) for m in numeric_mods)]))
+    absent = _absent(table, numeric, subgroups, study_col if "study" in columns else None)
     positions = {col: i for i, col in enumerate(table.header)}
     collect = _Collector(table, study_col if study_col in table else None, positions)
     if absent:
@@ -289,7 +304,7 @@ def check_table(
             "error",
             parsed.invalid,
             col,
-            _says(text, "is not a number", quote=True),
+            _says(text, "is not a number" + _numeric_hint(arg, col, kinds), quote=True),
         )
         readable = ~(parsed.empty | parsed.invalid)
         finite = np.isfinite(parsed.values)
@@ -303,8 +318,9 @@ def check_table(
         if arg != "moderator":
             valid[arg] = readable & finite
     _value_checks(collect, table, entry, needed, valid, settings=settings or Settings())
-    for col in dict.fromkeys(subgroups):
-        empty_cells(col, np.asarray(table.text(col) == "", dtype=bool), "subgroup label")
+    labels = [(col, "subgroup label") for col in dict.fromkeys(subgroups)]
+    for col, what in [*labels, *((col, "categorical moderator level") for col in categorical)]:
+        empty_cells(col, np.asarray(table.text(col) == "", dtype=bool), what)
 
     if missing == "drop" and drop.any():
         collect.add(
@@ -321,6 +337,10 @@ def check_table(
     if study_col in table:
         _duplicates(collect, table, study_col, kept)
     collect.finish(outcome)
+    _model_checks(
+        outcome, table, models or [Model((m,), kinds) for m in moderators], kept,
+        study_col if study_col in table else None,
+    )  # fmt: skip
     if kept.size < 2:
         outcome.findings.append(
             collect.whole(
@@ -329,6 +349,68 @@ def check_table(
             )
         )
     return outcome
+
+
+def _absent(
+    table: Table,
+    numeric: Sequence[tuple[str, str]],
+    subgroups: Sequence[str],
+    study_col: str | None,
+) -> list[str]:
+    """The columns named or needed that the table lacks, each with its role."""
+    absent = [
+        f"{col!r} ({arg})" if col != arg else repr(col) for arg, col in numeric if col not in table
+    ]
+    if study_col is not None and study_col not in table:
+        absent.append(f"{study_col!r} (study)")
+    return absent + [f"{col!r} (subgroup)" for col in subgroups if col not in table]
+
+
+def _split(
+    table: Table, moderators: Sequence[str], kinds: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """The moderator columns checked as numbers (a missing one too: it is named as missing)
+    and the categorical ones, by the rule of :mod:`cosmo_runner.meta.moderators`."""
+    every = np.arange(len(table))
+    numeric = [
+        m for m in moderators if m not in table or kind_of(table, m, every, kinds.get(m)) == NUMERIC
+    ]
+    return numeric, [m for m in moderators if m not in numeric]
+
+
+def _numeric_hint(arg: str, column: str, kinds: Mapping[str, str]) -> str:
+    if arg != "moderator":
+        return ""
+    if column in kinds:
+        return ' (the moderator is declared "numeric")'
+    return (
+        " (a moderator column with a number in it is numeric; declare "
+        f'"moderator_kinds": {{"{column}": "categorical"}} to read its cells as levels)'
+    )
+
+
+def _model_checks(
+    outcome: ValidatorOutcome,
+    table: Table,
+    models: Sequence[Model],
+    kept: NDArray[np.intp],
+    study: str | None,
+) -> None:
+    """Each model's matrix on the kept rows (levels, rank) and its test_terms, once the
+    cells are fine; one finding per problem, however many analyses share it."""
+    if any(f.level == "error" for f in outcome.findings):
+        return
+    seen: set[str] = set()
+    for model in models:
+        try:
+            built = design(table, model.columns, kept, kinds=model.kinds, study=study or "")
+            built.indices(model.test_terms, table)
+        except ModeratorError as exc:
+            whose = f" (analysis {model.analysis!r})" if model.analysis else ""
+            message = f"{exc.message}{whose}" if exc.code == "unknown-term" else exc.message
+            if message not in seen:
+                seen.add(message)
+                outcome.findings.append(Finding("error", message, exc.location.as_dict(), exc.code))
 
 
 def _duplicates(collect: _Collector, table: Table, study_col: str, kept: NDArray[np.intp]) -> None:
@@ -362,6 +444,24 @@ def _analysis_columns(analyses: Sequence[Mapping[str, Any]]) -> tuple[list[str],
     return moderators, subgroups
 
 
+def _models(spec: Mapping[str, Any], analyses: Sequence[Mapping[str, Any]]) -> list[Model]:
+    """The validator's own moderators one by one, then each analysis's moderators."""
+    own = {str(k): str(v) for k, v in (spec.get("moderator_kinds") or {}).items()}
+    models = [Model((str(m),), own) for m in spec.get("moderators", [])]
+    for a in analyses:
+        if a.get("moderators"):
+            terms = a.get("test_terms")
+            models.append(
+                Model(
+                    tuple(str(m) for m in a["moderators"]),
+                    {str(k): str(v) for k, v in (a.get("moderator_kinds") or {}).items()},
+                    None if terms is None else tuple(str(t) for t in terms),
+                    str(a.get("id")),
+                )
+            )
+    return models
+
+
 def validate_effect_table(context: ValidatorContext) -> ValidatorOutcome:
     spec: Mapping[str, Any] = context.spec
     columns = dict(spec.get("columns", {}))
@@ -369,6 +469,11 @@ def validate_effect_table(context: ValidatorContext) -> ValidatorOutcome:
     moderators = [*map(str, spec.get("moderators", [])), *moderators]
     if "subgroup" in columns:
         subgroups.insert(0, str(columns["subgroup"]))
+    models = _models(spec, context.analyses)
+    kinds: dict[str, str] = {}
+    for model in models:  # the first declaration of a column decides its cell checks
+        for column, kind in model.kinds.items():
+            kinds.setdefault(column, kind)
     return check_table(
         context.table(),
         str(spec["measure"]),
@@ -377,6 +482,8 @@ def validate_effect_table(context: ValidatorContext) -> ValidatorOutcome:
         moderators=list(dict.fromkeys(moderators)),
         subgroups=list(dict.fromkeys(subgroups)),
         settings=_settings(spec, context.analyses),
+        kinds=kinds,
+        models=models,
     )
 
 
