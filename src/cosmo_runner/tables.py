@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,20 @@ class Table:
         if column not in self._numbers:
             self._numbers[column] = _parse_numbers(self._text[column], self.format.decimal)
         return self._numbers[column]
+
+    def integral(self, column: str) -> BoolArray:
+        """Cells written as a whole number that their double holds exactly (``12``, ``12.0``,
+        ``1.2e1``). A double is whole also for ``9007199254740993`` (2^53 + 1, read as 2^53)
+        or ``1.0000000000000001``, so a cell of more than 15 characters whose double is whole
+        is compared exactly, as written (a decimal of at most 15 significant digits with a
+        whole double is that whole number)."""
+        values = self.numbers(column).values
+        out: BoolArray = np.floor(values) == values  # NaN (empty, invalid) is not whole
+        text = self._text[column]
+        for row in np.flatnonzero(out & (np.strings.str_len(text) > 15)).tolist():
+            cell = str(text[row]).replace(self.format.decimal, ".")
+            out[row] = Fraction(cell) == Fraction(float(values[row]))
+        return out
 
     def location(
         self, row: int | None, column: str | None = None, study_column: str | None = "study"

@@ -48,6 +48,13 @@ def test_an_all_invalid_large_table_keeps_100_findings_per_kind_and_counts_the_r
         ("1e300", "1e300 must be an integer count (a whole number within +-2^53)"),
         ("9007199254740992", None),  # 2^53
         ("9007199254740994", "must be an integer count"),
+        # whole doubles of numbers that are not whole, or not within 2^53, as written
+        ("9007199254740993", "9007199254740993 must be an integer count"),  # 2^53 + 1
+        ("1.0000000000000001", "1.0000000000000001 must be an integer count"),
+        ("4.9999999999999999e0", "4.9999999999999999e0 must be an integer count"),
+        ("9007199254740992.0000001", "must be an integer count"),
+        ("1.00000000000000000000e1", None),  # 10, however many zeros
+        ("12.000000000000000000", None),
         ("-3", "-3 must be a non-negative count"),
         ("1e400", "1e400 is not finite"),
         ("٣", "'٣' is not a number"),
@@ -132,4 +139,25 @@ def test_all_invalid_moderator_column_of_a_large_table() -> None:
     assert finding.code == "too-many-terms"
     assert finding.message.startswith(
         f"g.csv, column m: the categorical moderator has {n} levels among {n} studies"
+    )
+
+
+@pytest.mark.parametrize("size", ["9007199254740993", "20.000000000000001"])
+def test_sample_sizes_and_the_analysis_read_counts_as_written(size: str) -> None:
+    """ni of a proportion as well as 2x2 counts; and an analysis without a validator stops
+    at the same cell (exit 5, naming it) instead of using the rounded count."""
+    from cosmo_runner.errors import AnalysisError
+    from cosmo_runner.meta import analyse
+
+    text = f"study,xi,ni\nA,3,{size}\nB,2,10\nC,4,12\n"
+    (error,) = [f for f in check_table(_table(text), "PLO", {}, "error").findings]
+    assert error.message == (
+        f"g.csv line 2 (study 'A'), column ni: {size} must be an integer count (a whole "
+        "number within +-2^53)"
+    )
+    with pytest.raises(AnalysisError) as info:
+        analyse({"id": "p", "measure": "PLO"}, _table(text))
+    assert info.value.message == (
+        f"analysis 'p': g.csv line 2 (study 'A'), column ni (ni): '{size}' must be an integer "
+        "count (a whole number within +-2^53)"
     )

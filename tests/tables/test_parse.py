@@ -305,3 +305,19 @@ def test_the_wide_space_class_is_every_non_ascii_space() -> None:
         )
         is None
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(2**60), 2**60), st.integers(0, 25), st.integers(-3, 3))
+def test_integral_reads_whole_numbers_as_written(whole: int, zeros: int, shift: int) -> None:
+    """Table.integral: a whole number its double holds exactly, whatever its spelling
+    (trailing zeros, exponents); a digit beyond the double's precision makes it not whole."""
+    digits = str(abs(whole))
+    sign = "-" if whole < 0 else ""
+    cells = [f"{sign}{digits}", f"{sign}{digits}." + "0" * zeros]
+    if shift > 0 and len(digits) > shift:
+        cells.append(f"{sign}{digits[:-shift]}.{digits[-shift:]}e{shift}")
+    cells.append(f"{sign}{digits}.{'0' * zeros}1")  # never whole
+    table = Table.from_columns({"n": cells})
+    exact = abs(whole) <= 2**53 or float(whole) == whole
+    assert table.integral("n").tolist() == [exact] * (len(cells) - 1) + [False]

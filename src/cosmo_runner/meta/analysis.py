@@ -226,6 +226,17 @@ def _gather(
                 "in the input" + table.delimiter_hint()
             )
         out[arg] = _parse(table, col, arg, study)
+    for rule in entry.rules_for(tuple(form)):
+        if rule.as_written:  # a whole double written as no whole number (2^53 + 1)
+            (arg,) = rule.args
+            col = columns.get(arg, arg)
+            values = out[arg]
+            rounded = (np.floor(values) == values) & ~table.integral(col)
+            if bool(rounded.any()):
+                row = int(np.flatnonzero(rounded)[0])
+                where = table.location(row, col, study).text()
+                text = str(table.text(col)[row])
+                raise AnalysisError(f"{where} ({arg}): {text!r} {rule.problem}")
     return out
 
 

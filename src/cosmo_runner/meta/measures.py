@@ -77,6 +77,10 @@ class Rule:
     apply only when every one of their ``args`` is in the form in use, in table order, and a
     cell or row that broke one rule is not checked by the later ones (one finding each).
     ``code`` is the validator's finding code; ``when`` limits the rule to some settings.
+    ``as_written``: the cell must also be a whole number as written, not only its double
+    (``9007199254740993`` and ``1.0000000000000001`` have whole doubles;
+    :meth:`cosmo_runner.tables.Table.integral` reads the text), checked by effect_table and
+    the analysis.
     """
 
     args: tuple[str, ...]
@@ -84,10 +88,18 @@ class Rule:
     problem: str
     code: str
     when: Callable[[Settings], bool] | None = None
+    as_written: bool = False
 
 
-def _cell(arg: str, test: Callable[[FloatArray], BoolArray], problem: str, code: str) -> Rule:
-    return Rule((arg,), test, problem, code)
+def _cell(
+    arg: str,
+    test: Callable[[FloatArray], BoolArray],
+    problem: str,
+    code: str,
+    *,
+    as_written: bool = False,
+) -> Rule:
+    return Rule((arg,), test, problem, code, as_written=as_written)
 
 
 def _whole(x: FloatArray) -> BoolArray:
@@ -101,7 +113,7 @@ _NOT_A_COUNT = "must be an integer count (a whole number within +-2^53)"
 def _count(arg: str) -> tuple[Rule, ...]:
     """An event or cell count: a whole number >= 0."""
     return (
-        _cell(arg, _whole, _NOT_A_COUNT, "not-a-count"),
+        _cell(arg, _whole, _NOT_A_COUNT, "not-a-count", as_written=True),
         _cell(arg, lambda x: x >= 0, "must be a non-negative count", "negative-count"),
     )
 
@@ -109,7 +121,7 @@ def _count(arg: str) -> tuple[Rule, ...]:
 def _size(arg: str) -> tuple[Rule, ...]:
     """A sample size: a whole number > 0 (metafor: 'group sizes are <= 0')."""
     return (
-        _cell(arg, _whole, _NOT_A_COUNT, "not-a-count"),
+        _cell(arg, _whole, _NOT_A_COUNT, "not-a-count", as_written=True),
         _cell(arg, lambda x: x > 0, "must be a positive count", "not-positive-count"),
     )
 

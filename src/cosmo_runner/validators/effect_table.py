@@ -216,6 +216,8 @@ def _check_rule(
 ) -> None:
     rows = np.logical_and.reduce([ok[arg] for arg in rule.args])
     broken = rows & ~np.asarray(rule.test(*(values[arg] for arg in rule.args)), dtype=bool)
+    if rule.as_written:
+        broken |= rows & ~table.integral(cols[rule.args[0]])
     if not broken.any():
         return
     for arg in rule.args:
