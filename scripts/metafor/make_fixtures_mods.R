@@ -85,18 +85,31 @@ mx_header <- function(name, description) {
 
 # one data set: models (R formula + cosmo-runner moderators and test_terms) x methods x tests,
 # and the common-tau2 subgroup model of each `subgroups` column
-mx_dataset <- function(name, description, dat, columns, models, subgroups) {
+# metafor's default control, and the tight one of make_fixtures.R (ML and REML only)
+mx_controls <- list(default = list(), tight = list(threshold = 1e-10, tol = 1e-10, maxiter = 1000))
+
+mx_dataset <- function(name, description, dat, columns, models, subgroups, tight = FALSE) {
   cases <- list()
+  runs <- list()
+  for (method in c("EE", "DL", "REML", "ML")) {
+    for (control in c("default", if (tight && method %in% c("ML", "REML")) "tight")) {
+      runs[[length(runs) + 1]] <- list(method = method, control = control)
+    }
+  }
   for (model in models) {
-    for (method in c("EE", "DL", "REML", "ML")) {
+    for (run in runs) {
+      method <- run$method
       for (test in c("z", "knha", "t", "adhoc")) {
-        id <- paste(name, model$id, method, test, sep = "-")
+        id <- paste(c(name, model$id, method, test, if (run$control == "tight") "tight"),
+                    collapse = "-")
         args <- list(yi = dat$yi, vi = dat$vi, mods = model$formula, data = dat,
-                     method = method, test = test)
+                     method = method, test = test, control = mx_controls[[run$control]])
         if (!is.null(model$btt)) args$btt <- model$btt
         out <- mx_capture(do.call(rma, args))
         case <- list(id = id, moderators = model$moderators,
+                     moderator_kinds = model$kinds,
                      test_terms = model$test_terms, method = method, test = test,
+                     control = run$control,
                      warnings = out$warnings)
         if (inherits(out$value, "mx_error")) {
           case$error <- out$value$message
@@ -109,16 +122,24 @@ mx_dataset <- function(name, description, dat, columns, models, subgroups) {
   }
   subs <- list()
   for (g in subgroups) {
-    for (method in c("DL", "REML")) {
+    sub_runs <- list(list(method = "DL", control = "default"),
+                     list(method = "REML", control = "default"))
+    if (tight) sub_runs[[3]] <- list(method = "REML", control = "tight")
+    for (run in sub_runs) {
+      method <- run$method
+      con <- mx_controls[[run$control]]
       for (test in c("z", "knha", "t", "adhoc")) {
         f <- as.formula(paste0("~ factor(", g, ")"))
         f0 <- as.formula(paste0("~ 0 + factor(", g, ")"))
-        fit <- rma(dat$yi, dat$vi, mods = f, data = dat, method = method, test = test)
-        cell <- rma(dat$yi, dat$vi, mods = f0, data = dat, method = method, test = test)
+        fit <- rma(dat$yi, dat$vi, mods = f, data = dat, method = method, test = test,
+                   control = con)
+        cell <- rma(dat$yi, dat$vi, mods = f0, data = dat, method = method, test = test,
+                    control = con)
         levels <- sort(unique(dat[[g]]))
         subs[[length(subs) + 1]] <- list(
-          id = paste(name, g, "common_tau2", method, test, sep = "-"),
-          subgroup = g, method = method, test = test,
+          id = paste(c(name, g, "common_tau2", method, test,
+                       if (run$control == "tight") "tight"), collapse = "-"),
+          subgroup = g, method = method, test = test, control = run$control,
           QM = mx_num(fit$QM), QM_df = as.integer(fit$QMdf[!is.na(fit$QMdf)]),
           QMp = mx_num(fit$QMp), tau2 = mx_num(fit$tau2), I2 = mx_num(fit$I2),
           QE = mx_num(fit$QE), QEp = mx_num(fit$QEp),
@@ -172,6 +193,24 @@ mx_dataset(
          test_terms = list("setting[indiv]", "tester[blind]"))
   ),
   c("tester", "setting")
+)
+
+# proportions (examples/proportions): logit proportions of adherence to HAART; sens is text
+# ("<400", "400": a number among text, so the spec declares it categorical) and sorts "400"
+# before "<400" by code point
+deb <- escalc(measure = "PLO", xi = xi, ni = ni, data = dat.debruin2009)
+mx_dataset(
+  "debruin2009",
+  "dat.debruin2009: logit proportions (xi of ni); ethnicity, patients, select, sens (text)",
+  deb, c("author", "xi", "ni", "ethnicity", "patients", "select", "sens"),
+  list(
+    list(id = "ethnicity-patients", formula = ~ factor(ethnicity) + factor(patients),
+         moderators = list("ethnicity", "patients")),
+    list(id = "sens-select-btt", formula = ~ factor(sens) + factor(select), btt = 2,
+         moderators = list("sens", "select"), kinds = list(sens = "categorical"),
+         test_terms = list("sens[<400]"))
+  ),
+  c("patients"), tight = TRUE
 )
 
 cat("moderator fixtures written to", mods_outdir, "\n")

@@ -43,7 +43,18 @@ def _table(name: str) -> dict[str, list[str]]:
     return {key: [str(x) for x in values] for key, values in DATASETS[name]["data"].items()}
 
 
-def _rtol(method: str, moderators: list[str] | None = None) -> float:
+#: The controls of the fixtures (make_fixtures_mods.R's mx_controls): metafor's defaults,
+#: passed explicitly so the comparison does not depend on this project's default, and the
+#: tight one of make_fixtures.R.
+CONTROLS = {
+    "default": {"threshold": 1e-5, "maxiter": 100},
+    "tight": {"threshold": 1e-10, "tol": 1e-10, "maxiter": 1000},
+}
+
+
+def _rtol(method: str, moderators: list[str] | None = None, control: str = "default") -> float:
+    if control == "tight":  # as test_metafor_fixtures: both stop within 1e-10 of the root
+        return 1e-7
     return 1e-8 if method in ("ML", "REML") or "year" in (moderators or []) else 1e-10
 
 
@@ -66,7 +77,13 @@ def test_fixtures_record_versions_and_cover_every_model_kind() -> None:
     assert any(len(c["moderators"]) >= 3 for _, c in CASES), "several moderators"
     assert any(c["test_terms"] for _, c in CASES), "test_terms (btt)"
     assert any("intrcpt" in (c["test_terms"] or []) for _, c in CASES), "btt with intercept"
-    assert {(c["method"], c["test"]) for _, c in SUBGROUPS} == {
+    assert any(c.get("moderator_kinds") for _, c in CASES), "a declared kind"
+    assert (
+        {c["control"] for _, c in CASES}
+        == {c["control"] for _, c in SUBGROUPS}
+        == {"default", "tight"}
+    )
+    assert {(c["method"], c["test"]) for _, c in SUBGROUPS} >= {
         (m, t) for m in ("DL", "REML") for t in TESTS
     }
 
@@ -76,11 +93,14 @@ def test_meta_regression_matches_metafor(name: str, case: dict[str, Any]) -> Non
     spec: dict[str, Any] = {
         "id": case["id"], "measure": "GEN", "method": case["method"], "test": case["test"],
         "moderators": case["moderators"], "columns": {"study": "author"},
+        "control": CONTROLS[case["control"]],
     }  # fmt: skip
     if case["test_terms"]:
         spec["test_terms"] = case["test_terms"]
+    if case.get("moderator_kinds"):
+        spec["moderator_kinds"] = case["moderator_kinds"]
     res = analyse(spec, _table(name))
-    ref, rtol = case["fit"], _rtol(case["method"], case["moderators"])
+    ref, rtol = case["fit"], _rtol(case["method"], case["moderators"], case["control"])
     coefs = res["coefficients"]
     assert [c["term"] for c in coefs] == ref["terms"]
     for key, theirs in (("estimate", "b"), ("se", "se"), ("statistic", "zval")):
@@ -111,10 +131,10 @@ def test_common_tau2_subgroups_match_metafor(name: str, case: dict[str, Any]) ->
     spec = {
         "id": case["id"], "measure": "GEN", "method": case["method"], "test": case["test"],
         "columns": {"study": "author", "subgroup": case["subgroup"]},
-        "subgroup_model": "common_tau2",
+        "subgroup_model": "common_tau2", "control": CONTROLS[case["control"]],
     }  # fmt: skip
     res = analyse(spec, _table(name))
-    rtol = _rtol(case["method"])
+    rtol = _rtol(case["method"], control=case["control"])
     test = res["subgroup_test"]
     assert test["model"] == "common_tau2"
     _close(test["Q"], case["QM"], rtol, "QM")
