@@ -28,6 +28,10 @@ study by ``1/vi`` (metafor's escalc passes 0 on, negative ``sei`` even squared, 
 whose computed ``vi`` is not > 0 (both SDs 0) is then reported by name by the validator and
 ``escalc`` alike (:func:`bad_effects`).
 
+The module imports numpy but not scipy at its top: the ``effect_table`` validator reads the
+table, and ``cosmo-runner validate`` must not pay for scipy (tests/meta/test_lazy_import.py).
+The few computations that need ``scipy.special`` import it where they run.
+
 Adding a measure means adding one entry here (and its name to the schema enum, its metafor
 fixture in ``scripts/metafor/make_fixtures.R`` and a line in docs/meta.md).
 """
@@ -41,7 +45,6 @@ from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import expit, gammaln, hyp2f1
 
 from cosmo_runner.errors import UnknownMeasureError
 
@@ -173,6 +176,13 @@ class Transform:
             return self.func(np.asarray(x, dtype=np.float64), targ)
 
 
+def _ilogit(x: FloatArray, _: float) -> FloatArray:
+    from scipy.special import expit  # here, not at the top: see the module docstring
+
+    out: FloatArray = expit(x)
+    return out
+
+
 def _iarcsin(x: FloatArray, _: float) -> FloatArray:
     out: FloatArray = np.where(x < 0, 0.0, np.where(x > math.pi / 2, 1.0, np.sin(x) ** 2))
     return out
@@ -211,7 +221,7 @@ TRANSFORMS: dict[str, Transform] = {
     for t in (
         Transform("exp", lambda x, _: np.exp(x), "exp(x): log ratios back to ratios"),
         Transform("ztor", lambda x, _: np.tanh(x), "transf.ztor: tanh(z), Fisher's z to r"),
-        Transform("ilogit", lambda x, _: expit(x), "transf.ilogit: 1/(1 + exp(-x))"),
+        Transform("ilogit", _ilogit, "transf.ilogit: 1/(1 + exp(-x))"),
         Transform("iarcsin", _iarcsin, "transf.iarcsin: sin(x)^2, clamped to [0, 1]"),
         Transform("ipft.hm", _ipft, "transf.ipft.hm: Miller (1978), harmonic mean of ni", "ni"),
         Transform("isqrt", _isqrt, "transf.isqrt: x^2 (0 below 0)"),
@@ -320,6 +330,8 @@ def _md(c: Columns, _: Settings) -> Effects:
 
 def _cmi(mi: FloatArray) -> FloatArray:
     """Hedges' exact small-sample correction c(m) (metafor's ``.cmicalc``)."""
+    from scipy.special import gammaln  # here, not at the top: see the module docstring
+
     out: FloatArray = np.exp(
         gammaln(mi / 2.0) - np.log(np.sqrt(mi / 2.0)) - gammaln((mi - 1.0) / 2.0)
     )
@@ -496,6 +508,8 @@ def _f21(c: FloatArray, x: FloatArray) -> FloatArray:
     scipy's ``hyp2f1`` (1.17) returns NaN for large c with x near 1 (c = 162, x = 0.9975);
     there the power series converges in a few dozen terms, so it is summed instead.
     """
+    from scipy.special import hyp2f1  # here, not at the top: see the module docstring
+
     out: FloatArray = np.asarray(hyp2f1(0.5, 0.5, c, x), dtype=np.float64)
     bad = ~np.isfinite(out) & np.isfinite(c) & (x >= 0) & (x < 1)
     if bad.any():
