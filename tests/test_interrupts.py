@@ -1,4 +1,10 @@
-"""SignalGuard's rules in process (real signals to the process are in pipeline/test_signals)."""
+"""SignalGuard's rules in process (real signals to the process are in pipeline/test_signals).
+
+These tests call the guard's handler ``_handle`` and write to its wakeup pipe ``_wakeup``
+directly, on purpose: both are private, but a real signal's handler runs at a moment the
+test cannot choose, and the arrival order the wakeup fd records cannot be forced with real
+signals (Python runs pending handlers by signal number).
+"""
 
 from __future__ import annotations
 

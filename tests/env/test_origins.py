@@ -182,6 +182,8 @@ def test_missing_modules_are_reported_with_the_reason() -> None:
 
 
 def test_the_base_interpreters_site_packages_is_not_the_stdlib() -> None:
+    # private on purpose: a module under the base interpreter's site-packages cannot be made
+    # to resolve from this venv's public check without installing into the base interpreter
     base_site = origins._base_site_dirs()[0]
     judge = origins._Judge()
     spec = importlib.machinery.ModuleSpec("x", None, origin=f"{base_site}/x.py")

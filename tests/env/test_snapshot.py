@@ -331,6 +331,8 @@ def test_cpu_model(
 
 
 def test_numpy_simd_matches_numpy_runtime() -> None:
+    # numpy's own private module on purpose: it is where numpy keeps the CPU features the
+    # probe reports, and the probe must agree with it
     from numpy._core import _multiarray_umath as umath
 
     simd = probes.numpy_simd()

@@ -389,6 +389,9 @@ def test_the_ci_level_sets_z_and_linear_cis_need_no_input_scale() -> None:
 
 
 def test_the_validator_reads_input_scale_from_the_analyses_of_its_input() -> None:
+    # private on purpose: _settings is the one place the validator takes GEN's settings from
+    # the analyses that read its input; testing it through validate would need a table whose
+    # findings differ between the scales for each precedence rule checked here
     from cosmo_runner.validators.effect_table import _settings
 
     spec = {"measure": "GEN"}

@@ -77,6 +77,7 @@ def test_long_record_lists_encode_as_the_plain_encoder_does(records: list[dict[s
         + "\n}\n"
     )
     assert dumps_result(result) == plain.encode("ascii")
+    # private on purpose: a small block size makes the block seams show at test sizes
     with pytest.MonkeyPatch.context() as patch:  # many blocks, one of them partial
         patch.setattr(result_file, "_BLOCK", 7)
         assert dumps_result(result) == plain.encode("ascii")
@@ -114,6 +115,7 @@ def test_records_kept_as_columns_read_and_encode_as_their_dicts(
         assert records[0] == dicts[0] and records[-1] == dicts[-1]
         assert records[1:3] == dicts[1:3]
     assert dumps_result({"studies": records}) == dumps_result({"studies": dicts})
+    # private on purpose: a small block size makes the block seams show at test sizes
     with pytest.MonkeyPatch.context() as patch:  # many blocks, one of them partial
         patch.setattr(result_file, "_BLOCK", 7)
         assert dumps_result({"studies": records}) == dumps_result({"studies": dicts})

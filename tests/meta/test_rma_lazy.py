@@ -74,6 +74,7 @@ def test_lazy_statistics_keep_their_types(method: str) -> None:
 
 
 def test_a_plain_batch_fit_computes_no_statistics() -> None:
+    # private on purpose: what the lazy store holds is the point (a public read computes it)
     y, v = _data()
     fit = rma(y, v, method="DL")
     assert not set(LAZY) & set(fit.lazy._values)

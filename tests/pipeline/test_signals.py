@@ -59,6 +59,8 @@ def held(owner, attr, name, swallow=False):
     setattr(owner, attr, wrapper)
 
 
+# private on purpose: the holds wrap pipeline steps (the runner's methods) that have no public
+# hook, so that a signal lands inside the chosen step and not before or after it
 if "validators" in points:
     held(pipeline._Runner, "_run_validators", "validators")
 if "plugin" in points:
