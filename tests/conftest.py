@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from cosmo_runner.env.smoke import ImportProbes, SmokeReport
     from cosmo_runner.env.snapshot import EnvironmentState
 
+# ``--cpu-times FILE``: each test's CPU time, the suite's measurement (bench/results.md)
+pytest_plugins = ["tests.cputime"]
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bcg"
 # A Python specifier the running interpreter is outside of, whichever supported version runs

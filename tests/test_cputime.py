@@ -1,0 +1,31 @@
+"""The suite's own CPU-time report (tests/cputime.py, ``--cpu-times FILE``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_cpu_times_lists_every_test_with_its_cpu_and_children(tmp_path: Path) -> None:
+    (tmp_path / "test_some.py").write_text(
+        "import subprocess, sys\n"
+        "def test_busy():\n"
+        "    subprocess.run([sys.executable, '-c', 'sum(range(3_000_000))'], check=True)\n"
+        "def test_idle():\n"
+        "    pass\n",
+        encoding="utf-8",
+    )
+    report = tmp_path / "cpu.tsv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.cputime", "--cpu-times", report,
+         "-p", "no:cacheprovider", "--rootdir", tmp_path, tmp_path / "test_some.py"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split("\t") for line in report.read_text(encoding="utf-8").splitlines()]
+    assert [n for _, n in rows] == ["test_some.py::test_busy", "test_some.py::test_idle"]
+    busy, idle = (float(t) for t, _ in rows)
+    assert busy > idle >= 0  # the child's CPU counts: it made the busy test the costlier
