@@ -25,6 +25,7 @@ from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta import TESTS, analyse
 from cosmo_runner.meta.moderators import KINDS, ModeratorError, design
 from cosmo_runner.schemas import load_schema
+from cosmo_runner.spec import problems
 from cosmo_runner.tables import Table
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metafor" / "mods"
@@ -339,3 +340,60 @@ def test_a_run_with_categorical_moderators_and_common_tau2(tmp_path: Path, cli: 
         "Test of subgroup differences (common &tau;&sup2;, metafor's moderator model): "
         "F 0.9662, df 2, 10, p 0.4134"
     ) in page
+
+
+def _spec(**analysis: Any) -> dict[str, Any]:
+    entry = {"id": "a", "input": "t", "measure": "GEN", **analysis}
+    return {"spec_version": 1, "name": "t", "inputs": {"t": {"path": "t.csv"}}, "analyses": [entry]}
+
+
+@pytest.mark.parametrize(
+    ("analysis", "problem"),
+    [
+        (
+            {"moderators": ["alloc"], "moderator_kinds": {"year": "categorical"}},
+            "/analyses/0/moderator_kinds: 'year' is not one of the moderators (alloc)",
+        ),
+        (
+            {"moderators": ["alloc"], "moderator_kinds": {"alloc": "factor"}},
+            "/analyses/0/moderator_kinds/alloc: 'factor' is not one of ['numeric', 'categorical']",
+        ),
+        (
+            {"test_terms": ["alloc[random]"]},
+            "/analyses/0: 'moderators' is a dependency of 'test_terms'",
+        ),
+        (
+            {"moderators": ["alloc"], "test_terms": ["aloc[random]"]},
+            "/analyses/0/test_terms/0: 'aloc[random]' is not a term of the moderators (alloc): "
+            "name intrcpt, a numeric moderator, or a level as column[level]",
+        ),
+        (
+            {"subgroup_model": "common_tau2"},
+            "/analyses/0/subgroup_model: needs a subgroup column (columns.subgroup)",
+        ),
+        (
+            {"columns": {"subgroup": "g"}, "subgroup_model": "common"},
+            "/analyses/0/subgroup_model: 'common' is not one of ['separate_tau2', 'common_tau2']",
+        ),
+    ],
+    ids=[
+        "kind-of-no-moderator",
+        "unknown-kind",
+        "terms-without-moderators",
+        "term-of-no-moderator",
+        "subgroup-model-without-subgroup",
+        "unknown-subgroup-model",
+    ],
+)
+def test_moderator_fields_of_a_spec_are_checked(analysis: dict[str, Any], problem: str) -> None:
+    found = problems(_spec(**analysis))
+    assert any(p.startswith(problem) for p in found), found
+
+
+def test_valid_moderator_fields_pass_the_spec_checks() -> None:
+    spec = _spec(
+        moderators=["alloc", "ablat", "a[b]"], moderator_kinds={"alloc": "categorical"},
+        test_terms=["intrcpt", "ablat", "alloc[random]", "a[b]"],
+        columns={"subgroup": "g"}, subgroup_model="separate_tau2",
+    )  # fmt: skip
+    assert problems(spec) == []
