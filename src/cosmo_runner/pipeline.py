@@ -205,7 +205,7 @@ def _short_error(error: BaseException) -> dict[str, Any]:
     return {"type": type(error).__name__, "message": str(error)}
 
 
-def _plugin_crash(entry: dict[str, Any], exc: Exception) -> ValidatorError:
+def _plugin_crash(entry: dict[str, Any], exc: BaseException) -> ValidatorError:
     error = ValidatorError(
         f"validator {entry['id']!r} (kind {entry['kind']!r}) raised {type(exc).__name__}: {exc}"
     )
@@ -469,9 +469,10 @@ class _Runner:
                 stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
                 record.update(status="error", error=_short_error(stop))
                 raise stop from None
-            except Exception as exc:
+            except BaseException as exc:
                 # a table that cannot be parsed, a schema file that cannot be read (exit 2);
-                # a plugin that raised or returned bad findings (exit 5): never "passed"
+                # a plugin that raised (sys.exit too) or returned bad findings (exit 5): never
+                # "passed"
                 error = exc if isinstance(exc, CosmoError) else _plugin_crash(entry, exc)
                 record.update(status="error", error=_short_error(error))
                 errors.append(error)

@@ -152,6 +152,20 @@ def bad_location(context):
 def not_iterable(context):
     return 7
 
+def exits(context):
+    raise SystemExit(0)
+
+def calls_sys_exit(context):
+    import sys
+    sys.exit(3)
+
+def fails_midway(context):
+    yield Finding("warning", "first")
+    raise RuntimeError("midway")
+
+def long_message(context):
+    return [Finding("error", "x" * 8_000_000), Finding("warning", "two\\nlines\\r\\nand\\u2028more")]
+
 def uses_the_bytes(context):
     n = context.data.count(b"\\n") - 1
     table = context.table()
@@ -165,8 +179,13 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site.mkdir()
     (site / "cosmo_odd_plugins.py").write_text(PLUGINS)
     names = ["raises", "shouting", "number_message", "bad_location", "not_iterable"]
-    names.append("uses_the_bytes")
+    names += ["uses_the_bytes", "exits", "calls_sys_exit", "fails_midway", "long_message"]
     entry_points = "".join(f"{n} = cosmo_odd_plugins:{n}\n" for n in names)
+    (site / "cosmo_unimportable.py").write_text("def check(context:\n")  # a SyntaxError
+    (site / "cosmo_needs_missing.py").write_text("import cosmo_no_such_module\n")
+    entry_points += "unimportable = cosmo_unimportable:check\n"
+    entry_points += "needs_missing = cosmo_needs_missing:check\n"
+    entry_points += "no_such_name = cosmo_odd_plugins:no_such_name\n"
     fake_dist(
         site, "cosmo-odd-plugins", "0.1", entry_points=f"[cosmo_runner.validators]\n{entry_points}"
     )
@@ -188,6 +207,9 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         ("bad_location", "validator 'p' (kind 'bad_location'): finding 1: location:"),
         ("not_iterable", "validator 'p' (kind 'not_iterable') returned a int, not an iterable"),
+        ("exits", "validator 'p' (kind 'exits') raised SystemExit: 0"),
+        ("calls_sys_exit", "validator 'p' (kind 'calls_sys_exit') raised SystemExit: 3"),
+        ("fails_midway", "validator 'p' (kind 'fails_midway') raised RuntimeError: midway"),
     ],
 )
 def test_a_misbehaving_plugin_is_an_error_never_passed(
@@ -204,6 +226,49 @@ def test_a_misbehaving_plugin_is_an_error_never_passed(
     assert record["error"]["message"].startswith(message)
     assert log["error"]["type"] == "ValidatorError" and log["exit_code"] == 5
     assert log["analyses"] == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("unimportable", "'cosmo_unimportable:check': SyntaxError: '(' was never closed"),
+        (
+            "needs_missing",
+            "'cosmo_needs_missing:check': ModuleNotFoundError: No module named "
+            "'cosmo_no_such_module'",
+        ),
+        (
+            "no_such_name",
+            "'cosmo_odd_plugins:no_such_name': AttributeError: module 'cosmo_odd_plugins' has "
+            "no attribute 'no_such_name'",
+        ),
+    ],
+)
+def test_a_plugin_that_cannot_be_loaded_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], plugins: None, kind: str, message: str
+) -> None:
+    spec = _gen_case(tmp_path, id="p", kind=kind, input="g")
+    code, errors = _run(spec, tmp_path / "out", capsys)
+    assert code == 5
+    message = f"validator kind {kind!r}: cannot load the plugin {message}"
+    assert len(errors) == 1 and errors[0].startswith(message), errors
+    log = load_log(tmp_path / "out")
+    assert log["error"]["type"] == "ValidatorError" and log["exit_code"] == 5
+    assert log["error"]["message"].startswith(message)
+    assert log["analyses"] == []
+
+
+def test_a_plugin_message_is_one_line_of_at_most_1000_characters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], plugins: None
+) -> None:
+    spec = _gen_case(tmp_path, id="p", kind="long_message", input="g")
+    code, errors = _run(spec, tmp_path / "out", capsys)
+    assert code == 4
+    cut = "x" * 960 + "... (8000000 characters)"
+    assert errors == ["1 validator error(s) in p", cut]
+    (record,) = load_log(tmp_path / "out")["validators"]
+    assert [f["message"] for f in record["findings"]] == [cut, "two lines and more"]
+    assert record["status"] == "failed"
 
 
 def test_a_plugin_gets_the_hashed_bytes_and_the_parsed_table(

@@ -14,15 +14,16 @@ counted in :attr:`ValidatorOutcome.omitted`.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cosmo_runner.errors import ValidatorError
+from cosmo_runner.errors import ValidatorError, shorten
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator as SchemaValidator
@@ -37,6 +38,10 @@ LEVELS = ("error", "warning", "info")
 
 #: Findings kept per validator, level and code; the rest are only counted.
 FINDINGS_CAP = 100
+#: A finding's message is one line of at most this many characters: longer ones are cut
+#: (saying how long they were), line breaks become spaces.
+MESSAGE_LIMIT = 1000
+_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines splits
 
 
 @dataclass(frozen=True)
@@ -148,14 +153,21 @@ def known_kinds() -> list[str]:
 
 
 def resolve(kind: str) -> Validator | None:
-    """The validator for ``kind``: a built-in, else an entry point (loaded now), else None."""
+    """The validator for ``kind``: a built-in, else an entry point (loaded now), else None.
+    A plugin that cannot be imported is a :class:`ValidatorError` naming it (exit 5)."""
     builtins = builtin_validators()
     if kind in builtins:
         return builtins[kind]
     entry_point = plugin_entry_points().get(kind)
     if entry_point is None:
         return None
-    loaded: Validator = entry_point.load()
+    try:
+        loaded: Validator = entry_point.load()
+    except Exception as exc:  # the plugin's own module: any error it raises on import
+        raise ValidatorError(
+            f"validator kind {kind!r}: cannot load the plugin {entry_point.value!r}: "
+            f"{type(exc).__name__}: {shorten(str(exc))}"
+        ) from exc
     return loaded
 
 
@@ -202,6 +214,10 @@ def _normalise(item: object, name: str, number: int) -> Finding:
         )
     if finding.code is not None and not isinstance(finding.code, str):
         raise ValidatorError(f"{name}: finding {number}: code {finding.code!r} is not a string")
+    message = finding.message
+    if isinstance(message, str) and (len(message) > MESSAGE_LIMIT or _BREAK.search(message)):
+        # one line, of a length a terminal and the log can take (a plugin's text as it is)
+        finding = replace(finding, message=shorten(" ".join(message.splitlines()), MESSAGE_LIMIT))
     return finding
 
 
