@@ -248,6 +248,19 @@ class AnalysisError(StepError):
         return AnalysisError(self.reason, analysis_id)
 
 
+class PlotDataError(AnalysisError):
+    """A result the plots cannot read (:mod:`cosmo_runner.meta.plots.data`): ``pointer`` is
+    the key's JSON pointer in the result, ``problem`` what is wrong with it ("is missing")."""
+
+    def __init__(self, pointer: str, problem: str, analysis_id: str | None = None) -> None:
+        self.pointer = pointer
+        self.problem = problem
+        super().__init__(f"cannot plot the result: {pointer} {problem}", analysis_id)
+
+    def of_analysis(self, analysis_id: str) -> PlotDataError:
+        return PlotDataError(self.pointer, self.problem, analysis_id)
+
+
 class UnknownMeasureError(AnalysisError):
     """A measure name that is not in the measure table (:mod:`cosmo_runner.meta.measures`).
 

@@ -598,10 +598,11 @@ class _Runner:
         record["result"] = file_record(path, self.run_dir)
         timings["write"] = round(time.perf_counter() - started, 6)
         if entry.get("plots"):
-            from cosmo_runner.meta.plots import render
+            from cosmo_runner.meta.plots import PlotData, render
 
             started = time.perf_counter()
-            written = render(result, entry["plots"], self.run_dir / "plots", entry["id"])
+            data = PlotData.from_result(result)
+            written = render(data, entry["plots"], self.run_dir / "plots", entry["id"])
             record["plots"] = [file_record(p, self.run_dir) for p in written]
             timings["plots"] = round(time.perf_counter() - started, 6)
 

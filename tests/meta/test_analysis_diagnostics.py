@@ -198,12 +198,13 @@ def test_cumulative_by_an_empty_cell_fails_naming_the_place() -> None:
 def test_new_plots_render_and_refuse_without_their_data() -> None:
     res = analyse(_spec(funnel_contours=[99, 90, 95]), _table())
     assert res["funnel_contours"] == [90.0, 95.0, 99.0]
-    drawn = dict(plots.draw(res, ["funnel", "cumulative", "baujat"], "bcg"))
+    data = plots.PlotData.from_result(res)
+    drawn = dict(plots.draw(data, ["funnel", "cumulative", "baujat"], "bcg"))
     for kind in ("funnel", "cumulative", "baujat"):
         assert drawn[f"bcg.{kind}.png"].startswith(b"\x89PNG")
         assert b"<svg" in drawn[f"bcg.{kind}.svg"]
-    assert drawn == dict(plots.draw(res, ["funnel", "cumulative", "baujat"], "bcg"))  # stable
-    plain = analyse(_spec(method="MH"), _table())
+    assert drawn == dict(plots.draw(data, ["funnel", "cumulative", "baujat"], "bcg"))  # stable
+    plain = plots.PlotData.from_result(analyse(_spec(method="MH"), _table()))
     with pytest.raises(AnalysisError) as info:
         plots.draw(plain, ["cumulative"], "mh")
     assert info.value.message == (

@@ -209,10 +209,10 @@ def test_an_unknown_measure_is_a_clear_error_everywhere(name: Any) -> None:
         required_args(name, {}, ["yi", "vi"])
     with pytest.raises(AnalysisError, match=f"^analysis 'a': {re.escape(message)}$"):
         analyse({"id": "a", "measure": name}, {"yi": ["1", "2"], "vi": ["1", "1"]})
-    from cosmo_runner.meta import plots
+    from cosmo_runner.meta.plots import PlotData
 
     with pytest.raises(UnknownMeasureError, match="unknown measure"):
-        plots.draw({"measure": name, "studies": [{"yi": 0.1, "vi": 0.1}]}, ["forest"], "x")
+        PlotData.from_result({"id": "x", "measure": name, "studies": [{"yi": 0.1, "vi": 0.1}]})
 
 
 def test_lookup_takes_any_case() -> None:
@@ -254,15 +254,14 @@ def test_rom_through_analyse_matches_metafor() -> None:
 
 @pytest.mark.parametrize("measure", list(MEASURES))
 def test_plot_axes_come_from_the_table(measure: str) -> None:
-    from cosmo_runner.meta import plots
+    from cosmo_runner.meta.plots import PlotData, layout
 
     result = analyse({"id": "p", "measure": "GEN"}, {"yi": ["0.1", "0.3", "-0.2"],
                                                    "vi": ["0.04", "0.02", "0.05"]})  # fmt: skip
     result["measure"] = measure
-    # private: the forest figure's axes (the public draw() returns only encoded bytes)
-    fig = plots._forest(result, "p")
-    ax = next(a for a in fig.axes if a.axison)
-    assert ax.get_xlabel() == MEASURES[measure].axis_label
+    lay = layout.forest(PlotData.from_result(result), "p")
+    assert lay.axis.label == MEASURES[measure].axis_label
+    assert lay.axis.kind == MEASURES[measure].axis
 
 
 def test_the_schema_transf_enum_is_the_table() -> None:

@@ -1,24 +1,38 @@
-"""Forest and funnel plots: files, byte-identical re-renders, axes, special results.
+"""Plots: the strict PlotData converter, the pure layout (no matplotlib), and the drawing.
 
-The result dictionaries are built by hand in the shape ``analyse()`` returns, from the BCG
-data (metafor's dat.bcg, log risk ratios) and metafor 3.8's REML fit of it (see
-shared/metafor-notes.md), so these tests do not depend on the estimators.
+Three layers, tested through their public functions:
+
+- ``PlotData.from_result`` reads what ``analyse()`` returns (or its results JSON) and fails
+  with a ``PlotDataError`` naming the key for every way a result can be short or odd;
+- ``layout.<kind>`` decides every text, limit, tick and mark, checked here on plain data;
+- ``plots.draw`` / ``plots.render`` draw a layout as PNG and SVG, byte-reproducibly.
+
+The hand-built result has the shape ``analyse()`` returns, from the BCG data (metafor's
+dat.bcg, log risk ratios) and metafor 3.8's REML fit of it (see shared/metafor-notes.md), so
+the layout tests do not depend on the estimators; the others use ``analyse()`` itself.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
+import json
 import math
+import subprocess
+import sys
 import warnings
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import pytest
+from tests.conftest import ROOT, InProcess, load_log
 
-from cosmo_runner.errors import AnalysisError
+from cosmo_runner.errors import AnalysisError, PlotDataError, UnknownMeasureError
 from cosmo_runner.meta import plots
+from cosmo_runner.meta.plots import PlotData, layout
+from cosmo_runner.meta.plots.layout import Diamond, PredictionBar, StudyMark
 
 # (label, yi = log RR, vi, weight % in the REML model)
 BCG_STUDIES = [
@@ -36,12 +50,15 @@ BCG_STUDIES = [
     ("Comstock & Webster 1969", 0.445913, 0.532506, 3.82),
     ("Comstock et al 1976", -0.017314, 0.071405, 8.40),
 ]
+COLUMNS = {"ai": "tpos", "bi": "tneg", "ci": "cpos", "di": "cneg", "study": "study"}
 
 
-def bcg_result(measure: str = "RR") -> dict[str, Any]:
+def bcg_result(measure: str = "RR", **changes: Any) -> dict[str, Any]:
     """metafor: rma(yi, vi, data=escalc("RR", ...dat.bcg)), REML, z test."""
     est, se, tau2 = -0.714532, 0.179782, 0.313243
-    return {
+    result = {
+        "id": "bcg",
+        "measure": measure,
         "k": 13,
         "estimate": est,
         "se": se,
@@ -51,10 +68,7 @@ def bcg_result(measure: str = "RR") -> dict[str, Any]:
         "ci_lb": -1.066898,
         "ci_ub": -0.362167,
         "tau2": tau2,
-        "tau2_se": 0.166,
-        "tau": math.sqrt(tau2),
         "I2": 92.2214,
-        "H2": 12.8558,
         "Q": 152.2330,
         "Q_df": 12,
         "Q_pval": 5.6e-26,
@@ -62,78 +76,511 @@ def bcg_result(measure: str = "RR") -> dict[str, Any]:
         "pi_ub": 0.4376,
         "method": "REML",
         "test": "z",
-        "level": 95,
-        "measure": measure,
-        "converged": True,
-        "iterations": 5,
+        "level": 95.0,
         "studies": [
             {"label": label, "yi": yi, "vi": vi, "weight_percent": w}
             for label, yi, vi, w in BCG_STUDIES
         ],
-        "egger": {"statistic": -0.8033, "pval": 0.4218, "limit_estimate": -0.55},
-        "transformed": {"estimate": math.exp(est), "ci_lb": 0.3441, "ci_ub": 0.6962},
+        "egger": {"statistic": -0.8033, "df": None, "pval": 0.4218},
+        "trimfill": None,
+        "cumulative": None,
+        "leave_one_out": None,
     }
-
-
-def regression_result() -> dict[str, Any]:
-    """metafor: rma(yi, vi, mods = ~ ablat), REML: no single summary."""
-    result = bcg_result()
-    result.update(
-        estimate=None,
-        se=None,
-        ci_lb=None,
-        ci_ub=None,
-        pi_lb=None,
-        pi_ub=None,
-        tau2=0.076355,
-        I2=68.3931,
-        QE=30.7331,
-        QM=16.3571,
-        QM_pval=5.2e-5,
-        moderators=["ablat"],
-        coefficients=[
-            {"term": "intrcpt", "estimate": 0.251464, "se": 0.249104},
-            {"term": "ablat", "estimate": -0.029102, "se": 0.007196},
-        ],
-    )
+    result.update(changes)
     return result
 
 
-def subgroup_result() -> dict[str, Any]:
-    """Two subgroups (by allocation, as in metafor's examples) and the overall model."""
-    result = bcg_result()
-    groups = []
-    for name, rows in (("random", BCG_STUDIES[:7]), ("alternate/systematic", BCG_STUDIES[7:])):
-        sub = bcg_result()
-        sub.update(
-            group=name,
-            k=len(rows),
-            studies=[
-                {"label": label, "yi": yi, "vi": vi, "weight_percent": w}
-                for label, yi, vi, w in rows
-            ],
-        )
-        groups.append(sub)
-    result["subgroups"] = groups
-    result["subgroup_test"] = {"Q": 1.23, "df": 1, "pval": 0.267}
+def bcg_table() -> dict[str, list[str]]:
+    with (ROOT / "examples" / "bcg" / "bcg.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = {key: [row[key] for row in rows] for key in rows[0]}
+    table["latitude"] = ["high" if float(a) >= 30 else "low" for a in table["ablat"]]
+    return table
+
+
+@cache
+def _analysed(extra: str) -> str:
+    from cosmo_runner.meta.analysis import analyse
+    from cosmo_runner.meta.result_file import dumps_result
+
+    spec = {"id": "bcg", "measure": "RR", "columns": COLUMNS, "method": "REML"}
+    spec.update(json.loads(extra))
+    return dumps_result(analyse(spec, bcg_table()))
+
+
+def analysed(**extra: Any) -> dict[str, Any]:
+    """``analyse()`` of BCG with ``extra`` spec keys, as its results JSON reads back."""
+    result: dict[str, Any] = json.loads(_analysed(json.dumps(extra, sort_keys=True)))
     return result
+
+
+def yusuf_mh() -> dict[str, Any]:
+    """examples/binary-mh's Mantel-Haenszel OR: three double-zero trials without an outcome."""
+    from cosmo_runner.meta.analysis import analyse
+
+    spec = json.loads((ROOT / "examples" / "binary-mh" / "spec.json").read_text())
+    entry = next(a for a in spec["analyses"] if a["id"] == "mh-or")
+    with (ROOT / "examples" / "binary-mh" / "yusuf1985.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return analyse(entry, {key: [row[key] for row in rows] for key in rows[0]})
+
+
+def data(result: dict[str, Any]) -> PlotData:
+    return PlotData.from_result(result)
+
+
+def texts(lay: Any) -> list[str]:
+    """Every text of a layout."""
+    out = []
+    for name in ("texts", "footer", "notes"):
+        out += [t.text for t in getattr(lay, name, ())]
+    for name in ("title",):
+        if hasattr(lay, name):
+            out.append(getattr(lay, name).text)
+    out += [step[0] for step in getattr(lay, "steps", ())]
+    out += [step[4] for step in getattr(lay, "steps", ())]
+    return out
 
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def texts(fig: Any) -> list[str]:
-    """Every text drawn in a figure (figure texts, axes texts, labels)."""
-    out = [t.get_text() for t in fig.texts]
-    for ax in fig.axes:
-        out += [t.get_text() for t in ax.texts]
-        out += [ax.get_xlabel(), ax.get_ylabel()]
-    return out
+# --------------------------------------------------------------------------- PlotData
+
+
+def test_the_results_json_and_the_in_memory_result_give_the_same_plot_data() -> None:
+    from cosmo_runner.meta.analysis import analyse
+
+    for extra in ({}, {"moderators": ["ablat"]}, {"columns": {**COLUMNS, "subgroup": "latitude"}}):
+        spec = {"id": "bcg", "measure": "RR", "columns": COLUMNS, "method": "REML", **extra}
+        in_memory = analyse(spec, bcg_table())  # studies as numpy columns (Records)
+        assert data(in_memory) == data(analysed(**extra))
+    assert data(yusuf_mh()) == data(json.loads(json.dumps(yusuf_mh())))
+
+
+def test_plot_data_holds_what_the_analysis_computed() -> None:
+    d = data(analysed(funnel_contours=[99, 90, 95], moderators=["ablat"]))
+    assert d.analysis_id == "bcg" and d.measure.name == "RR" and d.level == 95.0
+    assert [s.label for s in d.studies][:2] == ["Aronson 1948", "Ferguson & Simes 1949"]
+    assert d.fit.k == 13 and d.fit.method == "REML" and d.fit.Q_df == 12
+    assert d.funnel_contours == (90.0, 95.0, 99.0)
+    assert d.regression is not None and d.regression.terms == ("ablat",)
+    assert d.regression.QM_df == (1,)
+    assert d.subgroups == () and d.subgroup_test is None
+    assert d.leave_one_out is not None and len(d.leave_one_out) == 13
+    assert d.cumulative is not None and len(d.cumulative) == 13
+
+
+def test_double_zero_studies_have_no_outcome_and_no_refit_row() -> None:
+    result = yusuf_mh()
+    d = data(result)
+    assert len(d.without_outcome) == 3
+    assert len(d.studies) == len(result["studies"]) - 3
+    assert d.leave_one_out is not None and len(d.leave_one_out) == len(d.studies)
+
+
+def _drop(result: dict[str, Any], pointer: str) -> None:
+    *path, last = pointer.strip("/").split("/")
+    block: Any = result
+    for part in path:
+        block = block[int(part)] if isinstance(block, list) else block[part]
+    del block[last]
+
+
+def _set(result: dict[str, Any], pointer: str, value: Any) -> None:
+    *path, last = pointer.strip("/").split("/")
+    block: Any = result
+    for part in path:
+        block = block[int(part)] if isinstance(block, list) else block[part]
+    block[int(last) if isinstance(block, list) else last] = value
+
+
+# Every key the plots read, in each block analyse() writes (the subgroup and moderator keys
+# only with subgroups and moderators).
+REQUIRED = [
+    *(f"/{k}" for k in ("measure", "level", "studies", "egger", "trimfill", "cumulative")),
+    *(f"/{k}" for k in ("leave_one_out", "k", "method", "test", "estimate", "ci_lb", "ci_ub")),
+    *(f"/{k}" for k in ("pi_lb", "pi_ub", "statistic", "df", "pval", "tau2", "I2", "Q")),
+    "/Q_df",
+    "/Q_pval",
+    "/studies/3/label",
+    "/studies/3/yi",
+    "/studies/3/vi",
+    "/studies/3/weight_percent",
+    "/egger/statistic",
+    "/egger/df",
+    "/egger/pval",
+    "/trimfill/side",
+    "/trimfill/estimate",
+    "/trimfill/filled",
+    "/cumulative/2/label",
+    "/cumulative/2/ci_lb",
+    "/leave_one_out/4/estimate",
+    "/leave_one_out/4/se",
+]
+REQUIRED_MODS = [
+    "/coefficients/1/term",
+    *(f"/{k}" for k in ("QM", "QM_df", "QM_pval", "QE", "QE_df", "QE_pval", "R2")),
+    "/moderator_tau2",
+    "/moderator_I2",
+]
+REQUIRED_SUBGROUPS = ["/subgroup_test", "/subgroup_test/Q", "/subgroup_test/df"]
+REQUIRED_SUBGROUPS += ["/subgroup_test/pval", "/subgroups/1/group", "/subgroups/1/studies"]
+REQUIRED_SUBGROUPS += ["/subgroups/1/estimate", "/subgroups/0/Q_df", "/subgroups/1/studies/0/vi"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "pointer"),
+    [({}, p) for p in REQUIRED]
+    + [({"moderators": ["ablat"]}, p) for p in REQUIRED_MODS]
+    + [({"columns": {**COLUMNS, "subgroup": "latitude"}}, p) for p in REQUIRED_SUBGROUPS],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_missing_key_is_a_plot_data_error_naming_it(extra: dict[str, Any], pointer: str) -> None:
+    result = analysed(**extra)
+    if pointer.startswith("/trimfill/"):
+        assert result["trimfill"] is not None
+    _drop(result, pointer)
+    with pytest.raises(PlotDataError) as info:
+        data(result)
+    assert info.value.pointer == pointer
+    assert info.value.analysis_id == "bcg"
+    assert info.value.message == f"analysis 'bcg': cannot plot the result: {pointer} is missing"
+
+
+def test_a_result_without_an_id_names_no_analysis() -> None:
+    result = bcg_result()
+    del result["id"]
+    with pytest.raises(PlotDataError) as info:
+        data(result)
+    assert info.value.message == "cannot plot the result: /id is missing"
+    assert info.value.analysis_id is None
+
+
+@pytest.mark.parametrize(
+    ("pointer", "value", "problem"),
+    [
+        ("/studies/2/yi", "0.5", "is not a number: '0.5'"),
+        ("/studies/2/vi", True, "is not a number: True"),
+        ("/estimate", [1.0], "is not a number: [1.0]"),
+        ("/Q_df", 12.5, "is not an integer: 12.5"),
+        ("/k", "13", "is not an integer: '13'"),
+        ("/method", None, "is not a string: None"),
+        ("/test", 3, "is not a string: 3"),
+        ("/studies/2/label", 7, "is not a string: 7"),
+        ("/studies", {"0": {}}, "is not a list"),
+        ("/studies", "abc", "is not a list"),
+        ("/studies/2", [1, 2], "is not an object"),
+        ("/egger", 0.5, "is not an object"),
+        ("/level", 100, "is not a confidence level in (0, 100): 100.0"),
+        ("/level", None, "is not a confidence level in (0, 100): None"),
+        ("/funnel_contours", [95, 0], None),
+        ("/leave_one_out", [{"estimate": 0.1, "se": 0.1}], "has 1 rows for 13 studies"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_plot_data_error(
+    pointer: str, value: Any, problem: str | None
+) -> None:
+    result = bcg_result()
+    _set(result, pointer, value)
+    with pytest.raises(PlotDataError) as info:
+        data(result)
+    if problem is None:  # a bad list element: named by its own pointer
+        pointer, problem = "/funnel_contours/1", "is not a level in (0, 100): 0.0"
+    assert (info.value.pointer, info.value.problem) == (pointer, problem)
+    assert info.value.message == f"analysis 'bcg': cannot plot the result: {pointer} {problem}"
+
+
+def test_integral_floats_count_as_integers() -> None:
+    # analyse() writes Egger's df as 11.0 under Knapp-Hartung (a float from the fit)
+    d = data(analysed(test="knha"))
+    assert d.egger is not None and d.egger.df == 11
+
+
+@pytest.mark.parametrize("studies", [[], None])
+def test_a_result_without_studies_is_an_analysis_error(studies: Any) -> None:
+    with pytest.raises(AnalysisError) as info:
+        data(bcg_result(studies=studies))
+    assert info.value.message == "plots for 'bcg': the result lists no studies"
+
+
+@pytest.mark.parametrize(("key", "value"), [("vi", None), ("vi", 0.0), ("vi", -1.0), ("yi", None)])
+def test_a_study_without_finite_yi_and_positive_vi_is_an_analysis_error(
+    key: str, value: Any
+) -> None:
+    result = bcg_result()
+    result["studies"][2][key] = value
+    with pytest.raises(AnalysisError) as info:
+        data(result)
+    assert info.value.message == (
+        "plots for 'bcg': study 'Rosenthal et al 1960' has no finite yi and positive vi"
+    )
+
+
+def test_an_unknown_measure_is_an_unknown_measure_error() -> None:
+    with pytest.raises(UnknownMeasureError, match="unknown measure 'XYZ'"):
+        data(bcg_result("XYZ"))
+
+
+# --------------------------------------------------------------------------- pure layout
+
+LAYOUT_SCRIPT = """
+import json, sys
+from cosmo_runner.meta.plots import PlotData, layout
+result = json.loads(sys.stdin.read())
+for kind in ("forest", "funnel", "cumulative", "baujat"):
+    layout.of_kind(PlotData.from_result(result), kind, "bcg")
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib")))
+"""
+
+
+def test_layout_imports_no_matplotlib() -> None:
+    # a fresh interpreter: this one has matplotlib loaded by the drawing tests
+    result = analysed(funnel_contours=[90, 95])
+    proc = subprocess.run(
+        [sys.executable, "-c", LAYOUT_SCRIPT],
+        input=json.dumps(result),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+
+
+def test_forest_rows_texts_and_marks() -> None:
+    lay = layout.forest(data(bcg_result()), "bcg")
+    lines = texts(lay)
+    assert lines[:3] == ["Study", "Weight", "Risk Ratio [95% CI]"]
+    assert "0.49 [0.34, 0.70]" in lines  # exp(-0.7145) [exp(-1.0669), exp(-0.3622)]
+    assert "[0.15, 1.55]" in lines  # the prediction interval, back-transformed
+    assert "Random-effects model (REML)" in lines and "Prediction interval" in lines
+    assert "100.0%" in lines  # the summary's weight: all its studies
+    het = next(t for t in lines if t.startswith("Heterogeneity"))
+    assert het == "Heterogeneity: τ² = 0.313; I² = 92.2%; Q = 152.23, df = 12, p < 0.0001"
+    assert "Test for overall effect (Wald): z = \N{MINUS SIGN}3.97, p < 0.0001" in lines
+    kinds = [type(m) for m in lay.marks]
+    assert kinds == [StudyMark] * 13 + [Diamond, PredictionBar]
+    assert [m.y for m in lay.marks] == [-1.0 * j for j in range(1, 14)] + [-14.5, -15.5]
+    diamond = lay.marks[13]
+    assert isinstance(diamond, Diamond)
+    assert (diamond.estimate, diamond.lb, diamond.ub) == (-0.714532, -1.066898, -0.362167)
+    assert len(lay.rules) == 2  # under the header and above the summary
+
+
+def test_forest_squares_grow_with_weight_and_wide_cis_end_in_arrows() -> None:
+    result = bcg_result()
+    result["studies"][0].update(yi=0.2, vi=9.0)  # a CI far wider than everything else
+    lay = layout.forest(data(result), "bcg")
+    squares = [m for m in lay.marks if isinstance(m, StudyMark)]
+    weights = [w for *_, w in BCG_STUDIES]
+    order = sorted(range(13), key=lambda i: weights[i])
+    assert [squares[i].size for i in order] == sorted(s.size for s in squares)
+    assert max(s.size for s in squares) == 10.0  # 3 + 7 points at the largest weight
+    assert squares[0].arrows == (True, True)
+    assert squares[7].arrows == (False, False)  # TPT Madras 1980, the narrowest CI
+    assert all(s.clip_lo <= s.yi <= s.clip_hi for s in squares)  # every estimate is shown
+    assert lay.axis.lo < squares[0].clip_lo and squares[0].clip_hi < lay.axis.hi
+
+
+def test_ratio_axis_ticks_sit_at_the_logs_of_their_labels() -> None:
+    axis = layout.forest(data(bcg_result("RR")), "bcg").axis
+    assert axis.label == "Risk Ratio (log scale)" and axis.kind == "ratio"
+    assert axis.ticks is not None and "1" in [t.label for t in axis.ticks]
+    for tick in axis.ticks:
+        assert tick.position == pytest.approx(math.log(float(tick.label)))
+
+
+def test_a_narrow_ratio_axis_leaves_its_ticks_to_matplotlib() -> None:
+    studies = [
+        {"label": str(i), "yi": 0.01 * i, "vi": 1e-4, "weight_percent": 25.0} for i in range(4)
+    ]
+    narrow = bcg_result(studies=studies, estimate=0.015, ci_lb=0.005, ci_ub=0.025)
+    narrow.update(pi_lb=0.0, pi_ub=0.03)
+    axis = layout.funnel(data(narrow), "n").axis
+    assert math.exp(axis.hi) / math.exp(axis.lo) < 1.2
+    assert axis.ticks is None and axis.kind == "ratio"
+    drawn = dict(plots.draw(data(narrow), ["funnel"], "n"))  # matplotlib picks them
+    assert drawn["n.funnel.png"].startswith(b"\x89PNG")
+
+
+def test_difference_axis_is_linear_and_texts_use_the_minus_sign() -> None:
+    lay = layout.forest(data(bcg_result("SMD")), "x")
+    assert lay.axis.label == "Standardized Mean Difference" and lay.axis.ticks is None
+    assert "\N{MINUS SIGN}0.71 [\N{MINUS SIGN}1.07, \N{MINUS SIGN}0.36]" in texts(lay)
+
+
+def test_correlation_axis_is_labelled_in_r() -> None:
+    axis = layout.funnel(data(bcg_result("ZCOR")), "x").axis
+    assert axis.ticks is not None
+    for tick in axis.ticks:
+        r = float(tick.label.replace("\N{MINUS SIGN}", "-"))
+        assert -1 < r < 1 and tick.position == pytest.approx(math.atanh(r))
+
+
+def test_equal_effects_model_has_no_prediction_interval() -> None:
+    lay = layout.forest(data(bcg_result(method="EE", tau2=0.0)), "ee")
+    lines = texts(lay)
+    assert "Common-effect model" in lines and "Prediction interval" not in lines
+    assert not any(isinstance(m, PredictionBar) for m in lay.marks)
+    assert not any("τ²" in t for t in lines)
+
+
+def test_meta_regression_has_no_summary_and_says_why() -> None:
+    lay = layout.forest(data(analysed(moderators=["ablat"])), "ablat")
+    lines = texts(lay)
+    assert not any(isinstance(m, Diamond | PredictionBar) for m in lay.marks)
+    assert lines[-3].startswith(
+        "Mixed-effects meta-regression on ablat (REML): no single summary; see coefficients"
+    )
+    assert lines[-2].startswith("Residual heterogeneity: τ² = 0.076; I² = 68.4%; QE = 30.73")
+    assert lines[-1].startswith("Test of moderators: QM(1) = 16.36, p < 0.0001; R² = 75.6%")
+    funnel = layout.funnel(data(analysed(moderators=["ablat"])), "ablat")
+    assert "centred on the model without moderators" in texts(funnel)
+
+
+def test_knha_meta_regression_tests_moderators_with_f() -> None:
+    lines = texts(layout.forest(data(analysed(moderators=["ablat"], test="knha")), "ablat"))
+    assert lines[-1].startswith("Test of moderators: F(1, 11) = ")
+
+
+def test_subgroups_get_a_block_each_and_the_test_of_differences() -> None:
+    lay = layout.forest(data(analysed(columns={**COLUMNS, "subgroup": "latitude"})), "sub")
+    lines = texts(lay)
+    bold = [t.text for t in lay.texts if t.bold]
+    assert "high" in bold and "low" in bold
+    assert "RE model (REML) for subgroup (k = 8)" in lines  # ablat >= 30
+    assert "RE model (REML) for subgroup (k = 5)" in lines
+    notes = [t for t in lay.texts if t.text.startswith("Heterogeneity")]
+    assert len(notes) == 2 and all(t.color == layout.GREY for t in notes)
+    assert "Test for subgroup differences: Q = 3.52, df = 1, p = 0.060" in lines
+    diamonds = [m for m in lay.marks if isinstance(m, Diamond)]
+    assert len(diamonds) == 3
+    assert len(lay.rules) == 1  # no rule above the summaries of a grouped plot
+
+
+def test_double_zero_studies_are_named_in_the_forest_footer() -> None:
+    lines = texts(layout.forest(data(yusuf_mh()), "mh"))
+    note = next(t for t in lines if t.startswith("Not shown"))
+    assert note.startswith(
+        "Not shown: 3 double-zero studies without an individual outcome "
+        "(in the Mantel-Haenszel estimate, not in Q): "
+    )
+    assert "Common-effect model (Mantel-Haenszel)" in lines
+    assert any(t.startswith("Test for overall effect (Mantel-Haenszel): z = ") for t in lines)
+
+
+def test_too_many_studies_for_a_forest_plot_is_an_analysis_error() -> None:
+    many = [
+        {"label": str(i), "yi": 0.1, "vi": 0.1, "weight_percent": 0.01}
+        for i in range(layout.MAX_FOREST_ROWS + 1)
+    ]
+    with pytest.raises(AnalysisError) as info:
+        layout.forest(data(bcg_result(studies=many)), "big")
+    assert info.value.message == (
+        "forest plot for 'big': 2001 studies are more than the 2000 a forest plot can show "
+        "legibly; request a funnel plot"
+    )
+
+
+def test_funnel_points_region_and_notes() -> None:
+    d = data(bcg_result())
+    lay = layout.funnel(d, "bcg")
+    assert lay.points == tuple((s.yi, s.sei) for s in d.studies)
+    assert lay.se_max == pytest.approx(max(s.sei for s in d.studies) * 1.05)
+    assert lay.center == -0.714532 and lay.contours == () and lay.hollow == ()
+    assert lay.region == pytest.approx(1.959964 * lay.se_max)
+    assert texts(lay) == [
+        "95% pseudo-confidence region",
+        "Egger's test: z = \N{MINUS SIGN}0.80, p = 0.42",
+    ]
+    assert lay.axis.lo < -1.620898 and lay.axis.hi > 0.445913
+
+
+def test_contour_enhanced_funnel_with_filled_studies_hollow() -> None:
+    result = analysed(funnel_contours=[90, 95, 99])
+    lay = layout.funnel(data(result), "bcg")
+    assert result["trimfill"]["k0"] > 0
+    assert len(lay.hollow) == result["trimfill"]["k0"]
+    assert len(lay.points) == 13
+    assert [shade for _, shade in lay.contours] == list(reversed(layout.CONTOUR_SHADES[:3]))
+    assert lay.background == layout.CONTOUR_SHADES[3] and lay.region is None
+    widths = [w for w, _ in lay.contours]
+    assert widths == sorted(widths, reverse=True)  # outermost first, drawn under the others
+    lines = texts(lay)
+    assert lines[0] == (
+        "Contours around 0: white: p > 0.1, dark grey: p 0.05-0.1, grey: p 0.01-0.05, "
+        "light grey: p < 0.01"
+    )
+    side = result["trimfill"]["side"]
+    assert any(
+        t.startswith(f"Trim-and-fill: {len(lay.hollow)} filled on the {side}") for t in lines
+    )
+
+
+def test_cumulative_rows_add_one_study_each() -> None:
+    result = analysed(cumulative_by="year")
+    lay = layout.cumulative(data(result), "bcg")
+    labels = [step[0] for step in lay.steps]
+    assert labels[0] == result["cumulative"][0]["label"]
+    assert labels[1:] == ["+ " + row["label"] for row in result["cumulative"][1:]]
+    assert lay.title.text.startswith("Cumulative meta-analysis (Random-effects model (REML))")
+
+
+def test_cumulative_and_baujat_refuse_without_their_data() -> None:
+    d = data(yusuf_mh())
+    with pytest.raises(AnalysisError) as info:
+        layout.cumulative(d, "mh")
+    assert info.value.message == (
+        "cumulative plot for 'mh': the result has no cumulative meta-analysis (see its warnings)"
+    )
+    with pytest.raises(AnalysisError) as info:
+        layout.baujat(data(bcg_result()), "bcg")
+    assert info.value.message == (
+        "baujat plot for 'bcg': the result has no leave-one-out refits (see its warnings)"
+    )
+
+
+def test_baujat_points_are_residual_against_influence() -> None:
+    result = analysed()
+    lay = layout.baujat(data(result), "bcg")
+    mu, tau2 = result["estimate"], result["tau2"]
+    study, refit = result["studies"][3], result["leave_one_out"][3]
+    label, x, y = lay.points[3]
+    assert label == study["label"]
+    assert x == pytest.approx((study["yi"] - mu) ** 2 / (tau2 + study["vi"]))
+    assert y == pytest.approx((refit["estimate"] - mu) ** 2 / refit["se"] ** 2)
+    assert lay.x_max == pytest.approx(max(p[1] for p in lay.points) * 1.15)
+
+
+def test_baujat_skips_double_zero_studies() -> None:
+    lay = layout.baujat(data(yusuf_mh()), "mh")
+    assert len(lay.points) == len(data(yusuf_mh()).studies)
+
+
+def test_unknown_kind_is_an_analysis_error(tmp_path: Path) -> None:
+    with pytest.raises(AnalysisError) as info:
+        plots.render(data(bcg_result()), ["forest", "radial"], tmp_path, "bcg")
+    assert info.value.message == (
+        "unknown plot kind 'radial' for 'bcg'; known kinds: forest, funnel, cumulative, baujat"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kinds_are_the_run_spec_schema_enum() -> None:
+    from cosmo_runner.schemas import load_schema
+
+    analysis = load_schema("run_spec")["$defs"]["analysis"]["properties"]
+    assert tuple(analysis["plots"]["items"]["enum"]) == plots.KINDS
+
+
+# --------------------------------------------------------------------------- drawing
 
 
 def test_render_writes_png_and_svg_for_each_kind(tmp_path: Path) -> None:
-    written = plots.render(bcg_result(), ["forest", "funnel"], tmp_path / "plots", "bcg-reml")
+    written = plots.render(data(bcg_result()), ["forest", "funnel"], tmp_path / "p", "bcg-reml")
     names = [p.name for p in written]
     assert names == [
         "bcg-reml.forest.png",
@@ -142,27 +589,40 @@ def test_render_writes_png_and_svg_for_each_kind(tmp_path: Path) -> None:
         "bcg-reml.funnel.svg",
     ]
     for path in written:
-        data = path.read_bytes()
+        content = path.read_bytes()
         if path.suffix == ".png":
-            assert data.startswith(b"\x89PNG\r\n\x1a\n")
+            assert content.startswith(b"\x89PNG\r\n\x1a\n")
         else:
-            assert b"<svg" in data[:1000]
+            assert b"<svg" in content[:1000]
     # No temporary files left behind by the atomic writes.
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(names)
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(names)
 
 
-def test_rerender_is_byte_identical_png_and_svg(tmp_path: Path) -> None:
-    first = plots.render(bcg_result(), ["forest", "funnel"], tmp_path / "a", "bcg")
-    second = plots.render(bcg_result(), ["forest", "funnel"], tmp_path / "b", "bcg")
+def test_a_kind_that_cannot_be_drawn_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(AnalysisError, match="no cumulative meta-analysis"):
+        plots.render(data(yusuf_mh()), ["forest", "cumulative"], tmp_path, "mh")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"moderators": ["ablat"]}, {"columns": {**COLUMNS, "subgroup": "latitude"}},
+     {"test": "knha", "funnel_contours": [95], "cumulative_by": "year"}],
+    ids=["reml", "ablat", "subgroups", "knha-contours"],
+)  # fmt: skip
+def test_every_kind_redraws_byte_identically(tmp_path: Path, extra: dict[str, Any]) -> None:
+    d = data(analysed(**extra))
+    first = plots.render(d, plots.KINDS, tmp_path / "a", "bcg")
+    second = plots.render(d, plots.KINDS, tmp_path / "b", "bcg")
     assert [sha(p) for p in first] == [sha(p) for p in second]
-    # Re-rendering in place (overwriting) gives the same bytes too.
-    again = plots.render(bcg_result(), ["forest", "funnel"], tmp_path / "a", "bcg")
+    again = plots.render(d, plots.KINDS, tmp_path / "a", "bcg")  # overwriting in place
     assert [sha(p) for p in again] == [sha(p) for p in second]
 
 
 def test_outputs_carry_no_timestamp_or_software_version(tmp_path: Path) -> None:
-    written = plots.render(bcg_result(), ["forest"], tmp_path, "bcg")
-    png, svg = (p.read_bytes() for p in written)
+    import matplotlib
+
+    png, svg = (p.read_bytes() for p in plots.render(data(bcg_result()), ["forest"], tmp_path, "b"))
     assert b"Software" not in png
     assert matplotlib.__version__.encode() not in png
     assert b"<dc:date>" not in svg
@@ -170,176 +630,65 @@ def test_outputs_carry_no_timestamp_or_software_version(tmp_path: Path) -> None:
     assert matplotlib.__version__.encode() not in svg
 
 
-def test_render_leaves_global_matplotlib_state_alone(tmp_path: Path) -> None:
+def test_drawing_leaves_global_matplotlib_state_alone_and_warns_nothing() -> None:
+    import matplotlib
+
     before = dict(matplotlib.rcParams)
-    plots.render(bcg_result(), ["forest", "funnel"], tmp_path, "bcg")
+    results = [
+        analysed(funnel_contours=[90, 95, 99]),
+        analysed(moderators=["ablat"]),
+        analysed(columns={**COLUMNS, "subgroup": "latitude"}),
+        bcg_result("ZCOR"),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for result in results:
+            kinds = plots.KINDS if result["cumulative"] else ("forest", "funnel")
+            assert len(plots.draw(data(result), kinds, "x")) == 2 * len(kinds)
+        assert len(plots.draw(data(yusuf_mh()), ["forest", "funnel", "baujat"], "mh")) == 6
     assert dict(matplotlib.rcParams) == before
 
 
-def test_no_warnings(tmp_path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for result in (bcg_result(), regression_result(), subgroup_result()):
-            plots.render(result, ["forest", "funnel"], tmp_path, "x")
-
-
-def test_ratio_measure_axis_is_log_scale_labelled_in_ratios() -> None:
-    fig = plots._forest(bcg_result("RR"), "bcg")
-    ax = next(a for a in fig.axes if a.axison)
-    ticks = ax.get_xticks()
-    labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert "1" in labels
-    assert ax.get_xlabel() == "Risk Ratio (log scale)"
-    # Ticks sit at the logs of the ratios their labels show.
-    for pos, label in zip(ticks, labels, strict=True):
-        assert pos == pytest.approx(math.log(float(label.replace("\N{MINUS SIGN}", "-"))))
-    # The estimate column is on the ratio scale: exp(-0.7145) = 0.49 [0.34, 0.70].
-    assert "0.49 [0.34, 0.70]" in texts(fig)
-    assert "[0.15, 1.55]" in texts(fig)  # the prediction interval, back-transformed
-
-
-def test_difference_measure_axis_is_linear() -> None:
-    fig = plots._forest(bcg_result("SMD"), "x")
-    ax = next(a for a in fig.axes if a.axison)
-    assert ax.get_xlabel() == "Standardized Mean Difference"
-    assert "\N{MINUS SIGN}0.71 [\N{MINUS SIGN}1.07, \N{MINUS SIGN}0.36]" in texts(fig)
-
-
-def test_correlation_axis_is_labelled_in_r() -> None:
-    fig = plots._funnel(bcg_result("ZCOR"), "x")
-    ax = fig.axes[0]
-    labels = [float(t.get_text().replace("\N{MINUS SIGN}", "-")) for t in ax.get_xticklabels()]
-    assert all(-1 < r < 1 for r in labels)
-    for pos, r in zip(ax.get_xticks(), labels, strict=True):
-        assert pos == pytest.approx(math.atanh(r))
-
-
-def test_forest_has_heterogeneity_line_like_metafor() -> None:
-    lines = texts(plots._forest(bcg_result(), "bcg"))
-    het = next(t for t in lines if t.startswith("Heterogeneity"))
-    assert "τ² = 0.313" in het
-    assert "I² = 92.2%" in het
-    assert "Q = 152.23, df = 12" in het
-    assert "Random-effects model (REML)" in lines
-    assert "Prediction interval" in lines
-
-
-def test_funnel_is_inverted_with_zero_at_top() -> None:
-    fig = plots._funnel(bcg_result(), "bcg")
-    ax = fig.axes[0]
-    bottom, top = ax.get_ylim()
-    assert top == 0.0
-    assert bottom > max(math.sqrt(vi) for _, _, vi, _ in BCG_STUDIES)
-    assert ax.get_ylabel() == "Standard Error"
-    assert any("Egger" in t for t in texts(fig))
-
-
-def test_meta_regression_renders_without_a_summary_diamond(tmp_path: Path) -> None:
-    written = plots.render(regression_result(), ["forest", "funnel"], tmp_path, "ablat")
-    assert len(written) == 4
-    lines = texts(plots._forest(regression_result(), "ablat"))
-    assert any("see coefficients" in t and "ablat" in t for t in lines)
-    assert "Prediction interval" not in lines
-    assert not any(t.startswith("Heterogeneity") for t in lines)
-
-
-def test_subgroups_render_each_group_and_the_test(tmp_path: Path) -> None:
-    written = plots.render(subgroup_result(), ["forest"], tmp_path, "sub")
-    assert [p.suffix for p in written] == [".png", ".svg"]
-    lines = texts(plots._forest(subgroup_result(), "sub"))
-    assert "random" in lines
-    assert "alternate/systematic" in lines
-    assert any(t.startswith("Test for subgroup differences: Q = 1.23, df = 1") for t in lines)
-
-
-def test_equal_effects_model_has_no_prediction_interval() -> None:
-    result = bcg_result()
-    result.update(method="EE", tau2=0.0)
-    lines = texts(plots._forest(result, "ee"))
-    assert "Common-effect model" in lines
-    assert "Prediction interval" not in lines
-
-
 def test_repeated_kinds_are_drawn_once(tmp_path: Path) -> None:
-    written = plots.render(bcg_result(), ["funnel", "funnel"], tmp_path, "bcg")
+    written = plots.render(data(bcg_result()), ["funnel", "funnel"], tmp_path, "bcg")
     assert [p.name for p in written] == ["bcg.funnel.png", "bcg.funnel.svg"]
 
 
-def test_unknown_kind_is_an_analysis_error(tmp_path: Path) -> None:
-    with pytest.raises(AnalysisError, match="unknown plot kind 'radial'"):
-        plots.render(bcg_result(), ["forest", "radial"], tmp_path, "bcg")
-    assert list(tmp_path.iterdir()) == []
+def test_a_result_the_plots_cannot_read_fails_the_run_with_exit_5(
+    example: Path, tmp_path: Path, cli: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cosmo_runner.meta import analysis
+
+    real = analysis.analyse
+
+    def without_egger(spec: Any, table: Any) -> dict[str, Any]:
+        result = real(spec, table)
+        del result["egger"]
+        return result
+
+    monkeypatch.setattr(analysis, "analyse", without_egger)
+    out = tmp_path / "run"
+    proc = cli("run", example, "--out", out)
+    assert proc.returncode == 5
+    assert proc.stderr == (  # bcg-dl fails the same way
+        "cosmo-runner: error: analysis 'bcg-reml': cannot plot the result: /egger is missing "
+        "(and 1 more)\n"
+    )
+    log = load_log(out)
+    record = next(a for a in log["analyses"] if a["id"] == "bcg-reml")
+    assert record["status"] == "failed" and record["plots"] == [] and record["result"] is None
+    assert record["error"] == {
+        "type": "PlotDataError",
+        "message": "analysis 'bcg-reml': cannot plot the result: /egger is missing",
+    }
+    assert not (out / "plots" / "bcg-reml.forest.png").exists()
+    assert not (out / "results" / "bcg-reml.json").exists()
 
 
-def test_result_without_studies_is_an_analysis_error(tmp_path: Path) -> None:
-    result = bcg_result()
-    result["studies"] = []
-    with pytest.raises(AnalysisError, match="lists no studies"):
-        plots.render(result, ["funnel"], tmp_path, "empty")
+def test_hand_built_results_stay_complete() -> None:
+    """The hand-built result above reads like analyse()'s: every key it has is one analyse
+    writes, so the layout tests run on the shape the pipeline passes."""
+    from cosmo_runner.meta.analysis import RESULT_KEYS
 
-
-def test_non_finite_study_is_an_analysis_error(tmp_path: Path) -> None:
-    result = copy.deepcopy(bcg_result())
-    result["studies"][2]["vi"] = float("nan")
-    with pytest.raises(AnalysisError, match="Rosenthal et al 1960"):
-        plots.render(result, ["forest"], tmp_path, "bad")
-
-
-def test_too_many_studies_for_a_forest_plot_is_an_analysis_error() -> None:
-    result = bcg_result()
-    result["studies"] = [
-        {"label": str(i), "yi": 0.1, "vi": 0.1, "weight_percent": 0.01}
-        for i in range(plots.MAX_FOREST_ROWS + 1)
-    ]
-    with pytest.raises(AnalysisError, match="funnel"):
-        plots._forest(result, "big")
-
-
-def test_subgroups_without_study_lists_get_one_diamond_each() -> None:
-    """analyse() lists the studies once and gives each subgroup its fit (no study list)."""
-    result = subgroup_result()
-    for group in result["subgroups"]:
-        del group["studies"]
-    fig = plots._forest(result, "sub")
-    lines = texts(fig)
-    assert "random (k = 7)" in lines
-    assert "alternate/systematic (k = 6)" in lines
-    assert "Aronson 1948" in lines
-    assert any(t.startswith("Test for subgroup differences") for t in lines)
-
-
-def bcg_table() -> dict[str, list[str]]:
-    import csv
-
-    root = Path(__file__).resolve().parents[2]
-    with (root / "examples" / "bcg" / "bcg.csv").open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    table = {key: [row[key] for row in rows] for key in rows[0]}
-    table["latitude"] = ["high" if float(a) >= 30 else "low" for a in table["ablat"]]
-    return table
-
-
-@pytest.mark.parametrize(
-    "extra",
-    [{}, {"moderators": ["ablat"]}, {"columns_subgroup": "latitude"}, {"test": "knha"}],
-    ids=["reml", "ablat", "subgroups", "knha"],
-)
-def test_renders_what_analyse_returns_for_bcg(tmp_path: Path, extra: dict[str, Any]) -> None:
-    from cosmo_runner.meta.analysis import analyse
-
-    columns = {"ai": "tpos", "bi": "tneg", "ci": "cpos", "di": "cneg", "study": "study"}
-    if "columns_subgroup" in extra:
-        columns["subgroup"] = extra.pop("columns_subgroup")
-    spec = {"id": "bcg", "measure": "RR", "columns": columns, "method": "REML", **extra}
-    result = analyse(spec, bcg_table())
-    first = plots.render(result, ["forest", "funnel"], tmp_path / "a", "bcg")
-    second = plots.render(result, ["forest", "funnel"], tmp_path / "b", "bcg")
-    assert [sha(p) for p in first] == [sha(p) for p in second]
-    lines = texts(plots._forest(result, "bcg"))
-    assert "Comstock et al 1976" in lines
-    if "moderators" in spec:
-        assert any("see coefficients" in t for t in lines)
-    elif spec.get("test") == "knha":
-        assert "0.49 [0.33, 0.73]" in lines  # metafor knha CI [-1.1084, -0.3206], exp'd
-    else:
-        assert "0.49 [0.34, 0.70]" in lines  # metafor: exp(-0.7145) [exp(-1.0669), exp(-0.3622)]
+    assert set(bcg_result()) <= set(RESULT_KEYS)
+    assert copy.deepcopy(bcg_result()) == bcg_result()
