@@ -44,7 +44,6 @@ from cosmo_runner.readfile import read_regular, shipped_files
 from cosmo_runner.runlog import LOG_NAME, RunLog, file_record, write_atomic
 
 if TYPE_CHECKING:  # numpy and the table code load when a run reaches its inputs
-    from cosmo_runner.env.verified import VerifiedEnvironment
     from cosmo_runner.inputs import LoadedInput
     from cosmo_runner.tables import Table
 
@@ -64,11 +63,9 @@ class RunOptions:
     #: test hook: called with (input id, path) once every input is read and hashed
     after_inputs: Callable[[str, Path], None] | None = None
     probe_all: bool = False  # True: import every required module in fresh interpreters (smoke)
-    #: how the environment is observed and checked (cosmo_runner.env.gate; default: afresh)
+    #: how the environment is observed and checked (cosmo_runner.env.gate; default: afresh;
+    #: a batch worker's cosmo_runner.env.verified.VerifiedEnvironment: gated once, re-checked)
     gate: Gate = field(default_factory=Gate)
-    #: observed and gated once for many runs (a batch worker): no capture or gate here, only
-    #: the cheap re-check of installed distributions (cosmo_runner.env.verified)
-    environment: VerifiedEnvironment | None = None
     #: files the run reads from these bytes instead of the disk (a batch without a shared
     #: file system: the client's paths and bytes; cosmo_runner.readfile.shipped_files)
     files: Mapping[str, bytes | str] | None = None
@@ -247,29 +244,6 @@ def execute(options: RunOptions, signals: SignalGuard | None = None) -> RunResul
     return RunResult(code, log.doc, run_dir, error, runner.smoke)
 
 
-def _rechecked(verified: VerifiedEnvironment) -> SmokeReport:
-    """The gate's verdict, plus the cheap re-check that nothing was installed since."""
-    from cosmo_runner.env.smoke import Check
-
-    changes = verified.recheck()
-    if not changes:
-        check = Check(
-            "recheck",
-            "ok",
-            "installed distributions unchanged since this process's gate",
-            observed={"env_id": verified.env_id},
-        )
-    else:
-        more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
-        check = Check(
-            "recheck",
-            "error",
-            f"installed distributions changed since this process's gate: {changes[0]}{more}",
-            observed=changes,
-        )
-    return SmokeReport([*verified.smoke.checks, check])
-
-
 class _FirstLogDoesNotFit(Exception):
     """Internal: the first log or its reserve could not be written (carries the exit-2 error)."""
 
@@ -336,28 +310,19 @@ class _Runner:
         }
         spec_bytes = self._read_spec()
         self._begin("environment")
-        verified = options.environment
-        if verified is None:
-            # run/validate probe only the imports no locked distribution vouches for
-            imports = (
-                start_import_probes(options.manifest, options.cwd) if options.probe_all else None
-            )
-            state = options.gate.observe(options.manifest, options.cwd)
-            doc["environment"] = state.document()
-        else:
-            doc["environment"] = verified.document()
+        # run/validate probe only the imports no locked distribution vouches for
+        imports = start_import_probes(options.manifest, options.cwd) if options.probe_all else None
+        state = options.gate.observe(options.manifest, options.cwd)
+        doc["environment"] = state.document()
         self.log.end_step("environment")
         self._start_log()  # the snapshot is on disk before anything else runs
         if spec_bytes is not None and self.run_dir is not None:
             write_atomic(self.run_dir / "spec.json", spec_bytes)  # kept even if invalid
 
         self._begin("smoke")
-        if verified is None:
-            self.smoke = options.gate.check(
-                state, strict=options.strict, imports=imports, probe_all=options.probe_all
-            )
-        else:
-            self.smoke = _rechecked(verified)
+        self.smoke = options.gate.check(
+            state, strict=options.strict, imports=imports, probe_all=options.probe_all
+        )
         doc["smoke"] = self.smoke.as_dict()
         self.log.end_step("smoke")
         self.log.save()

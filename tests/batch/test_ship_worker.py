@@ -248,7 +248,7 @@ def test_a_staged_run_is_not_synced_and_writes_its_log_at_start_and_end(
     threads = threading.active_count()
     (spec,) = generate_specs(tmp_path / "specs", 1)
     with runlog.staged_writes() if staged else nullcontext():
-        result = execute(RunOptions(spec_path=spec, out_dir=tmp_path / "run", environment=verified))
+        result = execute(RunOptions(spec_path=spec, out_dir=tmp_path / "run", gate=verified))
     assert result.exit_code == 0
     if staged:
         assert (len(log_writes), synced) == (2, [])

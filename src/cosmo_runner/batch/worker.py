@@ -154,7 +154,7 @@ def run_one(
                     out_dir=run_dir,
                     command=command,
                     cwd=cwd,
-                    environment=verified,
+                    gate=verified,
                     files=shipment.files,
                 )
             )

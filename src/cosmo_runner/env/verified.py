@@ -1,9 +1,11 @@
 """An environment observed and gated once, for a process that runs many specs (a batch worker).
 
-:meth:`VerifiedEnvironment.capture` takes the snapshot and runs the smoke gate once. The
-pipeline (``RunOptions.environment``) then writes that snapshot and verdict into each run's
-log instead of observing again, and calls :meth:`VerifiedEnvironment.recheck` before each
-spec: a cheap look (about a millisecond) at what ``importlib.metadata`` would find, i.e. the
+:meth:`VerifiedEnvironment.capture` takes the snapshot and runs the smoke gate once. It is a
+:class:`~cosmo_runner.env.gate.Gate` (the pipeline's one environment seam,
+``RunOptions.gate``): :meth:`~VerifiedEnvironment.observe` hands each run a copy of that
+snapshot instead of observing again, and :meth:`~VerifiedEnvironment.check` answers with
+the gate's verdict plus :meth:`VerifiedEnvironment.recheck`, run before each spec: a cheap
+look (about a millisecond) at what ``importlib.metadata`` would find, i.e. the
 distribution metadata folders (``*.dist-info``, ``*.egg-info``) and ``.pth`` files in every
 ``sys.path`` directory, with their mtimes, and each directory's own mtime. An install, an
 uninstall, an upgrade or a new ``.pth`` in mid-batch changes it; a file edited in place
@@ -14,6 +16,7 @@ worker start).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -21,7 +24,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from cosmo_runner.env.smoke import SmokeReport, run_checks
+from cosmo_runner.env.gate import Gate
+from cosmo_runner.env.smoke import Check, ImportProbes, SmokeReport, run_checks
 from cosmo_runner.env.snapshot import EnvironmentState, capture
 
 #: entry name -> mtime_ns, per ``sys.path`` directory ("" keys the directory's own mtime)
@@ -69,12 +73,20 @@ def fingerprint_changes(before: Fingerprint, after: Fingerprint) -> list[str]:
 
 
 @dataclass(frozen=True)
-class VerifiedEnvironment:
-    """A snapshot and its smoke verdict, computed once; ``baseline`` is what the gate saw."""
+class VerifiedEnvironment(Gate):
+    """A snapshot and its smoke verdict, computed once; ``baseline`` is what the gate saw.
+
+    As a :class:`~cosmo_runner.env.gate.Gate` it answers for the environment it captured,
+    from any working directory (a process that gates once has decided its manifest). A run
+    asking for another ``--manifest``, for live import probes (``probe_all``) or another
+    ``strict`` than the capture's is observed and checked afresh, by the default gate.
+    """
 
     state: EnvironmentState
     smoke: SmokeReport
     baseline: Fingerprint
+    manifest: str | None = None  # the --manifest of the capture
+    strict: bool = False
 
     @classmethod
     def capture(
@@ -84,7 +96,52 @@ class VerifiedEnvironment:
         baseline = fingerprint()
         state = capture(manifest, cwd)
         smoke = run_checks(state, strict=strict, probe_all=False)
-        return cls(state, smoke, baseline)
+        return cls(state, smoke, baseline, manifest, strict)
+
+    def observe(self, manifest: str | None, cwd: Path | None) -> EnvironmentState:
+        """A copy of the captured snapshot (``cwd`` does not matter; see the class)."""
+        if manifest is not None and manifest != self.manifest:
+            return super().observe(manifest, cwd)
+        return dataclasses.replace(self.state, observed=copy.deepcopy(self.state.observed))
+
+    def check(
+        self,
+        state: EnvironmentState,
+        *,
+        strict: bool,
+        imports: ImportProbes | None,
+        probe_all: bool,
+    ) -> SmokeReport:
+        """The capture's verdict plus the re-check, for the captured snapshot; else afresh."""
+        if (
+            imports is not None
+            or probe_all
+            or strict != self.strict
+            or state.manifest_path != self.state.manifest_path
+            or state.observed != self.state.observed
+        ):
+            return super().check(state, strict=strict, imports=imports, probe_all=probe_all)
+        return self.rechecked()
+
+    def rechecked(self) -> SmokeReport:
+        """The gate's verdict, plus the check ``recheck``: nothing was installed since."""
+        changes = self.recheck()
+        if not changes:
+            check = Check(
+                "recheck",
+                "ok",
+                "installed distributions unchanged since this process's gate",
+                observed={"env_id": self.env_id},
+            )
+        else:
+            more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+            check = Check(
+                "recheck",
+                "error",
+                f"installed distributions changed since this process's gate: {changes[0]}{more}",
+                observed=changes,
+            )
+        return SmokeReport([*self.smoke.checks, check])
 
     @cached_property
     def _document(self) -> dict[str, Any]:
