@@ -51,3 +51,19 @@ cluster_answers() {
     state="$(node_state)" || return 1
     case "$state" in idle | mix | alloc) return 0 ;; *) return 1 ;; esac
 }
+
+# The pids of this cluster's job processes, one a line: every live process whose environment
+# holds a SLURM_JOB_ID and this cluster's SLURM_CONF (Slurm sets both in a job, and every
+# descendant inherits them, also one that left the job's process tree, which
+# proctrack/linuxproc then no longer tracks: such a process outlives its cancelled job).
+job_pids() {
+    local environ pid
+    for environ in /proc/[0-9]*/environ; do
+        pid="${environ#/proc/}"
+        pid="${pid%/environ}"
+        [ "$pid" != "$$" ] || continue
+        grep -qzxF "SLURM_CONF=$COSMO_SLURM_CONF" "$environ" 2>/dev/null || continue
+        grep -qz '^SLURM_JOB_ID=' "$environ" 2>/dev/null || continue
+        if pid_alive "$pid"; then printf '%s\n' "$pid"; fi
+    done | sort -n
+}

@@ -263,3 +263,40 @@ def test_a_staged_run_is_not_synced_and_writes_its_log_at_start_and_end(
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "plots", "report.html", "results", "run_log.json", "spec.json",
     ]  # fmt: skip
+
+
+def test_the_statuses_a_failed_gate_waits_out_are_distributeds() -> None:
+    from distributed.core import Status
+
+    names = {status.name for status in Status}
+    assert worker._NOT_REGISTERED | worker._CLOSING | {"running", "paused"} == names
+    assert not worker._NOT_REGISTERED & worker._CLOSING
+
+
+@pytest.mark.parametrize(
+    ("statuses", "slept"),
+    [
+        (["starting", "running"], [0.05, worker.FAILED_GATE_GRACE_S]),  # registered: listed
+        (["starting", "closing"], [0.05]),  # its job was cancelled meanwhile: exit at once
+    ],
+    ids=["registered", "closed-meanwhile"],
+)
+def test_a_worker_whose_gate_failed_exits_3_after_registering_or_at_once_when_closed(
+    monkeypatch: pytest.MonkeyPatch, statuses: list[str], slept: list[float]
+) -> None:
+    import asyncio
+    import types
+
+    seen = iter(statuses)
+    fake = types.SimpleNamespace(status=types.SimpleNamespace(name=next(seen)))
+    naps: list[float] = []
+    exits: list[int] = []
+
+    async def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        fake.status.name = next(seen, fake.status.name)
+
+    monkeypatch.setattr(worker.asyncio, "sleep", sleep)
+    monkeypatch.setattr(worker.os, "_exit", exits.append)
+    asyncio.run(worker._exit_after_registration(fake))
+    assert (naps, exits) == (slept, [3])

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,44 @@ def slurm_env() -> dict[str, str]:
     if conf:
         env["SLURM_CONF"] = conf
     return env
+
+
+def _job_processes(conf: str) -> dict[int, str]:
+    """pid -> command line of live processes of this cluster's jobs (their environment holds
+    a SLURM_JOB_ID and this SLURM_CONF; scripts/slurm/common.sh job_pids is the same rule)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text(errors="replace")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if stat.rpartition(") ")[2][:1] in ("Z", "X"):
+            continue  # dead, not yet reaped
+        if f"SLURM_CONF={conf}".encode() in environ and any(
+            v.startswith(b"SLURM_JOB_ID=") for v in environ
+        ):
+            found[int(entry.name)] = cmdline.strip()
+    return found
+
+
+def leftover_job_processes(timeout: float = 30.0) -> dict[int, str]:
+    """Wait up to ``timeout`` s for every process of this cluster's jobs to end; those still
+    running are killed by pid (nothing outlives the test) and returned (pid -> command)."""
+    conf = slurm_conf()
+    assert conf is not None
+    deadline = time.monotonic() + timeout
+    while (left := _job_processes(conf)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    return left
 
 
 def _cluster_problem() -> str | None:

@@ -21,7 +21,7 @@ from tests.batch.helpers import batch_log, by_key, committed
 from tests.batch.specgen import generate_specs
 from tests.conftest import ROOT, load_log
 from tests.envcopy import VenvCopy
-from tests.slurm.conftest import slurm, slurm_env
+from tests.slurm.conftest import leftover_job_processes, slurm, slurm_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -105,6 +105,7 @@ def test_a_batch_runs_on_slurm_workers_on_loopback(tmp_path: Path) -> None:
     logs = worker_logs(tmp_path)
     assert "Registered to:      tcp://127.0.0.1:" in logs, logs[-3000:]
     assert our_jobs() == []
+    assert leftover_job_processes() == {}  # the job's processes ended with it
 
 
 def test_a_drifted_venv_on_the_node_is_refused_and_runs_nothing(tmp_path: Path) -> None:
@@ -134,3 +135,5 @@ def test_a_drifted_venv_on_the_node_is_refused_and_runs_nothing(tmp_path: Path) 
     assert committed(out) == []
     assert {e["status"] for e in doc["specs"]} <= {"interrupted"}
     assert our_jobs() == []
+    # no dask_worker of the drifted venv outlives its job (one once outlived make slurm-down)
+    assert leftover_job_processes() == {}

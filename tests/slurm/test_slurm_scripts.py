@@ -48,6 +48,52 @@ def test_down_removes_pid_files_of_dead_or_garbage_pids(tmp_path: Path, content:
     assert [rel for rel in [*DAEMONS, "slurm-env"] if (tmp_path / rel).exists()] == []
 
 
+def test_down_ends_job_processes_that_outlived_their_job_by_pid(tmp_path: Path) -> None:
+    """A process of one of this cluster's jobs (its environment: a SLURM_JOB_ID and this
+    cluster's SLURM_CONF) still running: TERM, then KILL when it ignores TERM. Processes of
+    another cluster's job, or with the cluster's SLURM_CONF but no job, are left alone."""
+    conf = str(tmp_path / "slurm.conf")
+    ignore_term = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    )
+    started = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ, **extra},
+        )
+        for name, code, extra in [
+            ("job", "import time; time.sleep(60)", {"SLURM_JOB_ID": "7", "SLURM_CONF": conf}),
+            ("stubborn", ignore_term, {"SLURM_JOB_ID": "8", "SLURM_CONF": conf}),
+            ("other-cluster", "import time; time.sleep(60)",
+             {"SLURM_JOB_ID": "7", "SLURM_CONF": conf + ".other"}),
+            ("client", "import time; time.sleep(60)", {"SLURM_CONF": conf}),
+        ]
+    }  # fmt: skip
+    try:
+        env = {"COSMO_SLURM_JOB_WAIT": "1"}
+        result = subprocess.run(
+            [str(SCRIPTS / "down.sh")],
+            env={**{k: v for k, v in os.environ.items() if k != "SLURM_CONF"}, **env,
+                 "COSMO_SLURM_ROOT": str(tmp_path)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        pids = f"{started['job'].pid} {started['stubborn'].pid} "
+        assert result.stderr == (
+            f"[down.sh] job processes outlived their jobs: {pids}; sending TERM\n"
+            f"[down.sh] job processes still running after TERM: {started['stubborn'].pid} ; "
+            "sending KILL\n"
+            f"[down.sh] no pid files under {tmp_path}; nothing to stop\n"
+        )
+        assert started["job"].wait(timeout=10) == -15
+        assert started["stubborn"].wait(timeout=10) == -9
+        assert started["other-cluster"].poll() is None and started["client"].poll() is None
+    finally:
+        for proc in started.values():
+            proc.kill()
+            proc.wait()
+
+
 def test_down_never_signals_a_process_that_is_not_the_daemon(tmp_path: Path) -> None:
     """A pid file whose pid now belongs to another process (pid reuse) leaves it alone."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -34,6 +34,12 @@ REPORT_KEY = "cosmo_runner"
 REFUSE_HANDLER = "cosmo_runner_refuse"
 #: seconds a worker whose own gate failed stays registered (so it is listed) before exit 3
 FAILED_GATE_GRACE_S = 2.0
+#: distributed's worker statuses (distributed.core.Status names) before it is registered,
+#: and once it is being closed
+_NOT_REGISTERED = frozenset({"undefined", "created", "init", "starting"})
+_CLOSING = frozenset(
+    {"stopping", "stopped", "closing", "closing_gracefully", "closed", "failed", "dont_reply"}
+)
 
 
 def report(verified: VerifiedEnvironment) -> dict[str, Any]:
@@ -60,10 +66,14 @@ def dask_setup(worker: Any) -> None:
 
 
 async def _exit_after_registration(worker: Any) -> None:
+    """Exit 3 once the worker has registered and stayed :data:`FAILED_GATE_GRACE_S` (so the
+    batch lists it); at once when it is being closed meanwhile (a cancelled Slurm job: a
+    worker that waited out its grace there outlived its job)."""
     deadline = time.monotonic() + 60
-    while worker.status.name != "running" and time.monotonic() < deadline:
+    while worker.status.name in _NOT_REGISTERED and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    await asyncio.sleep(FAILED_GATE_GRACE_S)
+    if worker.status.name not in _CLOSING:
+        await asyncio.sleep(FAILED_GATE_GRACE_S)
     os._exit(EXIT_ENVIRONMENT)
 
 
