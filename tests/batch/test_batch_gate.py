@@ -28,6 +28,21 @@ def test_the_clients_own_gate_failing_is_exit_3_with_a_complete_log(
     assert (doc["status"], doc["exit_code"], doc["cluster"]) == ("failed", 3, None)
     assert {e["status"] for e in doc["specs"]} == {"interrupted"}  # never ran
     assert committed(out) == []
+    assert doc["report"] == {"path": "report.html", "error": None}
+    assert (out / "report.html").is_file()
+    # a page that cannot be written is recorded, and a failed batch keeps its own exit code
+    (out / "report.html").unlink()
+    (out / "report.html").mkdir()
+    code, _, err = batch(capsys, *specs, "--out", out, "--manifest", missing, "--resume")
+    assert (code, err) == (3, f"{line}\n")
+    doc = batch_log(out)
+    assert (doc["status"], doc["exit_code"], doc["error"]["type"]) == (
+        "failed",
+        3,
+        "EnvironmentGateError",
+    )
+    assert doc["report"]["error"]["type"] == "OutputWriteError"
+    assert doc["report"]["error"]["message"].startswith(f"cannot write {out / 'report.html'}: ")
 
 
 def test_no_worker_with_the_expected_env_id_is_exit_3_and_lists_them_refused(

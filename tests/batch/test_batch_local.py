@@ -16,6 +16,7 @@ from cosmo_runner.cli import main
 from cosmo_runner.interrupts import SignalGuard
 from tests.batch.helpers import batch, batch_log, by_key, committed, events
 from tests.batch.specgen import generate_specs
+from tests.share.test_report import Page
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -57,6 +58,12 @@ def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "out" / specs[0].stem)]) == 0
     assert "reproduced" in capsys.readouterr().out
+    # the batch wrote its own page, which `cosmo-runner report DIR` writes again byte for byte
+    assert doc["report"] == {"path": "report.html", "error": None}
+    page = (tmp_path / "out" / "report.html").read_bytes()
+    assert page.count(b'href="sim-') == 50 and b'href="sim-00049/report.html"' in page
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.html").read_bytes() == page
 
 
 def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
@@ -91,6 +98,10 @@ def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
     )
     assert (doc["status"], doc["exit_code"]) == ("failed", 6)
     assert doc["error"]["type"] == "SomeSpecsFailed"
+    assert doc["report"] == {"path": "report.html", "error": None}
+    page = Page((tmp_path / "out" / "report.html").read_text(encoding="utf-8"))
+    assert "failed exit code 6 · 4 spec(s)" in page.text
+    assert "succeeded 1" in page.text and "failed 3" in page.text
     for key in specs:  # every spec has its own complete run log, failed ones too
         log = json.loads((tmp_path / "out" / key / "run_log.json").read_text(encoding="utf-8"))
         assert log["exit_code"] == specs[key]["exit_code"]
@@ -152,6 +163,23 @@ def test_resume_reuses_matching_runs_and_runs_the_rest(
         json.loads((aside / "run_log.json").read_text(encoding="utf-8"))["run_id"]
         == before[first[0].stem]
     )
+    # every spec reused (no cluster), but the page cannot be written: a folder in its way
+    (out / "report.html").unlink()
+    (out / "report.html").mkdir()
+    code, stdout, err = batch(capsys, *first, *more, "--out", out, "--resume")
+    assert err.startswith(f"cosmo-runner: error: cannot write {out / 'report.html'}: ")
+    assert (code, err.count("\n")) == (5, 1)
+    doc = batch_log(out)
+    assert (doc["status"], doc["exit_code"], doc["totals"]["reused"]) == ("failed", 5, 6)
+    assert doc["report"] == {
+        "path": "report.html",
+        "error": {
+            "type": "OutputWriteError",
+            "message": err.removeprefix("cosmo-runner: error: ")[:-1],
+        },
+    }
+    assert doc["error"] == doc["report"]["error"]
+    assert stdout.splitlines()[0] == f"batch {doc['batch_id']}: failed (exit 5): 6 specs: 6 reused"
 
 
 def test_interrupted_after_some_commits_then_resume_duplicates_nothing(tmp_path: Path) -> None:

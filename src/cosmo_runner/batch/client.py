@@ -32,9 +32,11 @@ from cosmo_runner.batch.log import BATCH_LOG_NAME, EVENTS_NAME, BatchLog
 from cosmo_runner.errors import (
     EXIT_CRASH,
     EXIT_OK,
+    CosmoError,
     EnvironmentGateError,
     Interrupted,
     OutputDirError,
+    OutputWriteError,
     SomeSpecsFailed,
     StepError,
     UsageError,
@@ -174,6 +176,13 @@ def run_batch(options: BatchOptions, signals: SignalGuard | None = None) -> Batc
         runner.close()
     if signals is not None and signals.first is not None and not isinstance(error, Interrupted):
         error = Interrupted(signals.first)
+    error = _finish(log, out_dir, error)
+    os.close(lock_fd)
+    return BatchResult(log.doc["exit_code"], log.doc, log.path, error)
+
+
+def _finish(log: BatchLog, out_dir: Path, error: BaseException | None) -> BaseException | None:
+    """The final batch log and page; the batch's error (None: every spec succeeded)."""
     if error is None:
         incomplete = [e for e in log.doc["specs"] if e["status"] not in ("succeeded", "reused")]
         if incomplete:
@@ -191,9 +200,40 @@ def run_batch(options: BatchOptions, signals: SignalGuard | None = None) -> Batc
         else "failed"
     )
     record = None if error is None else {"type": type(error).__name__, "message": str(error)}
-    log.finish(status, code, record)
-    os.close(lock_fd)
-    return BatchResult(code, log.doc, log.path, error)
+    outcome: BaseException | None = error
+
+    def report(doc: dict[str, Any]) -> None:
+        nonlocal outcome
+        problem = _write_report(out_dir, doc)
+        if problem is not None and outcome is None:  # as a run: exit 5, a failure keeps its own
+            outcome = problem
+            doc.update(
+                status="failed",
+                exit_code=exit_code_for(problem),
+                error={"type": type(problem).__name__, "message": str(problem)},
+            )
+
+    log.finish(status, code, record, before_write=report)
+    return outcome
+
+
+def _write_report(out_dir: Path, doc: dict[str, Any]) -> CosmoError | None:
+    """``DIR/report.html`` from the completed batch log, recorded in its ``report``; the
+    problem, if any (the batch and its log complete either way; ``cosmo-runner report DIR``
+    writes the page again)."""
+    from cosmo_runner.share.report import REPORT_NAME, write_batch_report
+
+    problem: CosmoError | None = None
+    try:
+        write_batch_report(out_dir, doc)
+    except OutputWriteError as exc:
+        problem = exc
+    except Exception as exc:  # a bug in the report: the batch log still completes
+        problem = StepError(f"internal error in step 'report': {type(exc).__name__}: {exc}")
+        problem.__cause__ = exc
+    error = None if problem is None else {"type": type(problem).__name__, "message": str(problem)}
+    doc["report"] = {"path": REPORT_NAME, "error": error}
+    return problem
 
 
 class _Batch:

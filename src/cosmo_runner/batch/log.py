@@ -3,7 +3,9 @@
 Each spec's final state is appended to ``batch_log.jsonl`` as it is committed (one JSON
 object a line, cheap at 100 000 specs); ``batch_log.json`` is rewritten atomically at most
 once a second (:data:`REWRITE_S`) and at least every heartbeat, and completed at the end:
-on Ctrl-C too, with every unfinished spec ``interrupted``.
+on Ctrl-C too, with every unfinished spec ``interrupted``. Just before that final write the
+batch's page, ``DIR/report.html`` (:func:`cosmo_runner.share.report.write_batch_report`), is
+written from the completed document, and the log's ``report`` says whether it was.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +59,10 @@ class BatchLog:
             "runs": [],
             "totals": {},
             "error": None,
+            "report": None,  # the final log: report.html written, or why not
         }
         self._index: dict[str, dict[str, Any]] = {}
+        self._final = False
 
     def add_specs(self, entries: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -97,26 +102,42 @@ class BatchLog:
             "specs": len(self.doc["specs"])
         }
 
+    def _refresh(self) -> None:
+        """``updated_at``, ``totals`` and ``runs`` from the spec entries."""
+        self.doc["updated_at"] = utc_now()
+        self.doc["totals"] = self.totals()
+        self.doc["runs"] = [
+            {"path": entry["key"]} | ({"run_id": entry["run_id"]} if entry["run_id"] else {})
+            for entry in self.doc["specs"]
+            if entry.get("run_dir") is not None
+        ]
+
     def save(self, *, force: bool = False) -> None:
         with self._lock:
             now = time.monotonic()
-            if not force and now - self._saved < REWRITE_S:
+            if self._final or (not force and now - self._saved < REWRITE_S):
                 return
             self._saved = now
-            self.doc["updated_at"] = utc_now()
-            self.doc["totals"] = self.totals()
-            self.doc["runs"] = [
-                {"path": entry["key"]} | ({"run_id": entry["run_id"]} if entry["run_id"] else {})
-                for entry in self.doc["specs"]
-                if entry.get("run_dir") is not None
-            ]
+            self._refresh()
             write_atomic(self.path, dumps(self.doc))
 
-    def finish(self, status: str, exit_code: int, error: dict[str, Any] | None = None) -> None:
+    def finish(
+        self,
+        status: str,
+        exit_code: int,
+        error: dict[str, Any] | None = None,
+        before_write: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """The final log: unfinished specs ``interrupted``, then ``before_write`` (called with
+        the completed document, which it may amend; it must not raise), then the write."""
         self._stop.set()
         with self._lock:
             for entry in self.doc["specs"]:
                 if entry["status"] == "pending":
                     entry["status"] = "interrupted"
             self.doc.update(status=status, exit_code=exit_code, ended_at=utc_now(), error=error)
-            self.save(force=True)
+            self._refresh()
+            if before_write is not None:
+                before_write(self.doc)
+            self._final = True  # no heartbeat after this; the page and the log agree
+            write_atomic(self.path, dumps(self.doc))
