@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -337,7 +338,13 @@ class _Batch:
             # running scheduler would never call its start().
             options = dict(dask.config.get("jobqueue.slurm.scheduler-options", None) or {})
             options["plugins"] = [*options.get("plugins", []), plugin]
+            # The job's shell execs the worker, so the worker is the job's own process, which
+            # Slurm signals and kills when the job is cancelled. Under the shell, the shell
+            # died of the cancel's SIGTERM first, and the orphaned worker (no longer in the
+            # job's process tree) outlived its job, retrying a closed scheduler.
+            python = dask.config.get("jobqueue.slurm.python", None) or sys.executable
             self.cluster = SLURMCluster(
+                python=f"exec {python}",
                 worker_extra_args=[*extra, "--preload", "cosmo_runner.batch.worker", "--no-nanny"],
                 scheduler_options=options,
             )
