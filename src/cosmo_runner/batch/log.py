@@ -2,7 +2,9 @@
 
 Each spec's final state is appended to ``batch_log.jsonl`` as it is committed (one JSON
 object a line, cheap at 100 000 specs); ``batch_log.json`` is rewritten atomically at most
-once a second (:data:`REWRITE_S`) and at least every heartbeat, and completed at the end:
+once a second (:data:`REWRITE_S`) and at least :data:`REWRITE_SHARE` times as long after
+the previous rewrite as that took (so rewriting a log of 100 000 specs takes at most 5% of
+the client's time), at least every heartbeat, and completed at the end:
 on Ctrl-C too, with every unfinished spec ``interrupted``. Just before that final write the
 batch's page, ``DIR/report.html`` (:func:`cosmo_runner.share.report.write_batch_report`), is
 written from the completed document, and the log's ``report`` says whether it was.
@@ -25,6 +27,8 @@ from cosmo_runner.runstate import HEARTBEAT_S, process_identity
 BATCH_LOG_NAME = "batch_log.json"
 EVENTS_NAME = "batch_log.jsonl"
 REWRITE_S = 1.0
+#: a rewrite waits at least this many times as long as the last one took
+REWRITE_SHARE = 20
 BATCH_LOG_VERSION = 1
 SPEC_STATUSES = ("succeeded", "failed", "interrupted", "lost", "reused", "pending")
 
@@ -38,6 +42,7 @@ class BatchLog:
         self.events = out_dir / EVENTS_NAME
         self._lock = threading.RLock()
         self._saved = 0.0
+        self._interval = REWRITE_S
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self.doc: dict[str, Any] = {
@@ -115,11 +120,12 @@ class BatchLog:
     def save(self, *, force: bool = False) -> None:
         with self._lock:
             now = time.monotonic()
-            if self._final or (not force and now - self._saved < REWRITE_S):
+            if self._final or (not force and now - self._saved < self._interval):
                 return
-            self._saved = now
             self._refresh()
             write_atomic(self.path, dumps(self.doc))
+            self._saved = time.monotonic()
+            self._interval = max(REWRITE_S, REWRITE_SHARE * (self._saved - now))
 
     def finish(
         self,
