@@ -99,10 +99,13 @@ def _text(data: bytes | None) -> str:
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("specs")
-    shutil.copytree(CASES / "negative-count", root / "negative-count")
+    for case in ("negative-count", "analysis-fails", "schema-invalid"):
+        shutil.copytree(CASES / case, root / case)
     return {
         "ok": validators_only_spec(root / "ok"),
         "bad-table": root / "negative-count" / "spec.json",
+        "analysis-fails": root / "analysis-fails" / "spec.json",
+        "schema-invalid": root / "schema-invalid" / "spec.json",
         "manifest": manifest_copy(
             root / "manifest", lambda m: m["python"].update(specifier="<3.0")
         ),
@@ -140,6 +143,21 @@ def test_run_exit_code_survives_broken_output(
     log = load_log(out_dir)
     assert log["exit_code"] == code
     assert log["status"] == ("succeeded" if code == 0 else "failed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", ["stdout-reader-left", "both-readers-left", "stderr-full"])
+@pytest.mark.parametrize(("spec", "code"), [("analysis-fails", 5), ("schema-invalid", 2)])
+def test_exit_codes_2_and_5_survive_broken_output(
+    setup: str, spec: str, code: int, specs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The other outcomes of a run: an invalid spec and a failed analysis, as above."""
+    out_dir = tmp_path / "out"
+    returncode, out, err = _run(setup, ["run", str(specs[spec]), "--out", str(out_dir)])
+    assert returncode == code, err
+    _check_streams(setup, out, err, error_line=True)
+    log = load_log(out_dir)
+    assert (log["exit_code"], log["status"]) == (code, "failed")
 
 
 @pytest.mark.slow
