@@ -80,3 +80,34 @@ def test_a_plain_batch_fit_computes_no_statistics() -> None:
     assert not set(LAZY) & set(fit.lazy._values)
     assert fit.pval.shape == (60,)
     assert set(fit.lazy._values) == {"pval"}
+
+
+@pytest.mark.parametrize("method", ["REML", "DL", "EE"])
+def test_a_meta_regression_computes_r2_on_first_access_only(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R2 refits the model without moderators (EE: a weighted lm); Egger's test, a
+    meta-regression on sei that never reads R2, must not pay for that (a 10^6-study table)."""
+    from cosmo_runner.meta import _metareg, pubbias
+
+    rng = np.random.default_rng(5)
+    v = rng.uniform(0.01, 0.2, 30)
+    y = rng.normal(0.2 + np.sqrt(v), 0.2)
+    x = rng.normal(size=30)
+    expected = rma(y, v, method=method, mods=x).R2
+    assert expected is not None
+
+    def refit(*args: object, **kwargs: object) -> float:
+        raise AssertionError("R2 was computed")
+
+    # the two private R2 paths, replaced so that computing R2 at all shows
+    monkeypatch.setattr(_metareg, "_pseudo_r2", refit)
+    monkeypatch.setattr(_metareg, "_ee_r2", refit)
+    assert pubbias.egger_test(y, v, method=method).statistic != 0
+    fit = rma(y, v, method=method, mods=x)
+    with pytest.raises(AssertionError, match="R2 was computed"):
+        _ = fit.R2
+    monkeypatch.undo()
+    again = rma(y, v, method=method, mods=x).R2
+    assert again == expected
+    assert rma(y, v, method=method).R2 is None  # no moderators: none

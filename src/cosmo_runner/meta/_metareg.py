@@ -239,13 +239,14 @@ def fit_regression(
             unit.equal_effects, np.array(qe), k - p, np.array(tau2), np.array(vt)
         )
     )
-    r2 = (
-        None
-        if p == 1
-        else _ee_r2(y, v, qe, p)
-        if unit.equal_effects
-        else _pseudo_r2(y, v, method=method, unit=unit, tau2=tau2, con=con)
-    )
+
+    def r2() -> float | None:  # on first access: the pseudo-R2 refits the intercept-only model
+        if p == 1:
+            return None
+        if unit.equal_effects:
+            return _ee_r2(y, v, qe, p)
+        return _pseudo_r2(y, v, method=method, unit=unit, tau2=tau2, con=con)
+
     half = crit(alpha, df) * se
     tau2_se = unit.se(problem, np.array([tau2]), np.array([tau0]))
     return RMAResult(
@@ -270,6 +271,7 @@ def fit_regression(
                 "weights": lambda: np.asarray(100.0 * fit.w / fit.w.sum()),
                 "Q_pval": lambda: float(chdtrc(k - p, qe)),
                 "algorithm": lambda: ALGORITHMS[int(tfit.algorithm[0])],
+                "R2": r2,
             },
             values={
                 "statistic": stat,
@@ -287,7 +289,6 @@ def fit_regression(
         QM=qm,
         QM_df=qm_df,
         QM_pval=qm_p,
-        R2=r2,
     )
 
 

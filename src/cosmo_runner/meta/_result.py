@@ -158,6 +158,9 @@ class Lazy:
         self.single = single
         self.rows = rows
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._funcs or name in self._values
+
     def get(self, name: str) -> Any:
         if name not in self._values:
             value = self._funcs[name]()
@@ -187,8 +190,8 @@ class RMAResult:
     (Raudenbush 2009) against the intercept-only model; ``pi_lb``/``pi_ub`` are ``None``.
     ``weights`` are the model's weights in percent.
 
-    ``tau2_se``, ``weights``, ``Q_pval`` and ``algorithm`` are computed on first access (a
-    plain fit does not pay for them) from the arrays passed to :func:`rma`: do not modify
+    ``tau2_se``, ``weights``, ``Q_pval``, ``algorithm`` and ``R2`` are computed on first
+    access (a plain fit does not pay for them) from the arrays passed to :func:`rma`: do not modify
     those arrays in place before reading them. For a batch, ``statistic``, ``pval``,
     ``tau``, ``I2``, ``H2``, ``pi_lb`` and ``pi_ub`` are also computed on first access (from
     per-analysis results kept by the fit, not from the inputs).
@@ -216,7 +219,6 @@ class RMAResult:
     QM: Num = None
     QM_df: tuple[int, ...] | None = None
     QM_pval: Num = None
-    R2: Num = None
 
     @classmethod
     def _make(cls, **values: Any) -> RMAResult:
@@ -261,6 +263,12 @@ class RMAResult:
     def pi_ub(self) -> Num:
         """Upper bound of the prediction interval (None with moderators)."""
         return self.lazy.get("pi_ub")
+
+    @property
+    def R2(self) -> Num:
+        """Pseudo-R2 of a meta-regression (percent), None without moderators: computed on
+        first access (it refits the model without moderators; Egger's test never asks)."""
+        return self.lazy.get("R2") if "R2" in self.lazy else None
 
     @property
     def tau2_se(self) -> Num:
