@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import ROOT
 
 from cosmo_runner.meta import confint_tau2, escalc, regtest, rma
 
@@ -62,3 +64,24 @@ def test_live_metafor_agrees() -> None:
             np.testing.assert_allclose([ci.tau2_lb, ci.tau2_ub], want["ci"], rtol=1e-7)
             eg = regtest(es.yi, es.vi, method=method, test=test, control=tight)
             np.testing.assert_allclose(eg.statistic, want["egger"], rtol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    RSCRIPT is None,
+    reason="Rscript is not installed (apt-get install r-base-core r-cran-metafor r-cran-jsonlite)",
+)
+def test_moderator_fixtures_are_what_their_script_writes(tmp_path: Path) -> None:
+    """scripts/metafor/make_fixtures_mods.R regenerates tests/fixtures/metafor/mods byte for
+    byte (deterministic: no random data; levels under LC_COLLATE=C), about 4 s of R."""
+    assert RSCRIPT is not None
+    proc = subprocess.run(
+        [RSCRIPT, str(ROOT / "scripts/metafor/make_fixtures_mods.R"), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"Rscript failed (is metafor installed?): {proc.stderr[-500:]}"
+    committed = sorted(p.name for p in (ROOT / "tests/fixtures/metafor/mods").glob("*.json"))
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == committed
+    for name in committed:
+        ours = (ROOT / "tests/fixtures/metafor/mods" / name).read_bytes()
+        assert (tmp_path / name).read_bytes() == ours, name
