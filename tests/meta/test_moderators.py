@@ -340,6 +340,9 @@ def test_a_run_with_categorical_moderators_and_common_tau2(tmp_path: Path, cli: 
         "Test of subgroup differences (common &tau;&sup2;, metafor's moderator model): "
         "F 0.9662, df 2, 10, p 0.4134"
     ) in page
+    # the moderators' kinds and levels and the tested terms are on the page too
+    assert "alternate, random, systematic" in page
+    assert "alloc[random], alloc[systematic]" in page
 
 
 def _spec(**analysis: Any) -> dict[str, Any]:

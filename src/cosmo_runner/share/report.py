@@ -515,12 +515,25 @@ def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
+def _flat(value: Any) -> Any:
+    """A list of scalars as one comma-separated cell (moderator levels, test terms); any
+    other value as it is."""
+    if isinstance(value, list) and all(_scalar(v) for v in value):
+        return ", ".join("null" if v is None else str(v) for v in value)
+    return value
+
+
 def _more_results(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Result blocks this page has no place of its own for (a newer analysis' diagnostics,
-    say): a flat object as ``key value`` pairs, a list of flat objects as a table."""
+    say): a flat object as ``key value`` pairs, a list of flat objects as a table (a list of
+    scalars counts as one value, shown comma-separated)."""
     more: list[dict[str, Any]] = []
     for key in sorted(set(result) - _SHOWN_KEYS):
         value = result[key]
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            value = [{k: _flat(x) for k, x in v.items()} for v in value]
+        else:
+            value = _flat(value)
         if _scalar(value):
             more.append({"name": key, "pairs": [("", value)], "columns": [], "rows": []})
         elif isinstance(value, dict) and all(_scalar(v) for v in value.values()):
