@@ -148,7 +148,7 @@ def kind_of(table: Table, column: str, rows: NDArray[np.intp], declared: str | N
 
 
 def _numeric(
-    table: Table, column: str, rows: NDArray[np.intp], study: str, declared: bool
+    table: Table, column: str, rows: NDArray[np.intp], study: str | None, declared: bool
 ) -> FloatArray:
     parsed = table.numbers(column)
     values = parsed.values[rows]
@@ -192,7 +192,7 @@ def _levels(table: Table, column: str, rows: NDArray[np.intp]) -> tuple[str, ...
 
 
 def _categorical(
-    table: Table, column: str, rows: NDArray[np.intp], study: str, declared: bool
+    table: Table, column: str, rows: NDArray[np.intp], study: str | None, declared: bool
 ) -> tuple[Moderator, FloatArray]:
     text = table.text(column)[rows]
     empty = np.asarray(text == "", dtype=bool)
@@ -241,10 +241,11 @@ def design(
     rows: Sequence[int] | NDArray[np.intp],
     *,
     kinds: Mapping[str, str] | None = None,
-    study: str = "study",
+    study: str | None = "study",
 ) -> Design:
     """The model matrix of ``columns`` (in that order, after the intercept) on the data
-    rows ``rows`` of ``table``; ``kinds`` are the declared kinds. Raises
+    rows ``rows`` of ``table``; ``kinds`` are the declared kinds; ``study`` the label column
+    that messages name a study by (None: none). Raises
     :class:`ModeratorError` as the module docstring says."""
     kinds = kinds or {}
     index = np.asarray(rows, dtype=np.intp)

@@ -405,7 +405,7 @@ def _model_checks(
     seen: set[str] = set()
     for model in models:
         try:
-            built = design(table, model.columns, kept, kinds=model.kinds, study=study or "")
+            built = design(table, model.columns, kept, kinds=model.kinds, study=study)
             built.indices(model.test_terms, table)
         except ModeratorError as exc:
             whose = f" (analysis {model.analysis!r})" if model.analysis else ""
