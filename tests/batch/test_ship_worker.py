@@ -300,3 +300,12 @@ def test_a_worker_whose_gate_failed_exits_3_after_registering_or_at_once_when_cl
     monkeypatch.setattr(worker.os, "_exit", exits.append)
     asyncio.run(worker._exit_after_registration(fake))
     assert (naps, exits) == (slept, [3])
+
+
+def test_a_slurm_jobs_environment_sets_the_workers_dask_config() -> None:
+    import dask
+
+    collected = dask.config.collect_env(worker.WORKER_ENVIRONMENT)
+    with dask.config.set(collected):
+        from_env = {key: dask.config.get(key) for key in worker.WORKER_CONFIG}
+    assert from_env == worker.WORKER_CONFIG

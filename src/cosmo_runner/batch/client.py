@@ -303,9 +303,11 @@ class _Batch:
         from distributed import Client
 
         from cosmo_runner.batch.scheduler import SCHEDULER_HTTP, GatePlugin, scheduler_config
+        from cosmo_runner.batch.worker import WORKER_CONFIG, WORKER_ENVIRONMENT
 
         where = self.options.cluster
-        dask.config.set(scheduler_config(self.options.retries))
+        # a LocalCluster's nannies hand this config to their workers
+        dask.config.set({**scheduler_config(self.options.retries), **WORKER_CONFIG})
         # every worker is held until the cluster is up; then the expected env id decides (a
         # worker refused while a LocalCluster starts would fail the cluster's own start)
         plugin = GatePlugin(deadline=self.options.deadline)
@@ -343,8 +345,11 @@ class _Batch:
             # died of the cancel's SIGTERM first, and the orphaned worker (no longer in the
             # job's process tree) outlived its job, retrying a closed scheduler.
             python = dask.config.get("jobqueue.slurm.python", None) or sys.executable
+            prologue = list(dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
+            prologue += [f"export {name}={value}" for name, value in WORKER_ENVIRONMENT.items()]
             self.cluster = SLURMCluster(
                 python=f"exec {python}",
+                job_script_prologue=prologue,
                 worker_extra_args=[*extra, "--preload", "cosmo_runner.batch.worker", "--no-nanny"],
                 scheduler_options=options,
             )

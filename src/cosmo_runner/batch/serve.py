@@ -70,8 +70,13 @@ def worker(address: str, nthreads: int, ready: Ready | None = None) -> int:
     if nthreads < 1:
         raise UsageError("worker: --nthreads must be 1 or more")
 
+    import dask
+
+    from cosmo_runner.batch.worker import WORKER_CONFIG
+
     async def serve() -> None:
-        server = Worker(address, nthreads=nthreads, preload=["cosmo_runner.batch.worker"])
+        with dask.config.set(WORKER_CONFIG):  # read by the Worker as it is made
+            server = Worker(address, nthreads=nthreads, preload=["cosmo_runner.batch.worker"])
         try:
             await asyncio.wait_for(server.start(), 120)
         except (OSError, TimeoutError) as exc:
