@@ -23,6 +23,7 @@ from tests.conftest import InProcess
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta import TESTS, analyse
+from cosmo_runner.meta.diagnostics import SUBGROUP_MODELS
 from cosmo_runner.meta.moderators import KINDS, ModeratorError, design
 from cosmo_runner.schemas import load_schema
 from cosmo_runner.spec import problems
@@ -400,3 +401,9 @@ def test_valid_moderator_fields_pass_the_spec_checks() -> None:
         columns={"subgroup": "g"}, subgroup_model="separate_tau2",
     )  # fmt: skip
     assert problems(spec) == []
+
+
+def test_subgroup_models_match_the_schema_enum() -> None:
+    schema = load_schema("run_spec")
+    enum = schema["$defs"]["analysis"]["properties"]["subgroup_model"]["enum"]
+    assert tuple(enum) == SUBGROUP_MODELS
