@@ -224,8 +224,10 @@ REQUIRED_MODS = [
     *(f"/{k}" for k in ("QM", "QM_df", "QM_pval", "QE", "QE_df", "QE_pval", "R2")),
     "/moderator_tau2",
     "/moderator_I2",
+    "/test_terms",
 ]
 REQUIRED_SUBGROUPS = ["/subgroup_test", "/subgroup_test/Q", "/subgroup_test/df"]
+REQUIRED_SUBGROUPS += ["/subgroup_test/model", "/subgroup_test/df2"]
 REQUIRED_SUBGROUPS += ["/subgroup_test/pval", "/subgroups/1/group", "/subgroups/1/studies"]
 REQUIRED_SUBGROUPS += ["/subgroups/1/estimate", "/subgroups/0/Q_df", "/subgroups/1/studies/0/vi"]
 
@@ -267,7 +269,8 @@ def test_a_result_without_an_id_names_no_analysis() -> None:
         ("/Q_df", 12.5, "is not an integer: 12.5"),
         ("/k", "13", "is not an integer: '13'"),
         ("/method", None, "is not a string: None"),
-        ("/test", 3, "is not a string: 3"),
+        ("/test", "wald", "is not one of z, t, knha, adhoc or null: 'wald'"),
+        ("/test", 3, "is not one of z, t, knha, adhoc or null: 3"),
         ("/studies/2/label", 7, "is not a string: 7"),
         ("/studies", {"0": {}}, "is not a list"),
         ("/studies", "abc", "is not a list"),
@@ -569,11 +572,53 @@ def test_unknown_kind_is_an_analysis_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_kinds_are_the_run_spec_schema_enum() -> None:
+def test_kinds_tests_and_subgroup_models_are_the_run_spec_schemas() -> None:
+    from cosmo_runner.meta import TESTS
+    from cosmo_runner.meta.plots.data import SUBGROUP_MODELS
     from cosmo_runner.schemas import load_schema
 
     analysis = load_schema("run_spec")["$defs"]["analysis"]["properties"]
     assert tuple(analysis["plots"]["items"]["enum"]) == plots.KINDS
+    assert tuple(analysis["subgroup_model"]["enum"]) == SUBGROUP_MODELS
+    assert tuple(layout.TEST_NAMES) == TESTS  # every test has its name in the plots
+
+
+@pytest.mark.parametrize(
+    ("test", "model", "overall"),
+    [
+        ("z", "Random-effects model (REML)", "Test for overall effect (Wald): z = "),
+        ("t", "Random-effects model (REML), t distribution", "(Wald-type t): t(12) = "),
+        ("knha", "Random-effects model (REML), Knapp-Hartung", "(Knapp-Hartung): t(12) = "),
+        ("adhoc", "Random-effects model (REML), KH ad hoc", "(Knapp-Hartung, ad hoc): t(12) = "),
+    ],
+)
+def test_the_test_is_named_with_the_summary_and_its_test(
+    test: str, model: str, overall: str
+) -> None:
+    lay = layout.forest(data(analysed(test=test)), "bcg")
+    lines = texts(lay)
+    assert model in lines
+    assert any(t.startswith("Test for overall effect (") and overall in t for t in lines)
+    assert lay.footer[1].text.startswith("Test for overall effect")
+
+
+def test_subgroups_under_a_common_tau2_test_with_metafors_qm() -> None:
+    columns = {**COLUMNS, "subgroup": "latitude"}
+    lines = texts(layout.forest(data(analysed(columns=columns, subgroup_model="common_tau2",
+                                              test="knha")), "sub"))  # fmt: skip
+    assert "Test for subgroup differences (common τ²): F(1, 11) = 2.34, p = 0.15" in lines
+    lines = texts(layout.forest(data(analysed(columns=columns, subgroup_model="common_tau2")),
+                                "sub"))  # fmt: skip
+    test = next(t for t in lines if t.startswith("Test for subgroup differences"))
+    assert test.startswith("Test for subgroup differences (common τ²): QM(1) = ")
+
+
+def test_the_test_of_moderators_names_its_terms_when_not_all() -> None:
+    lines = texts(layout.forest(data(analysed(moderators=["ablat", "year"])), "m"))
+    assert lines[-1].startswith("Test of moderators: QM(2) = ")
+    lines = texts(layout.forest(data(analysed(moderators=["ablat", "year"],
+                                              test_terms=["year"])), "m"))  # fmt: skip
+    assert lines[-1].startswith("Test of moderators (year): QM(1) = ")
 
 
 # --------------------------------------------------------------------------- drawing

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cosmo_runner.errors import AnalysisError, PlotDataError
+from cosmo_runner.meta import TESTS
 from cosmo_runner.meta.measures import Measure, lookup
 
 __all__ = [
+    "SUBGROUP_MODELS",
     "TABLE_METHODS",
     "CumulativeStep",
     "Egger",
@@ -36,6 +38,8 @@ __all__ = [
 
 #: Methods that pool 2x2 tables directly (equal-effects), with their names in the plots.
 TABLE_METHODS = {"MH": "Mantel-Haenszel", "PETO": "Peto"}
+#: ``subgroup_test.model``: the run spec's ``subgroup_model`` (the schema's enum; a test checks).
+SUBGROUP_MODELS = ("separate_tau2", "common_tau2")
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,12 @@ class Fit:
 
 @dataclass(frozen=True)
 class Regression:
-    """A meta-regression's terms (without the intercept), residual heterogeneity and test of
-    moderators (``QM_df``: ``(m,)``, or ``(m, k - p)`` for the F test)."""
+    """A meta-regression's terms (without the intercept), the terms its test of moderators
+    tests (``test_terms``, metafor's ``btt``), residual heterogeneity and the test
+    (``QM_df``: ``(m,)``, or ``(m, k - p)`` for the F test)."""
 
     terms: tuple[str, ...]
+    test_terms: tuple[str, ...]
     tau2: float | None
     I2: float | None
     QE: float | None
@@ -105,8 +111,14 @@ class Subgroup:
 
 @dataclass(frozen=True)
 class SubgroupTest:
+    """The test of subgroup differences: Q-between on ``df`` (``model`` "separate_tau2"), or
+    under "common_tau2" metafor's QM of the group factor, an F statistic on ``df, df2`` where
+    ``df2`` is not None."""
+
+    model: str
     Q: float | None
     df: int
+    df2: int | None
     pval: float | None
 
 
@@ -220,9 +232,11 @@ class _Reader:
         return value
 
     def text(self, block: Mapping[str, Any], pointer: str, key: str) -> str:
-        value = self.get(block, pointer, key)
+        return self.as_text(self.get(block, pointer, key), f"{pointer}/{key}")
+
+    def as_text(self, value: Any, pointer: str) -> str:
         if not isinstance(value, str):
-            raise self.fail(f"{pointer}/{key}", f"is not a string: {value!r}")
+            raise self.fail(pointer, f"is not a string: {value!r}")
         return value
 
     def items(self, block: Mapping[str, Any], pointer: str, key: str) -> Sequence[Any] | None:
@@ -264,8 +278,8 @@ class _Reader:
         num = self.number
         df = self.get(block, at, "df")
         test = self.get(block, at, "test")
-        if test is not None and not isinstance(test, str):
-            raise self.fail(f"{at}/test", f"is not a string: {test!r}")
+        if test is not None and test not in TESTS:
+            raise self.fail(f"{at}/test", f"is not one of {', '.join(TESTS)} or null: {test!r}")
         return Fit(
             k=self.integer(block, at, "k"),
             method=self.text(block, at, "method"),
@@ -321,8 +335,12 @@ class _Reader:
         qm_df = self.items(r, "", "QM_df")
         if qm_df is None or len(qm_df) not in (1, 2):
             raise self.fail("/QM_df", f"is not a list of 1 or 2 degrees of freedom: {qm_df!r}")
+        tested = self.items(r, "", "test_terms")
+        if not tested:
+            raise self.fail("/test_terms", f"is not a list of terms: {tested!r}")
         return Regression(
             terms=tuple(terms),
+            test_terms=tuple(self.as_text(t, f"/test_terms/{j}") for j, t in enumerate(tested)),
             tau2=num(r, "", "moderator_tau2"),
             I2=num(r, "", "moderator_I2"),
             QE=num(r, "", "QE"),
@@ -348,8 +366,16 @@ class _Reader:
     def subgroup_test(self) -> SubgroupTest:
         test = self.get(self.result, "", "subgroup_test")
         at = "/subgroup_test"
+        model = self.text(test, at, "model")
+        if model not in SUBGROUP_MODELS:
+            raise self.fail(f"{at}/model", f"is not one of {', '.join(SUBGROUP_MODELS)}: {model!r}")
+        df2 = self.get(test, at, "df2")
         return SubgroupTest(
-            self.number(test, at, "Q"), self.integer(test, at, "df"), self.number(test, at, "pval")
+            model=model,
+            Q=self.number(test, at, "Q"),
+            df=self.integer(test, at, "df"),
+            df2=None if df2 is None else self.integer(test, at, "df2"),
+            pval=self.number(test, at, "pval"),
         )
 
     def egger(self) -> Egger | None:

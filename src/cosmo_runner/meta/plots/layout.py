@@ -33,6 +33,7 @@ __all__ = [
     "KINDS",
     "MAX_FOREST_ROWS",
     "NICE_STEPS",
+    "TEST_NAMES",
     "BaujatLayout",
     "CumulativeLayout",
     "Diamond",
@@ -287,8 +288,18 @@ def _model_name(fit: Fit, *, short: bool = False) -> str:
     return f"{name} ({fit.method})"
 
 
+#: Each test of the fit (``cosmo_runner.meta.TESTS``; a test checks): its name in the test for
+#: the overall effect, and what the summary's label adds (its CI is not the z test's).
+TEST_NAMES = {
+    "z": ("Wald", ""),
+    "t": ("Wald-type t", ", t distribution"),
+    "knha": ("Knapp-Hartung", ", Knapp-Hartung"),
+    "adhoc": ("Knapp-Hartung, ad hoc", ", KH ad hoc"),  # short: labels over 48 characters are cut
+}
+
+
 def _model_label(fit: Fit) -> str:
-    return _model_name(fit) + (", Knapp-Hartung" if fit.test == "knha" else "")
+    return _model_name(fit) + ("" if fit.test is None else TEST_NAMES[fit.test][1])
 
 
 def _heterogeneity(fit: Fit) -> str:
@@ -306,9 +317,8 @@ def _overall_test(fit: Fit) -> str:
     if fit.statistic is None:
         return ""
     name = f"t({fit.df:.0f})" if fit.df is not None else "z"
-    label = TABLE_METHODS.get(fit.method.upper()) or (
-        "Knapp-Hartung" if fit.test == "knha" else "Wald"
-    )
+    pooled = TABLE_METHODS.get(fit.method.upper())
+    label = pooled if pooled is not None or fit.test is None else TEST_NAMES[fit.test][0]
     return f"Test for overall effect ({label}): {name} = {_num(fit.statistic)}, {_pval(fit.pval)}"
 
 
@@ -339,8 +349,22 @@ def _regression_note(data: PlotData) -> list[str]:
     if reg.R2 is not None:
         parts.append(f"R² = {reg.R2:.1f}%")
     if parts:
-        lines.append("Test of moderators: " + "; ".join(parts))
+        # which terms QM tests, when not all of them (metafor's btt)
+        of = "" if reg.test_terms == reg.terms else f" ({', '.join(reg.test_terms)})"
+        lines.append(f"Test of moderators{of}: " + "; ".join(parts))
     return lines
+
+
+def _subgroup_test(data: PlotData) -> str:
+    """Q-between, or under a common tau2 metafor's QM of the group factor (F with df2)."""
+    test = data.subgroup_test
+    if test is None or test.Q is None:
+        return ""
+    if test.model == "separate_tau2":
+        stat = f"Q = {_num(test.Q)}, df = {test.df:.0f}"
+        return f"Test for subgroup differences: {stat}, {_pval(test.pval)}"
+    name = f"F({test.df:.0f}, {test.df2:.0f})" if test.df2 is not None else f"QM({test.df:.0f})"
+    return f"Test for subgroup differences (common τ²): {name} = {_num(test.Q)}, {_pval(test.pval)}"
 
 
 # --------------------------------------------------------------------------- axes
@@ -469,13 +493,7 @@ def _forest_rows(data: PlotData) -> tuple[list[_Row], list[str]]:
         footer[:0] = _regression_note(data)
     else:
         add_summary(_summary(data.fit, _model_label(data.fit)))
-        lines = [_heterogeneity(data.fit), _overall_test(data.fit)]
-        test = data.subgroup_test
-        if test is not None and test.Q is not None:
-            lines.append(
-                f"Test for subgroup differences: Q = {_num(test.Q)}, df = {test.df:.0f}, "
-                f"{_pval(test.pval)}"
-            )
+        lines = [_heterogeneity(data.fit), _overall_test(data.fit), _subgroup_test(data)]
         footer[:0] = [line for line in lines if line]
     return rows, footer
 
