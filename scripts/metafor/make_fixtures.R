@@ -4,11 +4,11 @@
 #   Rscript scripts/metafor/make_fixtures.R [outdir [section ...]]
 #
 # outdir defaults to tests/fixtures/metafor; naming sections (bcg, normand1999, curtis1998,
-# molloy2014, hackshaw1998, synthetic, nonconvergent, zerocells, tests, nielweise2007, ...:
-# the names in the `if (want(...))` lines below) writes only those. Every section sets its own seed, so a
-# section's files are the same whether it runs alone or with the others. At its end (section
-# "stats") it runs make_fixtures_stats.R into <outdir>/stats, then (section "mods")
-# make_fixtures_mods.R into <outdir>/mods.
+# molloy2014, hackshaw1998, synthetic, nonconvergent, zerocells, tests, nielweise2007,
+# egger2001, ...: the names in the `if (want(...))` lines below) writes only those. Every
+# section sets its own seed, so a section's files are the same whether it runs alone or with
+# the others. At its end (section "stats") it runs make_fixtures_stats.R into <outdir>/stats,
+# then (section "mods") make_fixtures_mods.R into <outdir>/mods.
 #
 # Writes one JSON file per data set. Each holds the data, escalc's yi/vi, and one case per
 # measure x method x test x control ("default" = metafor's defaults, "tight" =
@@ -529,6 +529,32 @@ if (want("nielweise2007")) {
                                    b = num(res$beta), se = num(res$se))
   }
   write_fixture(fx, "nielweise2007.json")
+}
+
+# ------------------------ a likelihood with two peaks: dat.egger2001 without LIMIT-2 (OR, ML)
+# metafor's Fisher scoring stops at tau2 = 0, a local maximum (the log-likelihood falls to a
+# valley near tau2 = 1e-4, then rises to the interior peak); the oracle for the peak is
+# optimize() on metafor's own log-likelihood (tau2 fixed), with the profile around 0.
+if (want("egger2001")) {
+  eg <- dat.egger2001
+  eg <- eg[eg$study != "LIMIT-2", ]
+  fx <- header("egger2001", "dat.egger2001 without LIMIT-2 (OR): a bimodal ML likelihood")
+  fx$data <- list(study = as.character(eg$study), ai = eg$ai, bi = eg$n1i - eg$ai, ci = eg$ci,
+                  di = eg$n2i - eg$ci)
+  es <- escalc("OR", ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = eg)
+  fx$escalc <- list(OR = es_record(es))
+  fx$cases <- list()
+  fx$peaks <- list()
+  for (method in c("ML", "REML")) {
+    res <- rma(es$yi, es$vi, method = method)
+    ll <- function(t) as.numeric(logLik(rma(es$yi, es$vi, tau2 = t, method = method)))
+    opt <- optimize(ll, c(0.01, 2), maximum = TRUE, tol = 1e-12)
+    profile_t <- c(0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1)
+    fx$peaks[[method]] <- list(metafor_tau2 = num(res$tau2), metafor_ll = num(logLik(res)),
+                               peak_tau2 = opt$maximum, peak_ll = opt$objective,
+                               profile_tau2 = profile_t, profile_ll = sapply(profile_t, ll))
+  }
+  write_fixture(fx, "egger2001.json")
 }
 
 cat("fixtures written to", outdir, "\n")

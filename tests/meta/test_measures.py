@@ -237,18 +237,19 @@ def test_rom_through_analyse_matches_metafor() -> None:
     fx = json.loads((FIXTURES / "curtis1998.json").read_text())
     table = {k: [repr(float(x)) if k != "study" else x for x in v] for k, v in fx["data"].items()}
     res = analyse({"id": "rom", "measure": "ROM"}, table)
-    case = next(c for c in fx["cases"] if c["id"] == "curtis1998-ROM-REML-z")
+    case = next(c for c in fx["cases"] if c["id"] == "curtis1998-ROM-REML-z-tight")
     np.testing.assert_allclose([s["yi"] for s in res["studies"]], fx["escalc"]["ROM"]["yi"],
                                rtol=1e-12)  # fmt: skip
-    # metafor's default stopping rule (|step| < 1e-5) is ours: same iterate, rtol 1e-8
+    # the converged default against metafor's tight fit (threshold 1e-10): rtol 1e-7, the
+    # tight fixtures' tolerance (test_metafor_fixtures.py)
     np.testing.assert_allclose([res["estimate"], res["tau2"]],
-                               [case["rma"]["b"], case["rma"]["tau2"]], rtol=1e-8)  # fmt: skip
+                               [case["rma"]["b"], case["rma"]["tau2"]], rtol=1e-7)  # fmt: skip
     t = case["transformed"]
     got = res["transformed"]
     np.testing.assert_allclose(
         [got["estimate"], got["ci_lb"], got["ci_ub"], got["pi_lb"], got["pi_ub"]],
         [t["pred"], t["ci_lb"], t["ci_ub"], t["pi_lb"], t["pi_ub"]],
-        rtol=1e-8,
+        rtol=1e-7,  # the tight fixtures' tolerance
     )
 
 
@@ -288,14 +289,14 @@ def _table(fx: dict[str, Any], *args: str) -> dict[str, list[str]]:
 )
 def test_proportions_back_transform_by_default_as_metafor(measure: str, transf: str) -> None:
     """pritz1997, REML, z: the natural back-transform; PFT with the harmonic mean of ni."""
-    fx, case = _fixture_case("pritz1997.json", f"pritz1997-{measure}-REML-z")
+    fx, case = _fixture_case("pritz1997.json", f"pritz1997-{measure}-REML-z-tight")
     assert MEASURES[measure].back == transf
     res = analyse({"id": "p", "measure": measure}, _table(fx, "xi", "ni"))
     t, got = case["transformed"], res["transformed"]
     np.testing.assert_allclose(
         [got["estimate"], got["ci_lb"], got["ci_ub"], got["pi_lb"], got["pi_ub"]],
         [t["pred"], t["ci_lb"], t["ci_ub"], t["pi_lb"], t["pi_ub"]],
-        rtol=1e-8,  # metafor's default Fisher scoring stop, reproduced: the same iterate
+        rtol=1e-7,  # the converged default against metafor's tight fit (threshold 1e-10)
     )
     # studies 5 and 8 have xi = ni: PLO adds 1/2 there (metafor's to="only0"), PFT does not
     assert res["added_half"] == (["Tanabe et al.", "Hadeishi et al."] if measure == "PLO" else [])
@@ -346,18 +347,18 @@ def test_a_transf_that_needs_ni_reads_it_or_says_which_column_is_missing() -> No
 
 def test_hazard_ratios_with_cis_match_metafor_and_name_the_asymmetric_one() -> None:
     """GEN from HRs and 95% CIs (input_scale log, transf exp): yi, sei, fit and exp'd PI."""
-    fx, case = _fixture_case("hrci.json", "hrci-GEN-REML-z")
+    fx, case = _fixture_case("hrci.json", "hrci-GEN-REML-z-tight")
     table = _table(fx, "yi", "lower", "upper")
     spec = {"id": "hr", "measure": "GEN", "input_scale": "log", "transf": "exp"}
     res = analyse(spec, table)
     np.testing.assert_allclose([s["vi"] for s in res["studies"]], fx["escalc"]["GEN"]["vi"],
                                rtol=1e-12)  # fmt: skip
-    np.testing.assert_allclose(res["estimate"], case["rma"]["b"], rtol=1e-8)
+    np.testing.assert_allclose(res["estimate"], case["rma"]["b"], rtol=1e-7)
     t, got = case["transformed"], res["transformed"]
     np.testing.assert_allclose(
         [got["estimate"], got["ci_lb"], got["ci_ub"], got["pi_lb"], got["pi_ub"]],
         [t["pred"], t["ci_lb"], t["ci_ub"], t["pi_lb"], t["pi_ub"]],
-        rtol=1e-8,
+        rtol=1e-7,  # the tight fixtures' tolerance
     )
     note = (
         "table line 9 (study 'Trial H'): the 95% CI is asymmetric on the analysis scale "

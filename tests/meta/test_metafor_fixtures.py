@@ -4,11 +4,13 @@ Tolerances (relative, with a tiny absolute floor for values at 0):
 
 - closed-form estimators (EE, DL, HE, HS, SJ), Q, I2, H2, escalc: 1e-10 — the same
   arithmetic; only floating-point summation order differs.
-- Fisher scoring (ML, REML, EB) with metafor's defaults: 1e-8 — we run metafor's exact
-  algorithm and stopping rule (threshold 1e-5), so both stop at the same iterate.
-- "tight" cases (metafor with threshold = tol = 1e-10) against our fit with the same control:
-  1e-7; uniroot's tol = 1e-10 is absolute on tau2 and our root finder converges to machine
-  precision, so tau2 near 1e-3 can differ by ~1e-7 relative.
+- Fisher scoring (ML, REML, EB) with metafor's defaults: 1e-8 — the "default" cases are fitted
+  with metafor's control (``METAFOR``: threshold 1e-5, maxiter 100): metafor's exact
+  algorithm and stopping rule, so both stop at the same iterate.
+- "tight" cases (metafor with threshold = tol = 1e-10, maxiter 1000) against our DEFAULT fit
+  (threshold 1e-10, maxiter 200: the converged default): 1e-7; uniroot's tol = 1e-10 is
+  absolute on tau2 and our root finder converges to machine precision, so tau2 near 1e-3 can
+  differ by ~1e-7 relative.
 - PM with metafor's defaults: uniroot stops with a bracket of tol = eps^0.25 = 1.22e-4, so
   its tau2 is only within 1.22e-4 (absolute) of the root; we compare tau2 at atol 1.3e-4 and
   check everything else against the tight PM fixture.
@@ -32,7 +34,9 @@ from cosmo_runner.meta import METHODS, TESTS, confint_tau2, escalc, leave1out, r
 from cosmo_runner.meta.measures import MEASURES, TRANSFORMS, Settings, lookup
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metafor"
-TIGHT = {"threshold": 1e-10, "tol": 1e-10, "maxiter": 1000}
+#: metafor's default control: the "default" fixtures are checked with it (our default is
+#: the converged one, threshold 1e-10, which the "tight" fixtures check)
+METAFOR = {"threshold": 1e-5, "maxiter": 100}
 UNIROOT_TOL = 1.3e-4
 TIGHT_TOL = 1.5e-10  # the tight fixtures' uniroot tol (1e-10, absolute on tau2), with margin
 #: Measures with fixtures for every method x test x control (the fit's own grid).
@@ -191,7 +195,7 @@ def test_escalc_zero_cells_match_metafor(measure: str, drop00: bool) -> None:
 
 def _fit(fx: dict[str, Any], case: dict[str, Any]) -> Any:
     yi, vi = _yi_vi(fx, case["measure"])
-    control = TIGHT if case["control"] == "tight" else None
+    control = None if case["control"] == "tight" else METAFOR  # ours: the converged default
     mods = np.asarray(fx["data"]["ablat"], dtype=float) if case["moderators"] else None
     return rma(
         yi, vi, method=case["method"], test=case["test"], mods=mods, control=control
@@ -253,7 +257,7 @@ DIAG_CASES = [c for c in CASES if not c[2]["moderators"]]
 def test_diagnostics_match_metafor(case_id: str, fx: dict[str, Any], case: dict[str, Any]) -> None:
     yi, vi = _yi_vi(fx, case["measure"])
     method, test = case["method"], case["test"]
-    control = TIGHT if case["control"] == "tight" else None
+    control = None if case["control"] == "tight" else METAFOR  # ours: the converged default
     tight = case["control"] == "tight"
     pm_default = method == "PM" and not tight
     rtol = _rtol(case)
@@ -276,7 +280,12 @@ def test_diagnostics_match_metafor(case_id: str, fx: dict[str, Any], case: dict[
             confint_tau2(yi, vi, method=method)
     if "leave1out" in case and not pm_default:
         ref = case["leave1out"]
-        l1o = leave1out(yi, vi, method=method, test=test, control=control)
+        l1o_control = control
+        if fx["dataset"] == "nielweise2007" and not tight:
+            # metafor's default stops 4 of these refits short of a single peak, which the
+            # global check finishes (test_convergence.py); without it: metafor's refits
+            l1o_control = {**METAFOR, "global_check": False}
+        l1o = leave1out(yi, vi, method=method, test=test, control=l1o_control)
         for ours, theirs in [
             ("estimate", "estimate"), ("se", "se"), ("statistic", "zval"), ("ci_lb", "ci_lb"),
             ("ci_ub", "ci_ub"), ("Q", "Q"), ("tau2", "tau2"), ("I2", "I2"), ("H2", "H2"),

@@ -35,6 +35,7 @@ __all__ = [
     "LL0_WARNING",
     "MULTIMODAL_WARNING",
     "PM_ABOVE_LIMIT",
+    "STOPPED_EARLY_WARNING",
     "VARRATIO_LIMIT",
     "VARRATIO_WARNING",
     "Problem",
@@ -71,6 +72,20 @@ MULTIMODAL_WARNING = (
     "The {} likelihood is multimodal: Fisher scoring stopped at a local maximum{}; "
     "used the global maximum found by bounded maximisation."
 )
+STOPPED_EARLY_WARNING = (
+    "Fisher scoring stopped short of the {} likelihood maximum{} (|step| <= threshold "
+    "{:g} on a flat likelihood; it has one peak there); finished by bounded maximisation."
+)
+
+#: where, between the stop t0 and the higher maximum t1, the global check looks for a valley
+#: (the profile evidence of a second peak): t0 + (t1 - t0) f for these f, geometric from
+#: both ends (a local maximum at tau2 = 0 can have its valley at 1e-4 of the way: egger2001
+#: without LIMIT-2, ML) and linear in the middle
+_VALLEY_FRACS = np.unique(
+    np.concatenate(
+        [np.geomspace(1e-7, 0.5, 24), 1.0 - np.geomspace(1e-7, 0.5, 24), np.linspace(0, 1, 26)]
+    )
+)[1:-1]
 
 #: tau2 values (times var(yi)) at which the global check evaluates the likelihood
 _GLOBAL_FRACS = np.array([0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.5, 2.5])
@@ -334,12 +349,21 @@ def _mask(rows: NDArray[np.intp], n: int) -> NDArray[np.bool_]:
 
 
 def _global_check(problem: Problem, fit: Tau2Fit, reml: bool, con: Control) -> None:
-    """Replace local maxima of the (restricted) likelihood by the global one, in place."""
+    """Where the (restricted) likelihood is higher somewhere than where Fisher scoring
+    stopped, move to its maximum, in place, and say why by the profile between the two:
+
+    - a point between them with a lower likelihood than the stop (a valley) is the
+      evidence of a second, higher peak: Fisher scoring stopped at a local maximum, and the
+      warning says the likelihood is multimodal;
+    - without one, the likelihood rises all the way (one peak): Fisher scoring stopped early
+      on a flat likelihood (its threshold is absolute), and the note says so.
+    """
     n = problem.n
     idx = np.flatnonzero(fit.converged)
     sub = problem if idx.size == n else problem.take(idx)
     s2 = sub.var_y()
-    ll_est = sub.at(fit.tau2[idx]).loglik(reml)
+    t_est = fit.tau2[idx]
+    ll_est = sub.at(t_est).loglik(reml)
     best = np.full(idx.size, -np.inf)
     for frac in _GLOBAL_FRACS:  # a few points: one pass over the rows each
         np.maximum(best, sub.at(s2 * frac).loglik(reml), out=best)
@@ -348,14 +372,34 @@ def _global_check(problem: Problem, fit: Tau2Fit, reml: bool, con: Control) -> N
         return
     peaks = sub.take(better)
     t_glob, ok = maximise_likelihood(peaks, reml, con)
-    gain = peaks.at(t_glob).loglik(reml) > ll_est[better]
-    use = idx[better[ok & gain]]
-    if use.size == 0:
+    gain = ok & (peaks.at(t_glob).loglik(reml) > ll_est[better])
+    if not gain.any():
         return
-    fit.tau2[use] = t_glob[ok & gain]
+    rows = better[gain]
+    valley = _valley(
+        peaks.take(np.flatnonzero(gain)), t_est[rows], t_glob[gain], ll_est[rows], reml
+    )
+    use = idx[rows]
+    fit.tau2[use] = t_glob[gain]
     fit.algorithm[use] = ALGORITHM_CODE[FALLBACK]
     kind = "restricted" if reml else "ML"
-    fit.warnings.append(MULTIMODAL_WARNING.format(kind, rows_note(_mask(use, n), n)))
+    if valley.any():
+        fit.warnings.append(MULTIMODAL_WARNING.format(kind, rows_note(_mask(use[valley], n), n)))
+    if not valley.all():
+        early = rows_note(_mask(use[~valley], n), n)
+        fit.warnings.append(STOPPED_EARLY_WARNING.format(kind, early, con.threshold))
+
+
+def _valley(
+    problem: Problem, t_est: FloatArray, t_glob: FloatArray, ll_est: FloatArray, reml: bool
+) -> NDArray[np.bool_]:
+    """Per row: is the likelihood lower than at ``t_est`` somewhere strictly between
+    ``t_est`` and ``t_glob`` (by more than its rounding)? A single peak rises all the way
+    from ``t_est`` to ``t_glob`` (tau2 -> log-likelihood is then monotone between them)."""
+    grid = t_est[:, None] + (t_glob - t_est)[:, None] * _VALLEY_FRACS[None, :]
+    lowest = np.min(problem.loglik_grid(grid, reml), axis=1)
+    margin = 1e3 * EPS * np.maximum(1.0, np.abs(ll_est))
+    return np.asarray(lowest < ll_est - margin)
 
 
 def fisher_codes(n: int) -> NDArray[np.int8]:

@@ -73,24 +73,30 @@ EPS = float(np.finfo(np.float64).eps)
 
 @dataclass(frozen=True)
 class Control:
-    """Algorithm settings (metafor's ``control`` list; defaults are metafor 3.8's).
+    """Algorithm settings (metafor's ``control`` list).
 
-    ``threshold`` and ``maxiter`` govern Fisher scoring (ML, REML, EB): stop when the step is
-    at most ``threshold``, give up after ``maxiter`` iterations. ``tol`` is the tolerance of
+    ``threshold`` and ``maxiter`` govern Fisher scoring (ML, REML, EB): stop when the absolute
+    step on tau2 is at most ``threshold``, give up after ``maxiter`` iterations. The defaults
+    converge (1e-10 and 200, docs/meta.md "Convergence and control"); metafor 3.8's are
+    ``threshold=1e-5, maxiter=100``, which reproduce its fits exactly. ``tol`` is the tolerance of
     the likelihood check at tau2 = 0 (``ll0check``). ``stepadj`` scales every step.
     ``tau2_init`` replaces the HE start. ``fallback`` enables the bounded maximisation when
     Fisher scoring does not converge. ``global_check`` (ML, REML; beyond metafor) compares
     the converged estimate with the likelihood at a few tau2 values spread over
-    ``(0.05 .. 2.5) var(yi)``; where one is higher by more than ``tol`` the likelihood is
-    multimodal and Fisher scoring stopped at a local maximum, so the global maximum is found
-    by the bounded maximisation (with a warning). ``global_check=False`` gives metafor's
-    result exactly. (Intercept-only models; meta-regressions follow metafor.) Root finding (PM, the fallback, Q-profile intervals)
+    ``(0.05 .. 2.5) var(yi)``; where one is higher by more than ``tol``, the maximum is found
+    by the bounded maximisation and the profile between the two says why: a valley between
+    them (a lower point) is a second, higher peak ("multimodal" warning: Fisher scoring
+    stopped at a local maximum); none means a single peak that Fisher scoring stopped short
+    of on a flat likelihood (a "stopped short" note). ``{"threshold": 1e-5, "maxiter": 100,
+    "global_check": False}`` gives metafor's default result in every case; without
+    ``global_check`` the check applies only where metafor's stop is more than ``tol`` below
+    a higher likelihood. Root finding (PM, the fallback, Q-profile intervals)
     always converges to machine precision (relative ``xrtol``), which is where metafor's
     ``uniroot`` (tol ~1.2e-4) is headed.
     """
 
-    threshold: float = 1e-5
-    maxiter: int = 100
+    threshold: float = 1e-10
+    maxiter: int = 200
     tol: float = EPS**0.25
     stepadj: float = 1.0
     tau2_init: float | None = None

@@ -13,8 +13,9 @@ The model is ``y_i = x_i' beta + u_i + e_i`` with ``e_i ~ N(0, v_i)`` and ``u_i 
 - ``EB``: empirical Bayes (Morris 1983; Berkey et al. 1995), metafor's iteration;
 - ``PM``: Paule & Mandel (1982), the root of the generalised ``Q(tau2) = k - p``.
 
-Beyond metafor: where Fisher scoring stops at a local maximum of a multimodal likelihood
-(``Control.global_check``), or does not converge (it can oscillate), the fit uses a bounded
+Beyond metafor: where Fisher scoring stops at a local maximum of a multimodal likelihood, or
+short of a single flat peak (``Control.global_check``, which tells the two apart by the
+profile between them), or does not converge (it can oscillate), the fit uses a bounded
 maximisation of the (restricted) log-likelihood, a grid bracket followed by a root of the
 score with :func:`scipy.optimize.elementwise.find_root` (Chandrupatla's bracketing method,
 vectorised over analyses); ``algorithm`` and ``warnings`` say so. ``EB`` falls back to the
