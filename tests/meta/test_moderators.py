@@ -322,7 +322,9 @@ def test_analysis_records_kinds_and_rejects_a_mixed_column() -> None:
 
 def test_a_run_with_categorical_moderators_and_common_tau2(tmp_path: Path, cli: InProcess) -> None:
     """End to end (tests/cases/moderator-categorical): the results hold metafor's btt test
-    and the common-tau2 subgroup test, and report.html names that model."""
+    and the common-tau2 subgroup test, and report.html names that model. The case's spec
+    gives metafor's default control (threshold 1e-5, maxiter 100), as its fixtures were
+    made with it."""
     case = tmp_path / "case"
     shutil.copytree(CASES_DIR / "moderator-categorical", case)
     proc = cli("run", "spec.json", "--out", tmp_path / "out", cwd=case)
