@@ -12,6 +12,7 @@ Fixtures: scripts/metafor/make_fixtures.R sections nielweise2007 and egger2001.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from tests.meta.loglik import loglik
 from tests.meta.metafor import METAFOR
 
-from cosmo_runner.meta import leave1out, rma
+from cosmo_runner.meta import analyse, leave1out, rma
 from cosmo_runner.meta.fit import MULTIMODAL_WARNING
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metafor"
@@ -119,3 +120,32 @@ def test_two_peaks_with_a_valley_between_are_multimodal() -> None:
     reml = rma(y, v, method="REML")
     assert reml.tau2 == pytest.approx(fx["peaks"]["REML"]["peak_tau2"], rel=1e-6)
     assert reml.warnings == ()
+
+
+def test_leave_one_out_warnings_name_each_refit_by_the_study_it_leaves_out() -> None:
+    """Places in the one format of the tables (1-based file lines, the header is line 1),
+    never 0-based rows; the library's warning keeps its rows for that, across chunks."""
+    fx, y, v = _fixture("nielweise2007")
+    data = fx["data"]
+    table = {"study": data["study"]}
+    table.update({c: [str(int(x)) for x in data[c]] for c in ("ai", "bi", "ci", "di")})
+    spec = {"id": "nw", "measure": "RD", "method": "ML", "control": METAFOR}
+    warnings = [w for w in analyse(spec, table)["warnings"] if w.startswith("leave-one-out")]
+    assert warnings == [
+        "leave-one-out: Fisher scoring algorithm may have gotten stuck at a local maximum in 2 "
+        "of 18 refits (without table line 2 (study 'Bach 1996'); without table line 12 (study "
+        "'Chatzinikolaou 2003')); setting tau^2 = 0 (the likelihood at tau^2 = 0 is higher).",
+        "leave-one-out: Fisher scoring stopped short of the ML likelihood maximum in 4 of 18 "
+        "refits (without table line 6 (study 'Heard 1998'); without table line 11 (study "
+        "'Sheng 2000'); without table line 14 (study 'Brun-Buisson 2004'); without table line "
+        "17 (study 'Moretti 2005')) (|step| <= threshold 1e-05 on a flat likelihood; it has "
+        "one peak there); finished by bounded maximisation.",
+    ]
+    # the refits in chunks of 2 (chunk_elements 40 // 17): the same rows, not chunk-relative
+    whole = leave1out(y, v, method="ML", control=METAFOR)
+    chunked = leave1out(y, v, method="ML", control=METAFOR, chunk_elements=40)
+    assert chunked.warnings == whole.warnings
+    assert [getattr(w, "rows", None) for w in whole.warnings] == [(0, 10), (4, 9, 12, 15)]
+    # a warning pickles with its rows (batch results travel between processes)
+    again = pickle.loads(pickle.dumps(whole.warnings[1]))
+    assert (again, again.rows) == (whole.warnings[1], (4, 9, 12, 15))

@@ -28,6 +28,7 @@ from cosmo_runner.meta._result import (
     ROOT,
     Control,
     FloatArray,
+    RowsWarning,
 )
 
 __all__ = [
@@ -293,13 +294,13 @@ def not_converged(problem: Problem, fit: Tau2Fit, method: str, con: Control) -> 
         return
     n = problem.n
     note = rows_note(failed, n)
+    idx = np.flatnonzero(failed)
     if not con.fallback:
         raise AnalysisError(
             "rma: Fisher scoring algorithm did not converge"
             + note
             + "; enable control fallback or increase maxiter"
         )
-    idx = np.flatnonzero(failed)
     sub = problem.take(idx)
     if method == "EB":
         t_fb, ok, _, too_low = solve_pm(sub, con)
@@ -314,7 +315,9 @@ def not_converged(problem: Problem, fit: Tau2Fit, method: str, con: Control) -> 
         raise AnalysisError("rma: Fisher scoring did not converge and the fallback failed" + note)
     fit.tau2[idx] = t_fb
     fit.algorithm[idx] = code
-    fit.warnings.append(f"Fisher scoring algorithm did not converge{note}; {what}.")
+    fit.warnings.append(
+        RowsWarning(f"Fisher scoring algorithm did not converge{{}}; {what}.", idx, n)
+    )
 
 
 def _likelihood(reml: bool) -> str:
@@ -337,15 +340,9 @@ def likelihood_checks(problem: Problem, fit: Tau2Fit, reml: bool, con: Control) 
             stuck = idx[ll_0 - ll_t > con.tol]
             if stuck.size:
                 tau2[stuck] = 0.0
-                fit.warnings.append(LL0_WARNING.format(rows_note(_mask(stuck, n), n)))
+                fit.warnings.append(RowsWarning(LL0_WARNING, stuck, n))
     if con.global_check and conv.any():
         _global_check(problem, fit, reml, con)
-
-
-def _mask(rows: NDArray[np.intp], n: int) -> NDArray[np.bool_]:
-    mask = np.zeros(n, dtype=bool)
-    mask[rows] = True
-    return mask
 
 
 def _global_check(problem: Problem, fit: Tau2Fit, reml: bool, con: Control) -> None:
@@ -384,10 +381,10 @@ def _global_check(problem: Problem, fit: Tau2Fit, reml: bool, con: Control) -> N
     fit.algorithm[use] = ALGORITHM_CODE[FALLBACK]
     kind = "restricted" if reml else "ML"
     if valley.any():
-        fit.warnings.append(MULTIMODAL_WARNING.format(kind, rows_note(_mask(use[valley], n), n)))
+        fit.warnings.append(RowsWarning(MULTIMODAL_WARNING.format(kind, "{}"), use[valley], n))
     if not valley.all():
-        early = rows_note(_mask(use[~valley], n), n)
-        fit.warnings.append(STOPPED_EARLY_WARNING.format(kind, early, con.threshold))
+        early = STOPPED_EARLY_WARNING.format(kind, "{}", con.threshold)
+        fit.warnings.append(RowsWarning(early, use[~valley], n))
 
 
 def _valley(
@@ -411,7 +408,7 @@ def variance_warning(extreme: NDArray[np.bool_]) -> str | None:
     """metafor's warning where ``max(vi) / min(vi) >= 1e7``, naming the rows of a batch."""
     if not extreme.any():
         return None
-    return VARRATIO_WARNING[:-1] + rows_note(extreme, extreme.shape[0]) + "."
+    return RowsWarning(VARRATIO_WARNING[:-1] + "{}.", np.flatnonzero(extreme), extreme.shape[0])
 
 
 #: tests whose reference distribution is t with ``k - p`` df (F for the omnibus test)

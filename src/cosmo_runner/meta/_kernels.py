@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from scipy.special import ndtri, stdtrit
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta._result import FloatArray
+from cosmo_runner.meta._result import FloatArray, rows_text
 
 __all__ = [
     "SMALL_DOT",
@@ -263,12 +263,8 @@ def trace_p(w: FloatArray, sw: FloatArray, sw2: FloatArray) -> FloatArray:
 
 
 def rows_note(mask: NDArray[np.bool_], n: int) -> str:
-    if n == 1:
-        return ""
-    rows = np.flatnonzero(mask)
-    shown = ", ".join(str(int(i)) for i in rows[:5])
-    more = ", ..." if rows.size > 5 else ""
-    return f" in {rows.size} of {n} analyses (rows {shown}{more})"
+    """:func:`~._result.rows_text` of the rows where ``mask`` holds."""
+    return rows_text(np.flatnonzero(mask).tolist(), n)
 
 
 #: Up to this k one analysis takes the scalar path with plain np.dot (BLAS stays

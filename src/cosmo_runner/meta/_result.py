@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
@@ -31,7 +31,9 @@ __all__ = [
     "Lazy",
     "Num",
     "RMAResult",
+    "RowsWarning",
     "alpha_for_level",
+    "rows_text",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -142,6 +144,62 @@ class Control:
         if unknown:
             raise AnalysisError(f"rma: unknown control setting(s): {', '.join(unknown)}")
         return cls(**dict(control))
+
+
+def rows_text(rows: Sequence[int], n: int) -> str:
+    """The note naming some of ``n`` analyses (rows) of a batch, 0-based: ``" in 2 of 18
+    analyses (rows 0, 10)"`` (five at most); nothing for one analysis."""
+    if n == 1:
+        return ""
+    shown = ", ".join(str(int(i)) for i in rows[:5])
+    more = ", ..." if len(rows) > 5 else ""
+    return f" in {len(rows)} of {n} analyses (rows {shown}{more})"
+
+
+class RowsWarning(str):
+    """A warning about some analyses (rows) of a batch fit: its text names them as
+    :func:`rows_text` does. ``template`` (``{}`` where that note goes), ``rows`` and ``n``
+    let a caller that knows what the rows stand for name them its way (:meth:`placed`: the
+    leave-one-out refits by the study each leaves out) or put batches together
+    (:meth:`merged`)."""
+
+    template: str
+    rows: tuple[int, ...]
+    n: int
+
+    def __new__(cls, template: str, rows: Iterable[Any], n: int) -> RowsWarning:
+        picked = tuple(int(r) for r in rows)
+        self = super().__new__(cls, template.format(rows_text(picked, n)))
+        self.template, self.rows, self.n = template, picked, n
+        return self
+
+    def __getnewargs__(self) -> tuple[str, tuple[int, ...], int]:  # type: ignore[override]
+        return self.template, self.rows, self.n  # pickles (batch results) keep the rows
+
+    def placed(self, place: Callable[[int], str], what: str) -> str:
+        """The text with the rows named by ``place`` (up to five), counted as ``what``:
+        ``" in 2 of 18 refits (without bcg.csv line 2 (study 'A'); ...)"``."""
+        shown = "; ".join(place(r) for r in self.rows[:5])
+        more = "; ..." if len(self.rows) > 5 else ""
+        return self.template.format(f" in {len(self.rows)} of {self.n} {what} ({shown}{more})")
+
+    @staticmethod
+    def merged(parts: Sequence[tuple[int, Sequence[str]]], n: int) -> tuple[str, ...]:
+        """The warnings of batches whose first rows are at the given offsets, as warnings
+        over all ``n`` rows: one per text (or template), rows shifted and joined, in order."""
+        out: dict[str, list[int] | None] = {}
+        for offset, warnings in parts:
+            for w in warnings:
+                if isinstance(w, RowsWarning):
+                    rows = out.setdefault(w.template, [])
+                    assert rows is not None
+                    rows.extend(offset + r for r in w.rows)
+                else:
+                    out.setdefault(str(w), None)
+        return tuple(
+            str(key) if rows is None else RowsWarning(key, sorted(rows), n)
+            for key, rows in out.items()
+        )
 
 
 class Lazy:

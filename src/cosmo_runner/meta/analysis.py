@@ -68,6 +68,7 @@ from numpy.typing import NDArray
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._metareg import omnibus
+from cosmo_runner.meta._result import RowsWarning
 from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, subgroups
 from cosmo_runner.meta.effects import EffectSizes, escalc
 from cosmo_runner.meta.fit import Control, RMAResult, rma
@@ -452,7 +453,9 @@ def _analyse(  # noqa: PLR0912, PLR0915
                 }
                 for i in range(es.k)
             ]
-            result["warnings"].extend(f"leave-one-out: {w}" for w in l1o.warnings)
+            result["warnings"].extend(
+                f"leave-one-out: {_refits_named(w, places, es.kept)}" for w in l1o.warnings
+            )
     else:
         result["warnings"].append("k < 3: leave-one-out is not computed")
     result.update(
@@ -488,6 +491,14 @@ def _analyse(  # noqa: PLR0912, PLR0915
             )
         )  # fmt: skip
     return result
+
+
+def _refits_named(warning: str, places: Callable[[int], str], kept: Sequence[int]) -> str:
+    """A leave-one-out warning about some refits, each named by the study it leaves out in
+    the tables' one format (``without bcg.csv line 5 (study 'Aronson 1948')``)."""
+    if not isinstance(warning, RowsWarning):
+        return warning
+    return warning.placed(lambda i: f"without {places(kept[i])}", "refits")
 
 
 def _moderators(

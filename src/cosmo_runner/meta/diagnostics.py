@@ -25,6 +25,7 @@ from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._decisions import heterogeneity
 from cosmo_runner.meta._intercept import Rows
 from cosmo_runner.meta._kernels import check_data, crit, solve_decreasing
+from cosmo_runner.meta._result import RowsWarning
 from cosmo_runner.meta.fit import Control, RMAResult, alpha_for_level, rma
 
 __all__ = [
@@ -183,14 +184,18 @@ def leave1out(
     others = np.array([[j for j in range(k) if j != i] for i in range(k)], dtype=np.intp)
     per_chunk = max(1, chunk_elements // (k - 1))
     parts: list[RMAResult] = []
-    for start in range(0, k, per_chunk):
+    starts = range(0, k, per_chunk)
+    for start in starts:
         idx = others[start : start + per_chunk]
         parts.append(rma(y[idx], v[idx], method=method, test=test, level=level, control=control))
 
     def cat(name: str) -> Any:
         return np.concatenate([np.asarray(getattr(p, name)) for p in parts])
 
-    warnings = tuple(dict.fromkeys(w for p in parts for w in p.warnings))
+    # a warning about some refits names them by the study each leaves out (RowsWarning)
+    warnings = RowsWarning.merged(
+        [(start, p.warnings) for start, p in zip(starts, parts, strict=True)], k
+    )
     return LeaveOneOut(
         estimate=cat("estimate"),
         se=cat("se"),
