@@ -89,6 +89,25 @@ def test_small_and_mismatched_input() -> None:
     with pytest.raises(AnalysisError) as info:
         influence([0.1, 0.2], [0.1, 0.1])
     assert info.value.message == "influence diagnostics: needs at least 3 studies, got k = 2"
+    # the one input check of the refitting diagnostics (meta.fit.check_one_analysis): the
+    # stricter one that publication bias had, for influence and cumulative too
+    bad = {
+        "nan yi": ([0.1, float("nan"), 0.3], [0.1, 0.1, 0.1]),
+        "zero vi": ([0.1, 0.2, 0.3], [0.1, 0.0, 0.1]),
+        "inf vi": ([0.1, 0.2, 0.3], [0.1, float("inf"), 0.1]),
+    }
+    for yi, vi in bad.values():
+        for func, what in ((influence, "influence diagnostics"),
+                           (cumulative, "cumulative meta-analysis")):  # fmt: skip
+            with pytest.raises(AnalysisError) as info:
+                func(yi, vi)
+            assert info.value.message == f"{what}: yi must be finite and vi finite and > 0"
+    with pytest.raises(AnalysisError) as info:
+        influence(["a", "b", "c"], [0.1, 0.1, 0.1])
+    assert info.value.message == "influence diagnostics: yi and vi must be numeric"
+    with pytest.raises(AnalysisError) as info:
+        influence([0.1, 0.2, 0.3], [0.1, 0.1])
+    assert info.value.message == "influence diagnostics: yi and vi must be 1-D arrays of one length"
     with pytest.raises(AnalysisError) as info:
         cumulative([0.1, 0.2, 0.3], [0.1, 0.1, 0.1], order=[1, 2])
     assert info.value.message == "cumulative meta-analysis: one sort key per study is needed"

@@ -83,6 +83,7 @@ __all__ = [
     "Control",
     "RMAResult",
     "alpha_for_level",
+    "check_one_analysis",
     "rma",
 ]
 
@@ -179,6 +180,27 @@ def rma(
         raise AnalysisError(_precision_message(v, "")) from exc
     _check_finite(res, v)
     return res
+
+
+def check_one_analysis(
+    yi: ArrayLike, vi: ArrayLike, what: str, min_k: int = 3
+) -> tuple[FloatArray, FloatArray]:
+    """The input check of the diagnostics that refit one analysis (publication bias,
+    cumulative, influence): numeric 1-D ``yi`` and ``vi`` of one length, at least ``min_k``
+    studies, finite ``yi`` and finite ``vi > 0``; else an :class:`AnalysisError` led by
+    ``what``."""
+    try:
+        y = np.asarray(yi, dtype=np.float64)
+        v = np.asarray(vi, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise AnalysisError(f"{what}: yi and vi must be numeric") from exc
+    if y.ndim != 1 or y.shape != v.shape:
+        raise AnalysisError(f"{what}: yi and vi must be 1-D arrays of one length")
+    if y.shape[0] < min_k:
+        raise AnalysisError(f"{what}: needs at least {min_k} studies, got k = {y.shape[0]}")
+    if not (np.isfinite(y).all() and np.isfinite(v).all() and (v > 0).all()):
+        raise AnalysisError(f"{what}: yi must be finite and vi finite and > 0")
+    return y, v
 
 
 def _model_matrix(

@@ -32,21 +32,11 @@ from scipy.special import chdtr, ndtr, ndtri
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._decisions import scaled_test, variance_factor
 from cosmo_runner.meta.diagnostics import leave1out
-from cosmo_runner.meta.fit import Control, alpha_for_level, rma
+from cosmo_runner.meta.fit import Control, alpha_for_level, check_one_analysis, rma
 
 __all__ = ["Cumulative", "Influence", "cumulative", "influence"]
 
 FloatArray = NDArray[np.float64]
-
-
-def _data(yi: ArrayLike, vi: ArrayLike, what: str) -> tuple[FloatArray, FloatArray]:
-    y = np.asarray(yi, dtype=np.float64)
-    v = np.asarray(vi, dtype=np.float64)
-    if y.ndim != 1 or y.shape != v.shape:
-        raise AnalysisError(f"{what}: yi and vi must be 1-D arrays of one length")
-    if y.shape[0] < 3:
-        raise AnalysisError(f"{what}: needs at least 3 studies, got k = {y.shape[0]}")
-    return y, v
 
 
 @dataclass(frozen=True)
@@ -77,7 +67,7 @@ def cumulative(
 ) -> Cumulative:
     """metafor's ``cumul``: ``order`` holds sort keys (numbers or strings, ascending, stable;
     strings by code point), default the data order."""
-    y, v = _data(yi, vi, "cumulative meta-analysis")
+    y, v = check_one_analysis(yi, vi, "cumulative meta-analysis")
     k = y.shape[0]
     if order is None:
         idx = np.arange(k)
@@ -135,7 +125,7 @@ def influence(
     control: Control | Mapping[str, Any] | None = None,
 ) -> Influence:
     """metafor's ``influence`` for an intercept-only model (``p = 1``)."""
-    y, v = _data(yi, vi, "influence diagnostics")
+    y, v = check_one_analysis(yi, vi, "influence diagnostics")
     k = y.shape[0]
     full = rma(y, v, method=method, test=test, level=level, control=control)
     mu, vb = float(full.estimate), float(full.se) ** 2

@@ -38,7 +38,7 @@ from scipy import stats
 from scipy.special import stdtr, stdtrit
 
 from cosmo_runner.errors import AnalysisError
-from cosmo_runner.meta.fit import Control, RMAResult, alpha_for_level, rma
+from cosmo_runner.meta.fit import Control, RMAResult, alpha_for_level, check_one_analysis, rma
 
 __all__ = [
     "ESTIMATORS",
@@ -66,18 +66,6 @@ SIDES = ("left", "right")
 RANK_EXACT_MAX_K = 250
 
 
-def _data(yi: ArrayLike, vi: ArrayLike, what: str) -> tuple[FloatArray, FloatArray]:
-    y = np.asarray(yi, dtype=np.float64)
-    v = np.asarray(vi, dtype=np.float64)
-    if y.ndim != 1 or y.shape != v.shape:
-        raise AnalysisError(f"{what}: yi and vi must be 1-D arrays of one length")
-    if y.shape[0] < 3:
-        raise AnalysisError(f"{what}: needs at least 3 studies, got k = {y.shape[0]}")
-    if not (np.isfinite(y).all() and np.isfinite(v).all() and (v > 0).all()):
-        raise AnalysisError(f"{what}: yi must be finite and vi finite and > 0")
-    return y, v
-
-
 @dataclass(frozen=True)
 class RankTest:
     """Kendall's ``tau`` and its two-sided ``pval``; ``exact`` says how the p was computed."""
@@ -89,7 +77,7 @@ class RankTest:
 
 def rank_test(yi: ArrayLike, vi: ArrayLike) -> RankTest:
     """Begg and Mazumdar's rank correlation test (metafor ``ranktest``)."""
-    y, v = _data(yi, vi, "rank test")
+    y, v = check_one_analysis(yi, vi, "rank test")
     w = 1.0 / v
     theta = float((w * y).sum() / w.sum())
     v_star = v - 1.0 / w.sum()
@@ -137,7 +125,7 @@ def trimfill(  # noqa: PLR0912, PLR0915
     maxiter: int = 100,
 ) -> TrimFill:
     """Duval and Tweedie's trim-and-fill (metafor ``trimfill``); see the module docstring."""
-    y0, v = _data(yi, vi, "trim-and-fill")
+    y0, v = check_one_analysis(yi, vi, "trim-and-fill")
     if estimator not in ESTIMATORS:
         raise AnalysisError(
             f"trim-and-fill: unknown estimator {estimator!r} (one of {', '.join(ESTIMATORS)})"
@@ -258,7 +246,7 @@ def egger_test(
     control: Control | Mapping[str, Any] | None = None,
 ) -> EggerTest:
     """Egger's regression test for funnel asymmetry (metafor ``regtest``)."""
-    y, v = _data(yi, vi, "Egger's test")
+    y, v = check_one_analysis(yi, vi, "Egger's test")
     if predictor not in PREDICTORS:
         raise AnalysisError(
             f"Egger's test: unknown predictor {predictor!r} (one of {', '.join(PREDICTORS)})"
