@@ -7,7 +7,8 @@
   vectorised batch.
 - :func:`regtest`: Egger's regression test for funnel-plot asymmetry (Egger et al. 1997;
   Sterne & Egger 2005) as metafor's ``regtest`` default: the same model with the standard
-  error ``sei`` as moderator; the intercept is the limit estimate (``sei -> 0``).
+  error ``sei`` as moderator; the intercept is the limit estimate (``sei -> 0``); it is
+  :func:`~cosmo_runner.meta.pubbias.egger_test` with those defaults.
 - :func:`subgroups`: one fit per subgroup and the test of subgroup differences.
 """
 
@@ -27,6 +28,7 @@ from cosmo_runner.meta._intercept import Rows
 from cosmo_runner.meta._kernels import check_data, crit, solve_decreasing
 from cosmo_runner.meta._result import RowsWarning
 from cosmo_runner.meta.fit import Control, RMAResult, alpha_for_level, rma
+from cosmo_runner.meta.pubbias import EggerTest, egger_test
 
 __all__ = [
     "SUBGROUP_MODELS",
@@ -213,19 +215,6 @@ def leave1out(
     )
 
 
-@dataclass(frozen=True)
-class EggerTest:
-    """Egger's regression test: the ``sei`` coefficient's test and the limit estimate."""
-
-    statistic: float
-    df: float | None
-    pval: float
-    limit_estimate: float
-    limit_ci_lb: float
-    limit_ci_ub: float
-    fit: RMAResult
-
-
 def regtest(
     yi: ArrayLike,
     vi: ArrayLike,
@@ -235,23 +224,11 @@ def regtest(
     level: float = 95,
     control: Mapping[str, Any] | Control | None = None,
 ) -> EggerTest:
-    """Egger's regression test (metafor ``regtest`` defaults: ``model="rma"``,
+    """Egger's regression test with metafor ``regtest``'s defaults (``model="rma"``,
     ``predictor="sei"``), fitted with the same method and test as the model; needs k >= 3.
-    """
-    y, v = _data(yi, vi, min_k=3)
-    fit = rma(
-        y, v, method=method, test=test, level=level, mods=np.sqrt(v), mod_names=["sei"],
-        control=control,
-    )  # fmt: skip
-    return EggerTest(
-        statistic=float(fit.statistic[1]),
-        df=fit.df,
-        pval=float(fit.pval[1]),
-        limit_estimate=float(fit.estimate[0]),
-        limit_ci_lb=float(fit.ci_lb[0]),
-        limit_ci_ub=float(fit.ci_ub[0]),
-        fit=fit,
-    )
+    The one implementation is :func:`~cosmo_runner.meta.pubbias.egger_test` (every
+    predictor and model)."""
+    return egger_test(yi, vi, method=method, test=test, level=level, control=control)
 
 
 #: The subgroup models: each group its own tau2 and the Q-between test on the group
