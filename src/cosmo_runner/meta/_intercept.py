@@ -272,6 +272,29 @@ def fit_rows(
     half = crit(alpha, df) * se
     lazy = _lazy(y, v, unit, tfit.tau0, tau2=tau2, mu=mu, se=se, var_b=var_b, q=q, vt=vt,
                  df=df, alpha=alpha, algorithm=tfit.algorithm)  # fmt: skip
+    return _fields(
+        k=k, mu=mu, se=se, df=df, half=half, tau2=tau2, q=q, converged=tfit.converged,
+        iterations=tfit.iterations, warnings=warnings, vt=vt, lazy=lazy,
+    )  # fmt: skip
+
+
+def _fields(
+    *,
+    k: int,
+    mu: Any,
+    se: Any,
+    df: float | None,
+    half: Any,
+    tau2: Any,
+    q: Any,
+    converged: Any,
+    iterations: Any,
+    warnings: list[str],
+    vt: Any,
+    lazy: Lazy,
+) -> dict[str, Any]:
+    """The intercept-only fit's :class:`RMAResult` fields, for the row-wise and the scalar
+    path alike (arrays over rows, or floats): the CI is ``mu -+ half``."""
     return {
         "k": k,
         "estimate": mu,
@@ -282,8 +305,8 @@ def fit_rows(
         "tau2": tau2,
         "Q": q,
         "Q_df": k - 1,
-        "converged": tfit.converged,
-        "iterations": tfit.iterations,
+        "converged": converged,
+        "iterations": iterations,
         "warnings": tuple(warnings),
         "vt": vt,
         "lazy": lazy,
@@ -441,19 +464,7 @@ def fit_scalar(  # noqa: PLR0915
             "pi_ub": mu + half_pi,
         },
     )
-    return {
-        "k": k,
-        "estimate": mu,
-        "se": se,
-        "df": df,
-        "ci_lb": mu - half,
-        "ci_ub": mu + half,
-        "tau2": tau2,
-        "Q": q,
-        "Q_df": k - 1,
-        "converged": True,
-        "iterations": 0,
-        "warnings": tuple(warnings),
-        "vt": vt,
-        "lazy": lazy,
-    }
+    return _fields(
+        k=k, mu=mu, se=se, df=df, half=half, tau2=tau2, q=q, converged=True, iterations=0,
+        warnings=warnings, vt=vt, lazy=lazy,
+    )  # fmt: skip
