@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -344,6 +345,20 @@ def _harmonic_mean(
     return float(1.0 / np.mean(1.0 / sizes))
 
 
+@cache
+def _blas() -> Any:
+    """The BLAS libraries loaded in this process (threadpoolctl), found once.
+
+    An analysis runs BLAS on one thread: a threaded matrix-vector product splits its sums
+    over threads, so at large k the last bits of a meta-regression (Egger's statistic at
+    2e5 studies: 6e-12) followed the number of cores, and a replay on another machine
+    differed. One thread makes the results the machine's CPU count's no longer.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def analyse(spec: Mapping[str, Any], table: Table | Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     """Run one analysis of a run spec on its input table; see the module docstring for keys.
 
@@ -357,7 +372,7 @@ def analyse(spec: Mapping[str, Any], table: Table | Mapping[str, Sequence[Any]])
     if not isinstance(table, Table):
         table = Table.from_columns(table)
     try:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), _blas().limit(limits=1, user_api="blas"):
             return _analyse(analysis_id, spec, table)
     except AnalysisError as exc:
         raise exc.of_analysis(analysis_id) from exc
