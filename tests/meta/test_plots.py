@@ -14,7 +14,6 @@ the layout tests do not depend on the estimators; the others use ``analyse()`` i
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import json
@@ -736,4 +735,4 @@ def test_hand_built_results_stay_complete() -> None:
     from cosmo_runner.meta.analysis import RESULT_KEYS
 
     assert set(bcg_result()) <= set(RESULT_KEYS)
-    assert copy.deepcopy(bcg_result()) == bcg_result()
+    assert {p.split("/")[1] for p in REQUIRED} <= set(bcg_result())  # and all the plots read
