@@ -134,6 +134,7 @@ def test_egger(case_id: str, model: str, predictor: str) -> None:
     _close(res.statistic, ref["zval"], rtol, "statistic")
     _close(res.pval, ref["pval"], rtol, "pval")
     assert res.df == (None if ref["ddf"] is None else int(ref["ddf"]))
+    assert res.df is None or type(res.df) is int  # an int in the results JSON, 11 not 11.0
     if ref["est"] is None:
         assert res.limit_estimate is None and res.limit_ci_lb is None
     else:

@@ -268,7 +268,8 @@ def egger_test(
             control=control,
         )  # fmt: skip
         return EggerTest(
-            predictor, model, float(fit.statistic[1]), fit.df, float(fit.pval[1]),
+            predictor, model, float(fit.statistic[1]), None if fit.df is None else int(fit.df),
+            float(fit.pval[1]),
             float(fit.estimate[0]) if limit else None,
             float(fit.ci_lb[0]) if limit else None,
             float(fit.ci_ub[0]) if limit else None,
