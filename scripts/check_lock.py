@@ -29,6 +29,7 @@ is deterministic (two runs give identical files; checked by hand, it needs the n
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import re
 import sys
@@ -58,7 +59,7 @@ LOCKS = (RUNTIME, DEV, BENCH)
 PATCHES = (0, 99)  # the first and a late release of each minor series
 
 # (name, version) -> its Requires-Dist lines, or None when they are not known here.
-Requires = Callable[[str, str], list[str] | None]
+Requires = Callable[[str, str], Sequence[str] | None]
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ def read_lock_file(path: Path) -> LockFile:
     )
 
 
-def installed_requires(name: str, version: str) -> list[str] | None:
+@functools.cache  # the installed metadata is read once per process, not per target and lock
+def installed_requires(name: str, version: str) -> tuple[str, ...] | None:
     """Requires-Dist of ``name`` as installed here, if it is installed at ``version``."""
     try:
         dist = importlib.metadata.distribution(name)
@@ -137,7 +139,12 @@ def installed_requires(name: str, version: str) -> list[str] | None:
         return None
     if dist.version != version:
         return None
-    return list(dist.requires or [])
+    return tuple(dist.requires or ())
+
+
+@functools.cache  # the same requirement strings recur for every target and lock
+def _requirement(text: str) -> Requirement:
+    return Requirement(text)
 
 
 def _applies(requirement: Requirement, env: dict[str, str], extras: Iterable[str]) -> bool:
@@ -196,7 +203,7 @@ def check_target(  # noqa: PLR0915 - every rule for one target, in the README's 
     env = target.environment(0)
     queue: list[tuple[str, frozenset[str]]] = []
     for text, where in roots:
-        req = Requirement(text)
+        req = _requirement(text)
         if not _applies(req, env, ()):
             continue
         name = canonicalize_name(req.name)
@@ -226,7 +233,7 @@ def check_target(  # noqa: PLR0915 - every rule for one target, in the README's 
                 unknown.add(name)
                 continue
             for text in declared:
-                req = Requirement(text)
+                req = _requirement(text)
                 if not _applies(req, env, extras):
                     continue
                 child = canonicalize_name(req.name)
