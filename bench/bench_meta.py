@@ -29,10 +29,14 @@ equal metafor's), held to 1e-4 against PyMARE's bounded optimisation. Where that
 short of the maximum (slow convergence near tau2 = 0), a note says by how much and which fit
 has the higher restricted likelihood.
 
-Each call is timed by the wall clock and by this process's CPU time (``time.process_time``:
-all its threads, so a BLAS that spreads over both CPUs shows as more CPU than wall); the
-ratio is given for both. Under load the CPU ratio is the steadier one; the header gives the
-1-minute load average before and after.
+Each call is timed by the wall clock and by the CPU time of the calling thread
+(``time.thread_time``); the ratio is given for both, and the header gives the 1-minute load
+average before and after. Under load the CPU ratio is the steadier one. It is the calling
+thread's on purpose: the process's CPU time (``process_time``) also counts BLAS helper
+threads, which spin for a while after a call and so charge their spinning to whichever
+implementation is timed next (on 2026-12-01 it showed PyMARE's DL k = 10 and cosmo-runner's
+as equal in CPU while the wall clock said 8x). Work a BLAS hands to its helper threads (large
+rows) is not in it, for any implementation.
 
 Allocator state: glibc serves large arrays by mmap (fresh pages, page faults on every
 call) until a large mmapped block is freed, which raises its mmap threshold for the rest of
@@ -175,11 +179,11 @@ def pymare_fit(case: Case) -> tuple[Callable[[], Any], Callable[[Any], dict[str,
 
 
 def timed(fn: Callable[[], Any], number: int) -> tuple[float, float]:
-    """(wall, CPU) seconds per call, the mean of ``number`` back-to-back calls."""
-    start, cpu = time.perf_counter(), time.process_time()
+    """(wall, calling thread's CPU) seconds per call, the mean of ``number`` calls."""
+    start, cpu = time.perf_counter(), time.thread_time()
     for _ in range(number):
         fn()
-    return (time.perf_counter() - start) / number, (time.process_time() - cpu) / number
+    return (time.perf_counter() - start) / number, (time.thread_time() - cpu) / number
 
 
 def measure(
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         f"maxiter {default.maxiter}"
         + (f" (the {defaults[0]} rows)" if defaults else " (neither set of rows)")
         + ". Times: wall clock per call (median); ratio = fastest peer / cosmo-runner by "
-        "wall and by CPU time (the CPU ratio is steadier under load).",
+        "wall and by the calling thread's CPU time (steadier under load; see bench_meta.py).",
         "",
         "| row | cosmo-runner | statsmodels | PyMARE | ratio (wall) | ratio (CPU) | agreement |",
         "|---|---:|---:|---:|---:|---:|---|",
