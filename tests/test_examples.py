@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cosmo_runner.meta import Control
-from tests.conftest import ROOT, load_log, run_cli
+from tests.conftest import ROOT, InProcess, load_log
 
 EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/spec.json"))
 FIXTURES = ROOT / "tests/fixtures/metafor"
@@ -82,10 +82,11 @@ def _check_hazard_ratios(results: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_example_runs(name: str, tmp_path: Path) -> None:
+def test_example_runs(name: str, tmp_path: Path, cli: InProcess) -> None:
     folder = tmp_path / name
     shutil.copytree(ROOT / "examples" / name, folder)
-    proc = run_cli("run", folder / "spec.json", "--out", tmp_path / "out", timeout=600)
+    # in process (the entry point itself is tests/test_cli.py's and the pipeline tests')
+    proc = cli("run", folder / "spec.json", "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log = load_log(tmp_path / "out")
     assert log["status"] == "succeeded"
