@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "*converged* = threshold 1e-10, maxiter 200; *metafor's default* = threshold 1e-5, "
         f"maxiter 100. cosmo-runner's default control is threshold {default.threshold:g}, "
         f"maxiter {default.maxiter}"
-        + (f" (the {defaults[0]} rows)" if defaults else " (neither set of rows)")
+        + (f' (the rows labelled "{defaults[0]}")' if defaults else " (neither set of rows)")
         + ". Times: wall clock per call (median); ratio = fastest peer / cosmo-runner by "
         "wall and by the calling thread's CPU time (steadier under load; see bench_meta.py).",
         "",
