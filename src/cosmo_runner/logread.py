@@ -11,7 +11,7 @@ field by its JSON pointer, e.g. ``run_log.json: /inputs/0/sha256: 5 is not of ty
 'string'``; never a KeyError, a TypeError or exit 1.
 
 Versions: :func:`log_version` (``log_version``; ``schema_version`` in version-1 logs; 0 when
-neither is there) and :func:`result_version` (0 when absent).
+neither is there) and :func:`result_version` (0 when absent; malformed is a FileError).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cosmo_runner.errors import FileError
+from cosmo_runner.errors import FileError, shorten
 from cosmo_runner.readfile import MiB, parse_json, read_regular
 from cosmo_runner.schemas import load_schema, problems_against
 
@@ -145,10 +145,20 @@ def log_version(log: dict[str, Any]) -> int:
     return 0
 
 
-def result_version(result: Any) -> int:
-    """A results JSON's ``result_version``; 0 when absent (written before it was recorded)."""
-    value = result.get("result_version") if isinstance(result, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def result_version(result: Any, path: Path | str = "results") -> int:
+    """A results JSON's ``result_version``; 0 when absent (written before it was recorded).
+
+    A value that is there but not a whole number >= 0 (a string, a bool, a fraction, null)
+    is :class:`FileError` naming ``path`` and the field, never read as "absent"."""
+    if not isinstance(result, dict) or "result_version" not in result:
+        return 0
+    value = result["result_version"]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise FileError(
+        str(path),
+        [f"/result_version: {shorten(repr(value))} is not a format version (a whole number >= 0)"],
+    )
 
 
 def _json_type(value: Any) -> str:

@@ -314,3 +314,32 @@ def test_same_versions_say_nothing(run: Path, tmp_path: Path, cli: InProcess) ->
     proc = cli("verify", run, "--out", tmp_path / "replay")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "version differs" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("1", "'1'"), (True, "True"), (1.5, "1.5"), (None, "None"), (-1, "-1"), ([1], "[1]")],
+)
+def test_a_malformed_result_version_is_named_not_read_as_absent(
+    value: object, shown: str, run: Path, tmp_path: Path, cli: InProcess
+) -> None:
+    """A hand-edited result_version (the file still reads, its sha256 updated in the log) is
+    exit 2 naming the file and the field: never "0 (absent)", never a crash."""
+    target = _copy(run, tmp_path)
+    log = json.loads((target / "run_log.json").read_text())
+    (output,) = log["outputs"]
+    result_path = target / output["path"]
+    result = json.loads(result_path.read_text())
+    result["result_version"] = value
+    result_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    data = result_path.read_bytes()
+    output.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    log["analyses"][0]["result"].update(bytes=len(data), sha256=output["sha256"])
+    (target / "run_log.json").write_text(json.dumps(log, indent=2))
+
+    proc = cli("verify", target, "--out", tmp_path / "replay")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"cosmo-runner: error: {result_path}: /result_version: {shown} is not a format version "
+        "(a whole number >= 0)"
+    ]

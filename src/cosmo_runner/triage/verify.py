@@ -411,11 +411,13 @@ def compare_versions(
 
 
 def _result_version(path: Path) -> int | None:
-    """The result file's version; None when it cannot be read (compared elsewhere)."""
+    """The result file's version; None when it cannot be read (compared elsewhere). A
+    malformed ``result_version`` in a file that reads is a FileError (exit 2) naming it."""
     try:
-        return result_version(read_document(path))
+        document = read_document(path)
     except CosmoError:
         return None
+    return result_version(document, path)
 
 
 def compare_outputs(
