@@ -43,13 +43,14 @@ node_state() {
     SLURM_CONF="$COSMO_SLURM_CONF" timeout 10 sinfo -h -N -o '%t' 2>/dev/null | head -n 1
 }
 
-# Exit 0 when this cluster's three daemons run and its node takes work.
+# Exit 0 when this cluster's three daemons run and its node takes work (idle, mixed,
+# allocated, or completing a job whose processes are still ending: "comp").
 cluster_answers() {
     local state
     live_pid "$MUNGE_PIDFILE" munged >/dev/null && live_pid "$SLURMCTLD_PIDFILE" slurmctld >/dev/null \
         && live_pid "$SLURMD_PIDFILE" slurmd >/dev/null || return 1
     state="$(node_state)" || return 1
-    case "$state" in idle | mix | alloc) return 0 ;; *) return 1 ;; esac
+    case "$state" in idle | mix | alloc | comp) return 0 ;; *) return 1 ;; esac
 }
 
 # The pids of this cluster's job processes, one a line: every live process whose environment

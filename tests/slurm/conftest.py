@@ -22,7 +22,7 @@ from tests.docker.conftest import in_ci
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "slurm"
 SLURM_ROOT = Path(os.environ.get("COSMO_SLURM_ROOT", "/tmp/cosmo-slurm"))
-READY_STATES = {"idle", "mix", "alloc"}
+READY_STATES = {"idle", "mix", "alloc", "comp"}  # comp: completing a job, still takes work
 
 
 def slurm_conf() -> str | None:

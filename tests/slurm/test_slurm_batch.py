@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,18 @@ def batch(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess
     )
 
 
-def our_jobs() -> list[str]:
-    """Jobs still known to the cluster (pending, running or completing)."""
-    listed = slurm("squeue", "-h", "-o", "%i %j %T")
-    assert listed.returncode == 0, listed.stderr
-    return listed.stdout.splitlines()
+def our_jobs(timeout: float = 90.0) -> list[str]:
+    """Jobs still known to the cluster (pending, running or completing) after waiting up to
+    ``timeout`` s for them to end: a cancelled job is COMPLETING while its worker (the job's
+    own process, exec'd by the job script) shuts down, up to Slurm's KillWait (30 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = slurm("squeue", "-h", "-o", "%i %j %T")
+        assert listed.returncode == 0, listed.stderr
+        jobs = listed.stdout.splitlines()
+        if not jobs or time.monotonic() > deadline:
+            return jobs
+        time.sleep(0.5)
 
 
 def worker_logs(tmp_path: Path) -> str:
