@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,23 @@ def test_a_fifo_log_is_refused_without_blocking(run: Path, tmp_path: Path) -> No
         ]
 
 
+def _edit_result(
+    target: Path, log: dict[str, Any], edit: Callable[[dict[str, Any]], object]
+) -> dict[str, Any]:
+    """Apply ``edit`` to the run's one result file and record its new size and sha256 in
+    ``log``, then write ``log`` as the run's log; returns the log's output entry."""
+    (output,) = log["outputs"]
+    result_path = target / output["path"]
+    result = json.loads(result_path.read_text())
+    edit(result)
+    result_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    data = result_path.read_bytes()
+    output.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    log["analyses"][0]["result"].update(bytes=len(data), sha256=output["sha256"])
+    (target / "run_log.json").write_text(json.dumps(log, indent=2))
+    return output
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("old", ["schema_version 1", "no version"])
 def test_an_old_log_still_verifies_and_verify_says_the_versions_differ(
@@ -274,15 +292,7 @@ def test_an_old_log_still_verifies_and_verify_says_the_versions_differ(
     del log["log_version"]
     if old == "schema_version 1":
         log["schema_version"] = 1
-    (output,) = log["outputs"]
-    result_path = target / output["path"]
-    result = json.loads(result_path.read_text())
-    del result["result_version"]
-    result_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    data = result_path.read_bytes()
-    output.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    log["analyses"][0]["result"].update(bytes=len(data), sha256=output["sha256"])
-    (target / "run_log.json").write_text(json.dumps(log, indent=2))
+    output = _edit_result(target, log, lambda result: result.pop("result_version"))
 
     proc = cli("verify", target, "--out", tmp_path / "replay")
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the result file gained a field
@@ -327,15 +337,8 @@ def test_a_malformed_result_version_is_named_not_read_as_absent(
     exit 2 naming the file and the field: never "0 (absent)", never a crash."""
     target = _copy(run, tmp_path)
     log = json.loads((target / "run_log.json").read_text())
-    (output,) = log["outputs"]
+    output = _edit_result(target, log, lambda result: result.update(result_version=value))
     result_path = target / output["path"]
-    result = json.loads(result_path.read_text())
-    result["result_version"] = value
-    result_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    data = result_path.read_bytes()
-    output.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    log["analyses"][0]["result"].update(bytes=len(data), sha256=output["sha256"])
-    (target / "run_log.json").write_text(json.dumps(log, indent=2))
 
     proc = cli("verify", target, "--out", tmp_path / "replay")
     assert proc.returncode == 2, proc.stdout + proc.stderr
