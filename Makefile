@@ -65,8 +65,11 @@ typecheck: dev
 lock-check: venv
 	$(VPY) scripts/check_lock.py
 
+# The suite on pytest-xdist workers, one per CPU by default (TEST_WORKERS=0: one process);
+# loadgroup keeps the docker and slurm tests on one worker, one at a time (tests/conftest.py).
+TEST_WORKERS ?= auto
 test: dev lock-check lint typecheck
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lock: dev
 	$(UV_COMPILE) pyproject.toml requirements/build.in -o requirements.lock.txt

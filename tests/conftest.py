@@ -275,6 +275,26 @@ def cli(reused_gate: ReusedGate) -> InProcess:
     return InProcess(reused_gate)
 
 
+# Tests that share one machine-wide thing run on one pytest-xdist worker, one at a time
+# (``--dist loadgroup``, the Makefile's ``make test``): the one Docker engine and its image
+# builds, the one single-node Slurm with its one node's CPUs (tests/slurm also starts and
+# stops it at /tmp/cosmo-slurm); a test marked docker or slurm, or in their folders.
+_SERIAL_GROUPS = ("docker", "slurm")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = (
+            item.path.relative_to(ROOT / "tests").parts[0]
+            if item.path.is_relative_to(ROOT / "tests")
+            else ""
+        )
+        for group in _SERIAL_GROUPS:
+            if item.get_closest_marker(group) is not None or folder == group:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI (CI=true) a skipped test fails the session: nothing is skipped silently there."""
     if os.environ.get("CI", "").lower() != "true":

@@ -34,20 +34,43 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+_PROPERTY = "cpu_seconds"
+
+
 class CpuTimes:
+    """Each test's CPU is measured where it runs (this process, or a pytest-xdist worker) and
+    travels on its teardown report's ``user_properties``, so the process that writes FILE (the
+    only one, or xdist's controller) sees every test."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.started: dict[str, float] = {}
         self.times: dict[str, float] = {}
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
-        start = _cpu()
-        try:
-            return (yield)
-        finally:
-            self.times[item.nodeid] = self.times.get(item.nodeid, 0.0) + _cpu() - start
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.started[nodeid] = _cpu()
 
-    def pytest_sessionfinish(self) -> None:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if call.when == "teardown" and item.nodeid in self.started:
+            spent = _cpu() - self.started.pop(item.nodeid)
+            report.user_properties.append((_PROPERTY, spent))
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            return
+        for name, value in report.user_properties:
+            if name == _PROPERTY:
+                self.times[report.nodeid] = self.times.get(report.nodeid, 0.0) + float(value)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput"):
+            return  # an xdist worker: its times went to the controller on the reports
         lines = [f"{t:.3f}\t{n}\n" for n, t in sorted(self.times.items(), key=lambda i: -i[1])]
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
         tmp.write_text("".join(lines), encoding="utf-8")

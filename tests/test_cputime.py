@@ -6,10 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
-def test_cpu_times_lists_every_test_with_its_cpu_and_children(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_cpu_times_lists_every_test_with_its_cpu_and_children(
+    tmp_path: Path, workers: list[str]
+) -> None:
     (tmp_path / "test_some.py").write_text(
         "import subprocess, sys\n"
         "def test_busy():\n"
@@ -21,7 +26,7 @@ def test_cpu_times_lists_every_test_with_its_cpu_and_children(tmp_path: Path) ->
     report = tmp_path / "cpu.tsv"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "tests.cputime", "--cpu-times", report,
-         "-p", "no:cacheprovider", "--rootdir", tmp_path, tmp_path / "test_some.py"],
+         "-p", "no:cacheprovider", "--rootdir", tmp_path, *workers, tmp_path / "test_some.py"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
