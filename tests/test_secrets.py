@@ -1,7 +1,12 @@
 """Issue 10's Done-when: a run with credentials in its environment (PIP_INDEX_URL,
 MY_API_TOKEN, ...) or on its command line leaves no trace of them under ``runs/``, and
 neither do ``env snapshot``, ``smoke --json``, ``env diff`` or ``verify`` print them, even
-for a log written before redaction existed."""
+for a log written before redaction existed.
+
+The commands run in process (the ``cli`` fixture, with the credentials in ``os.environ``, where
+the snapshot and the gate read them), except the run with a token on its command line: the
+redaction takes what to hide from the process's own ``sys.argv``, so that run is a real
+``python -m cosmo_runner`` process (and the real entry point's terminal output is checked)."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import pytest
 
 from tests.conftest import EXAMPLE, InProcess, load_log, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # the BCG example run and replayed, one run in a subprocess
 
 CREDENTIALS = {
     "PIP_INDEX_URL": "https://user:s3cr3t-tok@host.example/simple",
@@ -48,25 +53,31 @@ def _leaks(text: str | bytes) -> list[str]:
     return [s for s in SECRETS if s.encode() in data]
 
 
-def _cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    proc = run_cli(*args, cwd=cwd, env=CREDENTIALS)
+def _cli(cli: InProcess | None, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``cosmo-runner ARGS`` with the credentials set, in process or (``cli`` None) in a
+    subprocess; asserts nothing leaked on stdout or stderr."""
+    if cli is None:
+        proc = run_cli(*args, cwd=cwd, env=CREDENTIALS)
+    else:
+        proc = cli(*args, cwd=cwd, env=CREDENTIALS)
     assert _leaks(proc.stdout) == [], proc.stdout
     assert _leaks(proc.stderr) == [], proc.stderr
     return proc
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workdir(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Path:
     """runs/ made with credentials set: a succeeded run, its verify replay, a failed run."""
     work = tmp_path_factory.mktemp("secrets")
     shutil.copytree(EXAMPLE, work / "job")
-    assert _cli("run", "job/spec.json", cwd=work).returncode == 0
+    assert _cli(cli, "run", "job/spec.json", cwd=work).returncode == 0
     [run] = list((work / "runs").iterdir())
-    proc = _cli("verify", run, cwd=work)
+    proc = _cli(cli, "verify", run, cwd=work)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # a token on the command line: the spec path is a URL with userinfo (exit 2, logged)
+    # a token on the command line: the spec path is a URL with userinfo (exit 2, logged); in
+    # its own process, whose sys.argv holds the token
     bad = f"https://user:{ARGV_SECRET}@host.example/spec.json"
-    assert _cli("run", bad, cwd=work).returncode == 2
+    assert _cli(None, "run", bad, cwd=work).returncode == 2
     return work
 
 
@@ -114,9 +125,10 @@ def test_the_logs_say_what_was_set_without_the_values(workdir: Path) -> None:
     ],
     ids=["env-snapshot", "smoke-json", "smoke", "env-diff", "env-diff-json"],
 )
-def test_no_secret_on_the_terminal(workdir: Path, args: tuple[str, ...]) -> None:
+def test_no_secret_on_the_terminal(workdir: Path, args: tuple[str, ...], cli: InProcess) -> None:
     [run] = [p for p in (workdir / "runs").iterdir() if ".verify-" not in p.name][:1]
-    proc = _cli(*(str(run) if a == "RUN" else a for a in args), cwd=workdir)  # asserts no leak
+    argv = (str(run) if a == "RUN" else a for a in args)
+    proc = _cli(cli, *argv, cwd=workdir)  # asserts no leak
     assert proc.returncode in (0, 1), proc.stderr
     if args == ("env", "snapshot"):
         env_vars = json.loads(proc.stdout)["environment"]["observed"]["env_vars"]

@@ -15,6 +15,7 @@ the layout tests do not depend on the estimators; the others use ``analyse()`` i
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -648,19 +649,61 @@ def test_a_kind_that_cannot_be_drawn_writes_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [{}, {"moderators": ["ablat"]}, {"columns": {**COLUMNS, "subgroup": "latitude"}},
-     {"test": "knha", "funnel_contours": [95], "cumulative_by": "year"}],
-    ids=["reml", "ablat", "subgroups", "knha-contours"],
-)  # fmt: skip
-def test_every_kind_redraws_byte_identically(tmp_path: Path, extra: dict[str, Any]) -> None:
-    d = data(analysed(**extra))
-    first = plots.render(d, plots.KINDS, tmp_path / "a", "bcg")
-    second = plots.render(d, plots.KINDS, tmp_path / "b", "bcg")
-    assert [sha(p) for p in first] == [sha(p) for p in second]
-    again = plots.render(d, plots.KINDS, tmp_path / "a", "bcg")  # overwriting in place
-    assert [sha(p) for p in again] == [sha(p) for p in second]
+# Each kind of each of these results is drawn once, by the ``drawn`` fixture, and again by the
+# redraw test.
+REDRAWN = {
+    "reml": {},
+    "ablat": {"moderators": ["ablat"]},
+    "subgroups": {"columns": {**COLUMNS, "subgroup": "latitude"}},
+    "knha-contours": {"test": "knha", "funnel_contours": [95], "cumulative_by": "year"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Drawn:
+    rendered: dict[str, list[Path]]  # REDRAWN's results, every kind, as files
+    drawn: list[tuple[str, int]]  # (what, how many images) of the other results drawn
+    rc_before: dict[str, Any]  # matplotlib.rcParams before the first drawing
+    rc_after: dict[str, Any]  # ... and after the last
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory: pytest.TempPathFactory) -> Drawn:
+    """Every kind drawn once for several results (REDRAWN's, rendered to files, and more in
+    memory), with every warning an error; the tests below inspect what it drew."""
+    import matplotlib
+
+    base = tmp_path_factory.mktemp("drawn")
+    before = dict(matplotlib.rcParams)
+    others = [
+        ("contours", analysed(funnel_contours=[90, 95, 99]), plots.KINDS),
+        ("ZCOR", bcg_result("ZCOR"), ("forest", "funnel")),
+        ("mh", yusuf_mh(), ("forest", "funnel", "baujat")),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rendered = {
+            name: plots.render(data(analysed(**extra)), plots.KINDS, base / name, "bcg")
+            for name, extra in REDRAWN.items()
+        }
+        images = [(name, len(plots.draw(data(r), kinds, name))) for name, r, kinds in others]
+    return Drawn(rendered, images, before, dict(matplotlib.rcParams))
+
+
+@pytest.mark.parametrize("name", REDRAWN)
+def test_every_kind_redraws_byte_identically(drawn: Drawn, tmp_path: Path, name: str) -> None:
+    first = drawn.rendered[name]
+    assert [p.name for p in first] == [f"bcg.{k}.{e}" for k in plots.KINDS for e in ("png", "svg")]
+    digests = [sha(p) for p in first]
+    assert len(set(digests)) == len(digests)
+    copy = tmp_path / "a"
+    copy.mkdir()
+    for path in first:
+        (copy / path.name).write_bytes(path.read_bytes())
+    d = data(analysed(**REDRAWN[name]))
+    again = plots.render(d, plots.KINDS, copy, "bcg")  # drawn again, overwriting in place
+    assert [sha(p) for p in again] == digests
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in first)
 
 
 def test_outputs_carry_no_timestamp_or_software_version(tmp_path: Path) -> None:
@@ -674,23 +717,16 @@ def test_outputs_carry_no_timestamp_or_software_version(tmp_path: Path) -> None:
     assert matplotlib.__version__.encode() not in svg
 
 
-def test_drawing_leaves_global_matplotlib_state_alone_and_warns_nothing() -> None:
+def test_drawing_leaves_global_matplotlib_state_alone_and_warns_nothing(drawn: Drawn) -> None:
     import matplotlib
 
-    before = dict(matplotlib.rcParams)
-    results = [
-        analysed(funnel_contours=[90, 95, 99]),
-        analysed(moderators=["ablat"]),
-        analysed(columns={**COLUMNS, "subgroup": "latitude"}),
-        bcg_result("ZCOR"),
-    ]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for result in results:
-            kinds = plots.KINDS if result["cumulative"] else ("forest", "funnel")
-            assert len(plots.draw(data(result), kinds, "x")) == 2 * len(kinds)
-        assert len(plots.draw(data(yusuf_mh()), ["forest", "funnel", "baujat"], "mh")) == 6
-    assert dict(matplotlib.rcParams) == before
+    # every warning was an error while ``drawn`` drew: it got here, so none was raised
+    assert {name: len(files) for name, files in drawn.rendered.items()} == {
+        name: 2 * len(plots.KINDS) for name in REDRAWN
+    }
+    assert drawn.drawn == [("contours", 2 * len(plots.KINDS)), ("ZCOR", 4), ("mh", 6)]
+    assert drawn.rc_after == drawn.rc_before
+    assert dict(matplotlib.rcParams) == drawn.rc_before
 
 
 def test_repeated_kinds_are_drawn_once(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""`cosmo-runner verify` on the BCG example, whose analyses write result JSON and plots."""
+"""`cosmo-runner verify` on the BCG example, whose analyses write result JSON and plots.
+
+The untouched example is replayed whole (every result and plot reproduced); the edited copies
+are of a run of its REML analysis alone, without plots (each verify replays the run, and the
+differences these tests make are in the result JSON)."""
 
 from __future__ import annotations
 
@@ -10,12 +14,22 @@ from typing import Any
 import pytest
 
 from cosmo_runner.runlog import dumps
-from tests.conftest import EXAMPLE, InProcess, fake_dist, load_log, run_cli
+from tests.conftest import EXAMPLE, InProcess, fake_dist, load_log
 from tests.triage.conftest import make_run
 
 RESULT = "results/bcg-reml.json"
 
-pytestmark = pytest.mark.slow  # each test runs and replays a pipeline in subprocesses
+pytestmark = pytest.mark.slow  # each test runs and replays a pipeline
+
+
+def _reml_only(directory: Path) -> Path:
+    """The BCG example with its REML analysis alone and no plots; returns the spec's path."""
+    shutil.copytree(EXAMPLE, directory)
+    spec = json.loads((directory / "spec.json").read_text(encoding="utf-8"))
+    [analysis] = [a for a in spec["analyses"] if f"results/{a['id']}.json" == RESULT]
+    spec["analyses"] = [{k: v for k, v in analysis.items() if k != "plots"}]
+    (directory / "spec.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    return directory / "spec.json"
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +40,16 @@ def example_run(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Pat
     log = load_log(run)
     assert log["status"] == "succeeded", log["error"]
     assert RESULT in {o["path"] for o in log["outputs"]}
+    return run
+
+
+@pytest.fixture(scope="module")
+def reml_run(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Path:
+    base = tmp_path_factory.mktemp("reml")
+    run = make_run(_reml_only(base / "bcg"), base / "run", runner=cli)
+    log = load_log(run)
+    assert log["status"] == "succeeded", log["error"]
+    assert [o["path"] for o in log["outputs"]] == [RESULT]
     return run
 
 
@@ -53,9 +77,9 @@ def test_untouched_run_reproduces_every_output(
 
 
 def test_a_number_edited_in_a_copy_exits_1_naming_file_and_field(
-    example_run: Path, tmp_path: Path, cli: InProcess
+    reml_run: Path, tmp_path: Path, cli: InProcess
 ) -> None:
-    before, after = _copy_with_estimate(example_run, tmp_path / "copy", lambda x: x + 0.1)
+    before, after = _copy_with_estimate(reml_run, tmp_path / "copy", lambda x: x + 0.1)
     proc = cli("verify", tmp_path / "copy")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
@@ -72,9 +96,9 @@ def test_a_number_edited_in_a_copy_exits_1_naming_file_and_field(
 
 
 def test_rtol_accepts_a_tiny_numeric_difference(
-    example_run: Path, tmp_path: Path, cli: InProcess
+    reml_run: Path, tmp_path: Path, cli: InProcess
 ) -> None:
-    _copy_with_estimate(example_run, tmp_path / "copy", lambda x: x * (1 + 1e-9))
+    _copy_with_estimate(reml_run, tmp_path / "copy", lambda x: x * (1 + 1e-9))
     strict = cli("verify", tmp_path / "copy")
     assert strict.returncode == 1, strict.stdout
     proc = cli("verify", tmp_path / "copy", "--rtol", "1e-6")
@@ -86,17 +110,18 @@ def test_rtol_accepts_a_tiny_numeric_difference(
     assert too_tight.returncode == 1
 
 
-def test_a_difference_shows_the_env_diff_original_vs_replay(tmp_path: Path) -> None:
+def test_a_difference_shows_the_env_diff_original_vs_replay(tmp_path: Path, cli: InProcess) -> None:
     """The original ran with one more distribution installed (a `.dist-info` on PYTHONPATH:
-    an extra is a warning, the gate passes); the replay runs without it."""
+    an extra is a warning, the gate passes), in its own process; the replay runs without it,
+    in this one."""
     site = tmp_path / "site"
     fake_dist(site, "left-pad", "1.3.0")
-    shutil.copytree(EXAMPLE, tmp_path / "bcg")
-    run = make_run(tmp_path / "bcg" / "spec.json", tmp_path / "run", env={"PYTHONPATH": str(site)})
+    spec = _reml_only(tmp_path / "bcg")
+    run = make_run(spec, tmp_path / "run", env={"PYTHONPATH": str(site)})
     assert load_log(run)["status"] == "succeeded"
     _copy_with_estimate(run, tmp_path / "copy", lambda x: x - 1)
 
-    proc = run_cli("verify", tmp_path / "copy")
+    proc = cli("verify", tmp_path / "copy")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert "environment, original run (A) vs replay (B):" in lines
