@@ -16,6 +16,32 @@ import sysconfig
 from pathlib import Path
 
 
+def run_python(
+    python: Path,
+    *args: str | Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """``PYTHON ARGS`` without the caller's ``COSMO_MANIFEST`` and ``PYTHONPATH``, plus ``env``.
+
+    ``python`` is a copy's (:attr:`VenvCopy.python`) or the test venv's own
+    (``sys.executable``), for a fault that lies outside the venv (the working directory,
+    ``PYTHONPATH``) and needs no copy.
+    """
+    full_env = {k: v for k, v in os.environ.items() if k not in ("COSMO_MANIFEST", "PYTHONPATH")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(python), *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 class VenvCopy:
     def __init__(self, target: Path) -> None:
         source = Path(sys.prefix)
@@ -31,19 +57,7 @@ class VenvCopy:
         self, *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
     ) -> subprocess.CompletedProcess[str]:
         """``<copy>/bin/python ARGS`` (use ``-m cosmo_runner ...``; console scripts point at the original)."""
-        full_env = {
-            k: v for k, v in os.environ.items() if k not in ("COSMO_MANIFEST", "PYTHONPATH")
-        }
-        full_env.update(env or {})
-        return subprocess.run(
-            [str(self.python), *map(str, args)],
-            cwd=cwd,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return run_python(self.python, *args, cwd=cwd, env=env, timeout=timeout)
 
     def delete_package(self, top_level: str) -> None:
         """Remove a package folder, keeping its ``.dist-info`` (the metadata still claims it)."""

@@ -1,7 +1,10 @@
 """Distribution metadata: WHEEL tags this interpreter can use, no editable or local installs.
 
-End to end in venv copies (a locked distribution's dist-info replaced by a real folder whose
-files are symlinks, with one file changed): exit 3 and the exact line; in process: parsing of
+End to end in venv copies (tests/envcopy.py), with the exact line: a usable tag among
+foreign ones passes, a local install under ``direct_url_severity: "warn"`` warns, an
+unreadable direct_url.json fails; a foreign WHEEL tag and an editable locked name fail
+``smoke`` and ``run`` in tests/env/test_perturbations.py. These copies' ``smoke`` runs with
+the project's manifest, required imports emptied (:func:`no_probes`). In process: parsing of
 WHEEL and direct_url.json, tag expansion, the fallback without packaging.
 """
 
@@ -10,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import platform
 import subprocess
 import sys
 from importlib import metadata
@@ -34,6 +36,12 @@ PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}.{sys.version_info[2]}"
 @pytest.fixture
 def venv(tmp_path: Path) -> VenvCopy:
     return VenvCopy(tmp_path / "venv")
+
+
+def no_probes(where: Path, **changes: object) -> Path:
+    """The project's manifest and lock in ``where``, required imports emptied: the import
+    probes (about 1.1 s of CPU per ``smoke``) judge nothing a dist-info edit changes."""
+    return manifest_copy(where, imports={"modules": []}, **changes)
 
 
 def smoke_in(venv: VenvCopy, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -60,37 +68,12 @@ def write_wheel(venv: VenvCopy, name: str, tags: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_a_foreign_wheel_tag_fails_the_gate(venv: VenvCopy, tmp_path: Path) -> None:
-    write_wheel(venv, "numpy", ["cp27-cp27mu-win32"])
-    proc = smoke_in(venv, tmp_path)
-    assert proc.returncode == 3, proc.stdout
-    assert (
-        "  ERROR numpy: WHEEL tag cp27-cp27mu-win32 is not supported by this interpreter "
-        f"(python {PYTHON} on {platform.machine()}); reinstall it from the lock\n"
-    ) in proc.stdout
-    doc = json.loads(smoke_in(venv, tmp_path, "--json").stdout)
-    assert doc["environment"]["observed"]["wheel_tags"]["numpy"] == ["cp27-cp27mu-win32"]
-
-
-@pytest.mark.slow
 def test_one_usable_tag_among_several_is_enough(venv: VenvCopy, tmp_path: Path) -> None:
     write_wheel(venv, "cycler", ["py2-none-win32", "py2.py3-none-any"])
+    no_probes(tmp_path)
     proc = smoke_in(venv, tmp_path)
     assert proc.returncode == 0, proc.stdout
     assert "wheel:" not in proc.stdout
-
-
-@pytest.mark.slow
-def test_an_editable_locked_name_fails_the_gate(venv: VenvCopy, tmp_path: Path) -> None:
-    info = venv.dist_info("cycler")
-    url = f"file://{tmp_path}/src/cycler"
-    (info / "direct_url.json").write_text(json.dumps({"url": url, "dir_info": {"editable": True}}))
-    proc = smoke_in(venv, tmp_path)
-    assert proc.returncode == 3, proc.stdout
-    assert (
-        f"  ERROR cycler: installed editable from {url} (direct_url.json); "
-        f"the lock pins cycler=={PINS['cycler']}\n"
-    ) in proc.stdout
 
 
 @pytest.mark.slow
@@ -100,7 +83,7 @@ def test_direct_url_severity_warn_reports_without_failing(venv: VenvCopy, tmp_pa
     (info / "direct_url.json").write_text(json.dumps({"url": url, "archive_info": {}}))
 
     lock = json.loads((ROOT / "environment.manifest.json").read_text())["lock"]
-    manifest_copy(tmp_path, lock={**lock, "direct_url_severity": "warn"})
+    no_probes(tmp_path, lock={**lock, "direct_url_severity": "warn"})
     proc = smoke_in(venv, tmp_path)
     assert proc.returncode == 0, proc.stdout
     assert (
@@ -113,6 +96,7 @@ def test_direct_url_severity_warn_reports_without_failing(venv: VenvCopy, tmp_pa
 def test_an_unreadable_direct_url_json_is_an_error(venv: VenvCopy, tmp_path: Path) -> None:
     info = venv.dist_info("cycler")
     (info / "direct_url.json").write_text('{"url": ')
+    no_probes(tmp_path)
     proc = smoke_in(venv, tmp_path)
     assert proc.returncode == 3, proc.stdout
     assert (
