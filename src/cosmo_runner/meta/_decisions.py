@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -119,11 +119,13 @@ class Weighted(Protocol):
 
 class Problem(Protocol):
     """What the decisions see of the data: ``n`` rows of ``k`` studies and ``p``
-    coefficients. A :class:`Weighted` is valid until the next :meth:`at` call (it may use
-    per-thread work arrays)."""
+    coefficients; ``k`` is an int array over rows where rows have different lengths
+    (:class:`~._intercept.Ragged`), and every use of it is row-wise arithmetic. A
+    :class:`Weighted` is valid until the next :meth:`at` call (it may use per-thread work
+    arrays)."""
 
     n: int
-    k: int
+    k: int | NDArray[np.intp]
     p: int
 
     def at(self, tau2: FloatArray) -> Weighted: ...
@@ -276,7 +278,7 @@ def solve_pm(
     def rss(t: FloatArray, rows: NDArray[np.intp]) -> FloatArray:
         return problem.take(rows).at(t).rss
 
-    target = np.full(problem.n, float(problem.k - problem.p))
+    target = np.zeros(problem.n) + (problem.k - problem.p)  # per row where k is
     return solve_decreasing(rss, target, upper, con.xrtol)
 
 
@@ -417,10 +419,12 @@ _T_TESTS = ("t", "knha", "adhoc")
 _SCALED_TESTS = ("knha", "adhoc")
 
 
-def reference_df(test: str, k: int, p: int) -> float | None:
+def reference_df(test: str, k: Any, p: int) -> Any:
     """The t (and F denominator) df of ``test``: ``k - p`` for t, knha and adhoc, None for z
-    (metafor's ``ddf``)."""
-    return float(k - p) if test in _T_TESTS else None
+    (metafor's ``ddf``); a float, or a float array over rows where ``k`` is one."""
+    if test not in _T_TESTS:
+        return None
+    return (k - p).astype(np.float64) if isinstance(k, np.ndarray) else float(k - p)
 
 
 def scaled_test(test: str) -> bool:
@@ -436,13 +440,13 @@ def knha_warning(method: str, test: str) -> str | None:
     return None
 
 
-def knha_factor(rss: FloatArray, df: float) -> FloatArray:
+def knha_factor(rss: FloatArray, df: Any) -> FloatArray:
     """Knapp & Hartung (2003): the variance of the coefficients is scaled by the weighted
     residual variance ``s2w = y'Py / (k - p)``, taken as 0 where ``y'Py <= eps`` (metafor)."""
     return np.where(rss <= EPS, 0.0, rss / df)
 
 
-def variance_factor(test: str, rss: FloatArray, df: float) -> FloatArray | None:
+def variance_factor(test: str, rss: FloatArray, df: Any) -> FloatArray | None:
     """The factor s2w on the coefficients' variance, as metafor 3.8.1 applies it: knha's
     :func:`knha_factor`; adhoc's the same truncated below at 1 (``s2w[s2w < 1] <- 1``);
     None (a factor of 1) for z and t."""
@@ -454,7 +458,7 @@ def variance_factor(test: str, rss: FloatArray, df: float) -> FloatArray | None:
 
 
 def heterogeneity(
-    equal_effects: bool, q: FloatArray, df: float, tau2: FloatArray, vt: FloatArray
+    equal_effects: bool, q: FloatArray, df: Any, tau2: FloatArray, vt: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """I2 (percent) and H2 (Higgins & Thompson 2002) exactly as metafor computes them:
     Q-based for EE models (``I2 = 100 max(0, (Q - df) / Q)``, 0 where Q = 0;

@@ -54,7 +54,7 @@ class FixedPiecesEstimator(Estimator):
     """A closed form in the equal-effects pieces (Q, sum w, tr P) alone; the scalar fast
     path calls :meth:`from_fixed` with floats."""
 
-    def from_fixed(self, q: Any, sw: Any, trp: Any, k: int, p: int) -> Any:
+    def from_fixed(self, q: Any, sw: Any, trp: Any, k: Any, p: int) -> Any:
         raise NotImplementedError
 
     def fit(self, problem: Problem, con: Control) -> Tau2Fit:
@@ -68,7 +68,7 @@ class EqualEffects(FixedPiecesEstimator):
     name = "EE"
     equal_effects = True
 
-    def from_fixed(self, q: Any, sw: Any, trp: Any, k: int, p: int) -> Any:
+    def from_fixed(self, q: Any, sw: Any, trp: Any, k: Any, p: int) -> Any:
         return q * 0.0
 
     def se(self, problem: Problem, tau2: FloatArray, tau0: FloatArray) -> FloatArray | None:
@@ -88,7 +88,7 @@ class DerSimonianLaird(FixedPiecesEstimator):
 
     name = "DL"
 
-    def from_fixed(self, q: Any, sw: Any, trp: Any, k: int, p: int) -> Any:
+    def from_fixed(self, q: Any, sw: Any, trp: Any, k: Any, p: int) -> Any:
         return _nonneg((q - (k - p)) / trp)
 
     def se(self, problem: Problem, tau2: FloatArray, tau0: FloatArray) -> FloatArray | None:
@@ -100,7 +100,7 @@ class HunterSchmidt(FixedPiecesEstimator):
 
     name = "HS"
 
-    def from_fixed(self, q: Any, sw: Any, trp: Any, k: int, p: int) -> Any:
+    def from_fixed(self, q: Any, sw: Any, trp: Any, k: Any, p: int) -> Any:
         return _nonneg((q - k) / sw)
 
     def se(self, problem: Problem, tau2: FloatArray, tau0: FloatArray) -> FloatArray | None:
@@ -124,7 +124,7 @@ class Hedges(Estimator):
 
     def se(self, problem: Problem, tau2: FloatArray, tau0: FloatArray) -> FloatArray | None:
         ols = problem.unweighted()
-        df = float(problem.k - problem.p)
+        df = problem.k - problem.p
         var = 2.0 * ols.trpvpv() + 4.0 * tau2 * ols.trpv() + 2.0 * tau2 * tau2 * df
         return np.asarray(np.sqrt(var) / df)
 

@@ -1,5 +1,5 @@
 """Intercept-only models: the data as rows (analyses x studies) for the decision layer
-(:class:`Rows`), the row-wise fit (:func:`fit_rows`) and the scalar fast path for one
+(:class:`Rows`; rows of different lengths: :class:`Ragged`), the row-wise fit (:func:`fit_rows`) and the scalar fast path for one
 analysis with a closed-form estimator (:func:`fit_scalar`).
 """
 
@@ -44,7 +44,7 @@ from cosmo_runner.meta._kernels import (
 )
 from cosmo_runner.meta._result import ALGORITHMS, Control, FloatArray, Lazy
 
-__all__ = ["Q_CANCEL", "Rows", "fit_rows", "fit_scalar"]
+__all__ = ["Q_CANCEL", "Ragged", "Rows", "fit_rows", "fit_scalar"]
 
 
 @dataclass
@@ -58,8 +58,9 @@ class FixedEffects:
     wratio: float  # max(sum w) / min(w) over all rows: bounds each row's vi ratio
 
     @classmethod
-    def of(cls, y: FloatArray, v: FloatArray) -> FixedEffects:
-        """The equal-effects fit of every row, and the value checks of ``check_data``.
+    def of(cls, y: FloatArray, v: FloatArray, mask: FloatArray | None = None) -> FixedEffects:
+        """The equal-effects fit of every row, and the value checks of ``check_data``;
+        ``mask`` (1 for a study, 0 for padding) gives the padding weight 0.
 
         ``Q`` comes from the sums ``sum w y^2 - mu sum w y`` (one pass fewer than
         residuals); its rounding error is about ``eps sum w y^2``, so a row where
@@ -70,7 +71,11 @@ class FixedEffects:
         shape = y.shape
         with np.errstate(all="ignore"):  # bad values are named below, not warned about
             w = np.divide(1.0, v, out=scratch("ee.w", shape))
+            # with padding (v = 1, weight 1 before the mask) min(w) is still a lower bound
+            # of every row's smallest weight: wratio stays a bound
             wmin = float(np.minimum.reduce(w, axis=None))
+            if mask is not None:
+                np.multiply(w, mask, out=w)
             sw = rsum(w)
             wy = np.multiply(w, y, out=scratch("ee.wy", shape))
             swy = rsum(wy)
@@ -105,10 +110,18 @@ Q_CANCEL = 1e2
 class RowsAt:
     """The intercept-only model at weights ``w`` (``1/(v + tau2)``), row-wise.
 
-    Valid until the next :meth:`Rows.at` in this thread (work arrays are reused)."""
+    Valid until the next :meth:`Rows.at` in this thread (work arrays are reused). ``mask``:
+    padding cells of ragged rows (weight 0 in ``w`` already), left out of the likelihood."""
 
-    def __init__(self, y: FloatArray, v: FloatArray, w: FloatArray, t: FloatArray | None):
-        self.y, self.v, self.w, self.t = y, v, w, t
+    def __init__(
+        self,
+        y: FloatArray,
+        v: FloatArray,
+        w: FloatArray,
+        t: FloatArray | None,
+        mask: FloatArray | None = None,
+    ):
+        self.y, self.v, self.w, self.t, self.mask = y, v, w, t, mask
         self.sw = rsum(w)
         self.mu = rdot(w, y) / self.sw
 
@@ -164,7 +177,10 @@ class RowsAt:
     def loglik(self, reml: bool) -> FloatArray:
         assert self.t is not None, "the unweighted model has no likelihood"
         s = np.add(self.v, self.t[:, None], out=scratch("at.s", self.y.shape))
-        ll = -0.5 * (rsum(np.log(s, out=s)) + self.rss)
+        np.log(s, out=s)
+        if self.mask is not None:
+            np.multiply(s, self.mask, out=s)
+        ll = -0.5 * (rsum(s) + self.rss)
         return np.asarray(ll - 0.5 * np.log(self.sw) if reml else ll)
 
 
@@ -173,6 +189,9 @@ class Rows:
     layer (see :class:`~._decisions.Problem`)."""
 
     p = 1
+    k: int | NDArray[np.intp]
+    #: 1 for a study, 0 for padding (:class:`Ragged`); None: every cell is a study
+    mask: FloatArray | None = None
 
     def __init__(self, y: FloatArray, v: FloatArray) -> None:
         self.y, self.v = y, v
@@ -201,28 +220,33 @@ class Rows:
 
     def take(self, rows: NDArray[np.intp]) -> Rows:
         if self.n == 1:  # one analysis seen several times (root finding): no copies
-            shape = (int(np.asarray(rows).size), self.k)
+            shape = (int(np.asarray(rows).size), self.y.shape[1])
             return Rows(np.broadcast_to(self.y, shape), np.broadcast_to(self.v, shape))
         return Rows(self.y[rows], self.v[rows])
 
     def loglik_grid(self, grid: FloatArray, reml: bool) -> FloatArray:
         """The log-likelihood at every tau2 of ``grid`` (rows x points), in blocks of rows."""
         n, g = grid.shape
-        y, v = self.y, self.v
+        y, v, mask = self.y, self.v, self.mask
+        width = y.shape[1]
         out = np.empty((n, g))
-        if g * self.k > _GRID_BLOCK:  # long rows: one tau2 at a time (bounded memory)
+        if g * width > _GRID_BLOCK:  # long rows: one tau2 at a time (bounded memory)
             for j in range(g):
                 out[:, j] = self.at(np.ascontiguousarray(grid[:, j])).loglik(reml)
             return out
-        step = max(1, _GRID_BLOCK // (g * self.k))
+        step = max(1, _GRID_BLOCK // (g * width))
         for a in range(0, n, step):
             b = min(n, a + step)
             s = v[a:b, None, :] + grid[a:b, :, None]
             w = 1.0 / s
+            logs = np.log(s)
+            if mask is not None:  # padding: weight 0, no log-determinant term
+                w *= mask[a:b, None, :]
+                logs *= mask[a:b, None, :]
             sw = w.sum(axis=2)
             mu = np.einsum("rgk,rk->rg", w, y[a:b]) / sw
             r = y[a:b, None, :] - mu[:, :, None]
-            ll = -0.5 * (np.log(s).sum(axis=2) + np.einsum("rgk,rgk,rgk->rg", w, r, r))
+            ll = -0.5 * (logs.sum(axis=2) + np.einsum("rgk,rgk,rgk->rg", w, r, r))
             if reml:
                 ll -= 0.5 * np.log(sw)
             out[a:b] = ll
@@ -234,6 +258,67 @@ class Rows:
         return np.asarray(np.max(self.v, axis=1) / np.min(self.v, axis=1) >= VARRATIO_LIMIT)
 
 
+class Ragged(Rows):
+    """Rows of different lengths: row i holds its first ``k[i]`` studies, then padding
+    (``y = 0``, ``v = 1``) that weighs 0 in every sum (``mask``), is left out of the
+    log-likelihood, the spread (mad, range), ``var(y)`` and the variance ratio, and ``k``
+    (per row) gives every df (Q, t, Knapp-Hartung, I2/H2). A cumulative meta-analysis fits
+    its prefixes as one batch this way."""
+
+    mask: FloatArray
+    k: NDArray[np.intp]
+
+    def __init__(self, y: FloatArray, v: FloatArray, mask: FloatArray, k: NDArray[np.intp]) -> None:
+        super().__init__(y, v)
+        self.mask, self.k = mask, k
+
+    @classmethod
+    def pad(cls, y: FloatArray, v: FloatArray, lengths: NDArray[np.intp]) -> Ragged:
+        """The rows of ``y``/``v`` cut at ``lengths``; whatever lies beyond is replaced."""
+        keep = np.arange(y.shape[1])[None, :] < lengths[:, None]
+        return cls(np.where(keep, y, 0.0), np.where(keep, v, 1.0), keep.astype(np.float64), lengths)
+
+    @cached_property
+    def fe(self) -> FixedEffects:
+        return FixedEffects.of(self.y, self.v, self.mask)
+
+    def at(self, tau2: FloatArray) -> RowsAt:
+        w = inv_plus(self.v, tau2, out=scratch("at.w", self.y.shape))
+        np.multiply(w, self.mask, out=w)
+        return RowsAt(self.y, self.v, w, tau2, self.mask)
+
+    def unweighted(self) -> RowsAt:
+        return RowsAt(self.y, self.v, self.mask, None, self.mask)
+
+    def var_y(self) -> FloatArray:
+        ym = np.subtract(self.y, (rsum(self.y) / self.k)[:, None])
+        ym *= self.mask
+        return np.asarray(rdot(ym, ym) / self.k)
+
+    def spread(self) -> tuple[FloatArray, FloatArray]:
+        yn = np.where(self.mask > 0, self.y, np.nan)
+        return mad(yn, padded=True), ptp(yn, padded=True)
+
+    def take(self, rows: NDArray[np.intp]) -> Ragged:
+        if self.n == 1:  # one analysis seen several times (root finding): no copies
+            shape = (int(np.asarray(rows).size), self.y.shape[1])
+
+            def wide(a: Any) -> Any:
+                return np.broadcast_to(a, shape)
+
+            k = np.broadcast_to(self.k, shape[:1])
+            return Ragged(wide(self.y), wide(self.v), wide(self.mask), k)
+        return Ragged(self.y[rows], self.v[rows], self.mask[rows], self.k[rows])
+
+    def extreme_variances(self) -> NDArray[np.bool_]:
+        if self.fe.wratio < VARRATIO_LIMIT:  # the bound: no row reaches metafor's limit
+            return np.zeros(self.n, dtype=bool)
+        keep = self.mask > 0
+        vmax = np.max(self.v, axis=1, where=keep, initial=-np.inf)
+        vmin = np.min(self.v, axis=1, where=keep, initial=np.inf)
+        return np.asarray(vmax / vmin >= VARRATIO_LIMIT)
+
+
 def fit_rows(
     y: FloatArray,
     v: FloatArray,
@@ -243,12 +328,15 @@ def fit_rows(
     test: str,
     alpha: float,
     con: Control,
+    lengths: NDArray[np.intp] | None = None,
 ) -> dict[str, Any]:
-    """The intercept-only fit of every row of (analyses x studies) arrays.
+    """The intercept-only fit of every row of (analyses x studies) arrays; with ``lengths``,
+    row i is its first ``lengths[i]`` studies (:class:`Ragged`; ``k``, ``df`` and ``Q_df``
+    are then arrays over rows).
 
     ``tau2_se``, ``weights`` and the per-analysis statistics are computed on demand."""
-    problem = Rows(y, v)
-    k = y.shape[1]
+    problem = Rows(y, v) if lengths is None else Ragged.pad(y, v, lengths)
+    k = problem.k
     fe = problem.fe  # the value checks first
     tfit = unit.fit(problem, con)
     tau2 = tfit.tau2
@@ -270,7 +358,7 @@ def fit_rows(
         var_b = factor * var_b
     se = np.sqrt(var_b)
     half = crit(alpha, df) * se
-    lazy = _lazy(y, v, unit, tfit.tau0, tau2=tau2, mu=mu, se=se, var_b=var_b, q=q, vt=vt,
+    lazy = _lazy(problem, unit, tfit.tau0, tau2=tau2, mu=mu, se=se, var_b=var_b, q=q, vt=vt,
                  df=df, alpha=alpha, algorithm=tfit.algorithm)  # fmt: skip
     return _fields(
         k=k, mu=mu, se=se, df=df, half=half, tau2=tau2, q=q, converged=tfit.converged,
@@ -280,7 +368,7 @@ def fit_rows(
 
 def _fields(
     *,
-    k: int,
+    k: Any,
     mu: Any,
     se: Any,
     df: float | None,
@@ -314,8 +402,7 @@ def _fields(
 
 
 def _lazy(
-    y: FloatArray,
-    v: FloatArray,
+    problem: Rows,
     unit: Estimator,
     tau0: FloatArray,
     *,
@@ -330,11 +417,13 @@ def _lazy(
     algorithm: NDArray[np.int8],
 ) -> Lazy:
     """What a plain fit does not pay for, from the inputs and the small per-row results."""
-    k = y.shape[1]
+    k = problem.k
     is_ee = unit.equal_effects
 
     def weights() -> FloatArray:
-        wm = inv_plus(v, np.zeros_like(tau2) if is_ee else tau2)
+        wm = inv_plus(problem.v, np.zeros_like(tau2) if is_ee else tau2)
+        if problem.mask is not None:
+            wm *= problem.mask
         return np.asarray(100.0 * wm / rsum(wm)[:, None])
 
     def statistic() -> FloatArray:
@@ -350,7 +439,7 @@ def _lazy(
 
     return Lazy(
         {
-            "tau2_se": lambda: unit.se(Rows(y, v), tau2, tau0),
+            "tau2_se": lambda: unit.se(problem, tau2, tau0),
             "weights": weights,
             "Q_pval": lambda: np.asarray(chdtrc(k - 1, q)),
             "algorithm": lambda: np.array(ALGORITHMS, dtype=object)[algorithm],
@@ -362,7 +451,7 @@ def _lazy(
             "pi_lb": lambda: mu - half_pi(),
             "pi_ub": lambda: mu + half_pi(),
         },
-        rows=y.shape[0],
+        rows=problem.n,
     )
 
 

@@ -12,7 +12,7 @@ import functools
 import math
 import threading
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
@@ -85,15 +85,19 @@ def bad_values(y: FloatArray, v: FloatArray) -> NoReturn:
     )
 
 
-def mad(y: FloatArray) -> FloatArray:
-    """R's ``mad`` (constant 1.4826) along the last axis."""
-    med = np.median(y, axis=-1, keepdims=True)
-    out: FloatArray = 1.4826 * np.median(np.abs(y - med), axis=-1)
+def mad(y: FloatArray, *, padded: bool = False) -> FloatArray:
+    """R's ``mad`` (constant 1.4826) along the last axis; ``padded``: NaN cells are padding
+    (rows of different lengths), left out."""
+    median = np.nanmedian if padded else np.median
+    med = median(y, axis=-1, keepdims=True)
+    out: FloatArray = 1.4826 * median(np.abs(y - med), axis=-1)
     return out
 
 
-def ptp(y: FloatArray) -> FloatArray:
-    """The range ``max - min`` along the last axis."""
+def ptp(y: FloatArray, *, padded: bool = False) -> FloatArray:
+    """The range ``max - min`` along the last axis; ``padded``: NaN cells left out."""
+    if padded:
+        return np.asarray(np.nanmax(y, axis=-1) - np.nanmin(y, axis=-1))
     return np.asarray(np.ptp(y, axis=-1))
 
 
@@ -302,9 +306,16 @@ def sum_long(a: FloatArray) -> float:
     return float(np.einsum("i->", a))
 
 
+def crit(alpha: float, df: Any) -> Any:
+    """The two-sided critical value at ``alpha``: normal (``df`` None) or t with ``df``
+    (a float, or an array over rows of different lengths: then an array)."""
+    if isinstance(df, np.ndarray):
+        return np.asarray(-stdtrit(df, alpha / 2.0))
+    return _crit(alpha, df)
+
+
 @functools.lru_cache(maxsize=64)
-def crit(alpha: float, df: float | None) -> float:
-    """The two-sided critical value at ``alpha``: normal (``df`` None) or t with ``df``."""
+def _crit(alpha: float, df: float | None) -> float:
     if df is None:
         return float(-ndtri(alpha / 2.0))
     return float(-stdtrit(df, alpha / 2.0))

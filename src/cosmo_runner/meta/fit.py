@@ -32,7 +32,8 @@ random-effects models and Q-based for EE, exactly as metafor computes them.
 
 Batches: ``yi`` and ``vi`` may be 2-D (analyses x studies); every intercept-only method is
 then fitted for all analyses at once (iterations loop, analyses do not), and the result's
-attributes are arrays over analyses.
+attributes are arrays over analyses. With ``lengths`` the rows differ in length (row i is
+its first ``lengths[i]`` studies; the cumulative meta-analysis fits its prefixes so).
 
 Where things live: one unit per estimator in :mod:`._estimators`; every decision of a fit
 (Fisher scoring, fallbacks, ll0check, the global check, Knapp-Hartung, I2/H2, warnings) in
@@ -47,7 +48,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._decisions import KNHA_EE_WARNING, LL0_WARNING, MULTIMODAL_WARNING
@@ -92,7 +93,7 @@ Control.__module__ = RMAResult.__module__ = "cosmo_runner.meta"
 
 
 def _precision_message(v: FloatArray, rows: str) -> str:
-    ratio = float(np.max(v)) / float(np.min(v))
+    ratio = float(np.nanmax(v)) / float(np.nanmin(v))  # NaN: the padding of ragged rows
     return (
         f"rma: the fit is not finite in double precision{rows} (max(vi) / min(vi) = "
         f"{ratio:.3g}): the variance ratio or the scale of yi and vi is too extreme; "
@@ -145,6 +146,7 @@ def rma(
     mods: ArrayLike | None = None,
     mod_names: Sequence[str] | None = None,
     control: Mapping[str, Any] | Control | None = None,
+    lengths: ArrayLike | None = None,
 ) -> RMAResult:
     """Fit the equal-, random- or mixed-effects model (metafor ``rma.uni``).
 
@@ -152,8 +154,10 @@ def rma(
     (analyses x studies, intercept-only models only). ``mods``: an n x p moderator matrix
     (1-D for one moderator; n x 0 for the intercept-only model as a meta-regression); an
     intercept is added. ``mod_names`` name its columns. ``control``: see :class:`Control`.
-    Raises :class:`~cosmo_runner.errors.AnalysisError` on invalid input or a numerical
-    failure.
+    ``lengths`` (2-D intercept-only only): row i is its first ``lengths[i]`` studies (at
+    least 2), the cells after them are ignored; ``k``, ``df`` and ``Q_df`` are then arrays
+    over rows. Raises :class:`~cosmo_runner.errors.AnalysisError` on invalid input or a
+    numerical failure.
     """
     m, unit = estimator(method)
     if test not in TESTS:
@@ -167,6 +171,7 @@ def rma(
         raise AnalysisError("rma: yi and vi must be numeric") from exc
     # intercept-only fits check the values in their first pass (FixedEffects.of, fit_scalar)
     check_data(y, v, values=mods is not None)
+    rows = None if lengths is None else _lengths(y, lengths, mods)
     try:
         with np.errstate(all="ignore"):  # a fit that leaves double precision fails below
             if mods is not None:
@@ -174,12 +179,38 @@ def rma(
                 res = fit_regression(
                     y, v, x, terms=terms, method=m, unit=unit, test=test, alpha=alpha, con=con
                 )
+            elif rows is not None:
+                y, v = _cut(y, rows), _cut(v, rows)  # the ignored cells, as NaN for messages
+                out = fit_rows(y, v, m, unit, test=test, alpha=alpha, con=con, lengths=rows)
+                res = RMAResult(method=m, test=test, level=100.0 * (1.0 - alpha), **out)
             else:
                 res = _fit_intercept(y, v, m, unit, test=test, alpha=alpha, con=con)
     except (ZeroDivisionError, OverflowError) as exc:
         raise AnalysisError(_precision_message(v, "")) from exc
     _check_finite(res, v)
     return res
+
+
+def _lengths(y: FloatArray, lengths: ArrayLike, mods: ArrayLike | None) -> NDArray[np.intp]:
+    """``lengths`` as row lengths of the 2-D ``y`` (whole numbers from 2 to its width)."""
+    if mods is not None or y.ndim != 2:
+        raise AnalysisError("rma: lengths is for 2-D yi and vi without moderators")
+    try:
+        raw = np.asarray(lengths, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise AnalysisError("rma: lengths must be numeric") from exc
+    n, width = y.shape
+    if raw.shape != (n,):
+        raise AnalysisError(f"rma: lengths needs one entry per row ({n}), got shape {raw.shape}")
+    if not (np.all(raw == np.round(raw)) and np.all(raw >= 2) and np.all(raw <= width)):
+        raise AnalysisError(f"rma: lengths must be whole numbers from 2 to {width} (the width)")
+    return raw.astype(np.intp)
+
+
+def _cut(a: FloatArray, lengths: NDArray[np.intp]) -> FloatArray:
+    """A copy of the 2-D ``a`` with NaN after each row's length."""
+    keep = np.arange(a.shape[1])[None, :] < lengths[:, None]
+    return np.where(keep, a, np.nan)
 
 
 def check_one_analysis(

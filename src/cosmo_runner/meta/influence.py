@@ -15,8 +15,10 @@
   ``influential`` by metafor's rule: ``|dffits| > 3 sqrt(p / (k - p))``, or the chi-square(1)
   cdf of ``cook_d`` above 0.5, or ``hat > 3 p / k``, or ``|dfbetas| > 1`` (p = 1).
 
-Both need at least 3 studies here (influence: every refit needs 2). Large k: each costs k
-refits; the caller applies the documented cap (``analysis.LEAVE1OUT_MAX_K``).
+Both need at least 3 studies here (influence: every refit needs 2). The cumulative fits of
+the first 2, ..., k studies are one batched fit of ragged rows (``rma(..., lengths=)``; in
+chunks at large k), as leave-one-out's k refits are one batch of k - 1 studies each. Large
+k: each costs k refits; the caller applies the documented cap (``analysis.LEAVE1OUT_MAX_K``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from scipy.special import chdtr, ndtr, ndtri
 
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._decisions import scaled_test, variance_factor
+from cosmo_runner.meta._result import RowsWarning
 from cosmo_runner.meta.diagnostics import leave1out
 from cosmo_runner.meta.fit import Control, alpha_for_level, check_one_analysis, rma
 
@@ -86,16 +89,62 @@ def cumulative(
     cols["pval"][0] = 2.0 * float(ndtr(-abs(ys[0] / se1)))
     cols["ci_lb"][0], cols["ci_ub"][0] = ys[0] - crit * se1, ys[0] + crit * se1
     cols["Q"][0], tau2[0], i2[0] = 0.0, 0.0, 0.0
-    warnings: list[str] = []
-    for j in range(1, k):
-        fit = rma(ys[: j + 1], vs[: j + 1], method=method, test=test, level=level, control=control)
-        for name, column in cols.items():
-            column[j] = float(getattr(fit, name))
-        tau2[j], i2[j] = float(fit.tau2), float(fit.I2)
-        warnings.extend(f"first {j + 1} studies: {w}" for w in fit.warnings)
+    try:
+        warnings = _prefixes(ys, vs, cols, tau2, i2, method=method, test=test, level=level,
+                             control=control)  # fmt: skip
+    except AnalysisError:
+        # the error of the first prefix that fails, as that prefix's own fit words it
+        warnings = []
+        for j in range(1, k):
+            fit = rma(ys[: j + 1], vs[: j + 1], method=method, test=test, level=level,
+                      control=control)  # fmt: skip
+            for name, column in cols.items():
+                column[j] = float(getattr(fit, name))
+            tau2[j], i2[j] = float(fit.tau2), float(fit.I2)
+            warnings.extend(f"first {j + 1} studies: {w}" for w in fit.warnings)
     if str(method).upper() in ("EE", "FE"):
         tau2[:] = np.nan  # no heterogeneity term (metafor reports none)
     return Cumulative(order=idx, tau2=tau2, I2=i2, warnings=tuple(warnings), **cols)
+
+
+#: Numbers per batch of prefix fits (bounded memory at large k, as leave1out's chunks).
+_CHUNK_ELEMENTS = 4_000_000
+
+
+def _prefixes(
+    ys: FloatArray,
+    vs: FloatArray,
+    cols: dict[str, FloatArray],
+    tau2: FloatArray,
+    i2: FloatArray,
+    **fit: Any,
+) -> list[str]:
+    """Rows 1 .. k-1 of the cumulative table, in place: the fits of the first 2, 3, ..., k
+    studies as batches of ragged rows (one :func:`rma` with ``lengths`` per chunk, not k - 1
+    fits); returns the warnings, each prefix's own in its order (``first j studies: ...``).
+    """
+    k = ys.shape[0]
+    per: list[list[str]] = [[] for _ in range(k)]
+    start = 1  # row j fits the first j + 1 studies
+    while start < k:
+        stop = start + 1
+        while stop < k and (stop - start + 1) * (stop + 1) <= _CHUNK_ELEMENTS:
+            stop += 1
+        width = stop  # the longest prefix of the chunk: rows start .. stop-1
+        lengths = np.arange(start + 1, stop + 1)
+        shape = (lengths.size, width)
+        res = rma(np.broadcast_to(ys[:width], shape), np.broadcast_to(vs[:width], shape),
+                  lengths=lengths, **fit)  # fmt: skip
+        for name, column in cols.items():
+            column[start:stop] = getattr(res, name)
+        tau2[start:stop], i2[start:stop] = res.tau2, res.I2
+        for w in res.warnings:  # a RowsWarning names its rows; a plain text is every row's
+            rows = w.rows if isinstance(w, RowsWarning) else range(lengths.size)
+            text = w.template.format("") if isinstance(w, RowsWarning) else str(w)
+            for r in rows:
+                per[start + r].append(text)
+        start = stop
+    return [f"first {j + 1} studies: {w}" for j in range(1, k) for w in per[j]]
 
 
 @dataclass(frozen=True)
