@@ -70,7 +70,7 @@ from numpy.typing import NDArray
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._metareg import omnibus
 from cosmo_runner.meta._result import RowsWarning
-from cosmo_runner.meta.diagnostics import confint_tau2, leave1out, subgroups
+from cosmo_runner.meta.diagnostics import LeaveOneOut, confint_tau2, leave1out, subgroups
 from cosmo_runner.meta.effects import EffectSizes, escalc
 from cosmo_runner.meta.fit import Control, RMAResult, rma
 from cosmo_runner.meta.influence import cumulative, influence
@@ -441,8 +441,8 @@ def _analyse(  # noqa: PLR0912, PLR0915
 
     result["leave_one_out"] = None
     result["egger"] = None
+    l1o = None
     if es.k >= 3:
-        l1o = None
         if es.k > LEAVE1OUT_MAX_K:
             result["warnings"].append(
                 f"leave-one-out not computed: k = {es.k} > {LEAVE1OUT_MAX_K} "
@@ -477,13 +477,13 @@ def _analyse(  # noqa: PLR0912, PLR0915
         _funnel_asymmetry(
             spec, yi, vi, _sample_sizes(args, columns, table, es.kept), method=method,
             test=test, level=level, control=control, moderators=bool(moderators),
-            warnings=result["warnings"],
+            warnings=result["warnings"], fit=fit,
         )
     )  # fmt: skip
     result.update(
         _case_diagnostics(
             spec, yi, vi, es, table=table, study=study, method=method, test=test,
-            level=level, control=control, warnings=result["warnings"],
+            level=level, control=control, warnings=result["warnings"], fit=fit, refits=l1o,
         )
     )  # fmt: skip
     result["transformed"] = _transform(
@@ -832,9 +832,11 @@ def _funnel_asymmetry(
     warnings: list[str],
     trimfill: bool = True,
     control: Control | None = None,
+    fit: RMAResult | None = None,
 ) -> dict[str, Any]:
     """``egger``, ``rank_test`` and ``trimfill`` of the model without moderators
     (:mod:`cosmo_runner.meta.pubbias`); null with the reason in ``warnings`` where undefined.
+    ``fit``: that model (trim-and-fill with k0 = 0 reports it).
 
     ``trimfill=False``: the fit is not an inverse-variance model (MH, PETO: metafor's
     ``trimfill`` needs ``rma.uni``).
@@ -909,7 +911,7 @@ def _funnel_asymmetry(
     try:
         tf = pubbias_trimfill(
             yi, vi, method=method, test=test, level=level, control=control,
-            estimator=str(options.get("estimator", "L0")), side=side,
+            estimator=str(options.get("estimator", "L0")), side=side, fit=fit,
         )  # fmt: skip
     except AnalysisError as exc:
         warnings.append(f"trim-and-fill not computed: {exc.message}")
@@ -970,10 +972,13 @@ def _case_diagnostics(
     level: float,
     warnings: list[str],
     control: Control | None = None,
+    fit: RMAResult | None = None,
+    refits: LeaveOneOut | None = None,
 ) -> dict[str, Any]:
     """``cumulative`` and ``influence`` of the model without moderators
     (:mod:`cosmo_runner.meta.influence`): k refits each, so skipped (null, with the reason)
-    for k < 3 and above :data:`LEAVE1OUT_MAX_K`, as leave-one-out is."""
+    for k < 3 and above :data:`LEAVE1OUT_MAX_K`, as leave-one-out is. ``fit`` and
+    ``refits``: that model and its leave-one-out refits, reused by influence."""
     out: dict[str, Any] = {"cumulative": None, "influence": None}
     k = es.k
     if k < 3 or k > LEAVE1OUT_MAX_K:
@@ -1003,7 +1008,10 @@ def _case_diagnostics(
         ]
         warnings.extend(f"cumulative: {w}" for w in cm.warnings)
     try:
-        inf = influence(yi, vi, method=method, test=test, level=level, control=control)
+        inf = influence(
+            yi, vi, method=method, test=test, level=level, control=control, fit=fit,
+            refits=refits,
+        )  # fmt: skip
     except AnalysisError as exc:
         warnings.append(f"influence diagnostics not computed: {exc.message}")
     else:

@@ -34,8 +34,8 @@ from scipy.special import chdtr, ndtr, ndtri
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._decisions import scaled_test, variance_factor
 from cosmo_runner.meta._result import RowsWarning
-from cosmo_runner.meta.diagnostics import leave1out
-from cosmo_runner.meta.fit import Control, alpha_for_level, check_one_analysis, rma
+from cosmo_runner.meta.diagnostics import LeaveOneOut, leave1out
+from cosmo_runner.meta.fit import Control, RMAResult, alpha_for_level, check_one_analysis, rma
 
 __all__ = ["Cumulative", "Influence", "cumulative", "influence"]
 
@@ -172,16 +172,24 @@ def influence(
     test: str = "z",
     level: float = 95,
     control: Control | Mapping[str, Any] | None = None,
+    fit: RMAResult | None = None,
+    refits: LeaveOneOut | None = None,
 ) -> Influence:
-    """metafor's ``influence`` for an intercept-only model (``p = 1``)."""
+    """metafor's ``influence`` for an intercept-only model (``p = 1``). ``fit`` and
+    ``refits``: the model and its :func:`~.diagnostics.leave1out`, if the caller has them
+    (with the same data, method, test, level and control), to be reused."""
     y, v = check_one_analysis(yi, vi, "influence diagnostics")
     k = y.shape[0]
-    full = rma(y, v, method=method, test=test, level=level, control=control)
+    full = rma(y, v, method=method, test=test, level=level, control=control) if fit is None else fit
     mu, vb = float(full.estimate), float(full.se) ** 2
     tau2 = 0.0 if str(method).upper() in ("EE", "FE") else float(full.tau2)
     w = 1.0 / (v + tau2)
     hat = w / w.sum()
-    l1o = leave1out(y, v, method=method, test=test, level=level, control=control)
+    l1o = (
+        leave1out(y, v, method=method, test=test, level=level, control=control)
+        if refits is None
+        else refits
+    )
     mu_del, se_del = np.asarray(l1o.estimate), np.asarray(l1o.se)
     tau2_del = np.asarray(l1o.tau2) if l1o.tau2 is not None else np.zeros(k)
     tau2_del = np.nan_to_num(tau2_del, nan=0.0) if str(method).upper() in ("EE", "FE") else tau2_del

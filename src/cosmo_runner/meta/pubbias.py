@@ -123,8 +123,11 @@ def trimfill(  # noqa: PLR0912, PLR0915
     side: str | None = None,
     control: Control | Mapping[str, Any] | None = None,
     maxiter: int = 100,
+    fit: RMAResult | None = None,
 ) -> TrimFill:
-    """Duval and Tweedie's trim-and-fill (metafor ``trimfill``); see the module docstring."""
+    """Duval and Tweedie's trim-and-fill (metafor ``trimfill``); see the module docstring.
+    ``fit``: the model of ``yi``/``vi`` with this method, test, level and control, if the
+    caller has it (returned for ``k0 = 0``)."""
     y0, v = check_one_analysis(yi, vi, "trim-and-fill")
     if estimator not in ESTIMATORS:
         raise AnalysisError(
@@ -193,17 +196,18 @@ def trimfill(  # noqa: PLR0912, PLR0915
     if estimator == "R0":  # metafor: 1 - sum(choose(m + 1, m + 1) 0.5^(m + 2)), m = -1..k0-1
         p_k0 = float(1.0 - (0.5 ** (np.arange(-1, k0) + 2.0)).sum())
     if k0 == 0:
-        fit = rma(y0, v, method=method, test=test, level=level, control=control)
+        if fit is None:
+            fit = rma(y0, v, method=method, test=test, level=level, control=control)
         empty = np.empty(0)
         return TrimFill(0, se_k0, p_k0, side, estimator, fit, empty, empty)
     # the k0 most extreme studies, mirrored about beta (on the original scale: 2 b - y)
     filled_y = flip * (2.0 * beta - ys[k - k0 :])
     filled_v = vs[k - k0 :].copy()
-    fit = rma(
+    filled = rma(
         np.concatenate([y0, filled_y]), np.concatenate([v, filled_v]), method=method,
         test=test, level=level, control=control,
     )  # fmt: skip
-    return TrimFill(k0, se_k0, p_k0, side, estimator, fit, filled_y, filled_v)
+    return TrimFill(k0, se_k0, p_k0, side, estimator, filled, filled_y, filled_v)
 
 
 @dataclass(frozen=True)
