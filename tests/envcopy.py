@@ -4,6 +4,15 @@ A hard-linked file is shared with the real venv, so a copy must never write into
 place: :meth:`VenvCopy.replace_file` and :meth:`VenvCopy.edit_same_size` unlink first and
 write a new file. Deleting files and folders is safe. Python's own ``.pyc`` writes are safe
 too (importlib writes a temporary file and renames it).
+
+The gate's RECORD hash cache (``$COSMO_CACHE_DIR``, the session's: tests/conftest.py) is
+keyed by path, size, mtime, ctime and inode, and ``cp -al`` changes every linked file's ctime
+(its link count), so each copy would hash all ~6 300 locked files afresh in every command
+(about 0.4 s of CPU each) and leave the test venv's own cache stale. A copy therefore
+carries the cache over (:func:`carry_records_cache`): an entry is kept, with the new ctime,
+for a file whose size, mtime and inode are the cached ones, both for the test venv and for
+the copy. That is sound only because nothing here writes a file in place: a perturbed file
+is a new inode (a miss, hashed afresh), a deleted one is missing, a new one has no entry.
 """
 
 from __future__ import annotations
@@ -13,7 +22,10 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from importlib import metadata
 from pathlib import Path
+
+from cosmo_runner.env import records
 
 
 def run_python(
@@ -47,11 +59,13 @@ class VenvCopy:
         source = Path(sys.prefix)
         if source == Path(sys.base_prefix):
             raise RuntimeError("the tests must run inside a venv (make dev)")
+        purelib = Path(sysconfig.get_paths()["purelib"])
+        warm_records_cache(purelib)
         subprocess.run(["cp", "-al", str(source), str(target)], check=True)
         self.root = target
         self.python = target / "bin" / "python"
-        purelib = Path(sysconfig.get_paths()["purelib"])
         self.site_packages = target / purelib.relative_to(source)
+        carry_records_cache(purelib, self.site_packages)
 
     def run(
         self, *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
@@ -93,3 +107,42 @@ class VenvCopy:
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         assert path.stat().st_size == stat.st_size
         return path
+
+
+# records' cache class is private on purpose: the test helper re-keys what the gate wrote, a
+# seam for hard-linked copies that no caller outside the tests has
+def warm_records_cache(site: Path) -> None:
+    """Hash the test venv's distributions into the cache once, if it has no entry for them."""
+    directory = records.cache_dir()
+    if directory is None or records._Cache(directory, str(site)).old["files"]:
+        return
+    dists: dict[str, metadata.Distribution] = {}
+    for dist in metadata.distributions(path=[str(site)]):
+        dists.setdefault(records.normalize(dist.metadata["Name"]), dist)
+    records.verify(list(dists), dists, cache=directory, sites=[site])
+
+
+def carry_records_cache(site: Path, copy_site: Path) -> None:
+    """The test venv's cached RECORD hashes, re-keyed with the ctimes ``cp -al`` gave them,
+    for the test venv and for its copy at ``copy_site`` (see the module's docstring)."""
+    directory = records.cache_dir()
+    if directory is None:
+        return
+    original = records._Cache(directory, str(site))
+    copy = records._Cache(directory, str(copy_site))
+    for rel, entry in original.old["files"].items():
+        if type(entry) is not list or len(entry) != 5:
+            continue
+        size, mtime_ns, _ctime_ns, inode, value = entry
+        try:
+            st = os.stat(copy_site / rel)  # the same inode as the test venv's file
+        except OSError:
+            continue
+        if (st.st_size, st.st_mtime_ns, st.st_ino) == (size, mtime_ns, inode):
+            original.new["files"][rel] = [*records._stat_key(st), value]
+            if not os.path.isabs(rel):  # outside site-packages (bin/): keyed by its full path
+                copy.new["files"][rel] = original.new["files"][rel]
+    original.new["bytecode"] = original.old["bytecode"]  # keyed by .pyc: left as they were
+    original.dirty = copy.dirty = True
+    original.save()
+    copy.save()
