@@ -11,9 +11,6 @@ pipes and closed descriptors, ``PYTHONPATH`` or a venv copy.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -22,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from importlib import metadata
 from pathlib import Path
@@ -29,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cosmo_runner.env.gate import Gate
+from tests.forkserver import ForkServer
+from tests.gates import ReusedGate
 
 if TYPE_CHECKING:
-    from cosmo_runner.env.smoke import ImportProbes, SmokeReport
-    from cosmo_runner.env.snapshot import EnvironmentState
+    from cosmo_runner.env.gate import Gate
 
 # ``--cpu-times FILE``: each test's CPU time, the suite's measurement (bench/results.md)
 pytest_plugins = ["tests.cputime"]
@@ -113,77 +111,6 @@ def example(tmp_path: Path) -> Path:
     target = tmp_path / "bcg"
     shutil.copytree(EXAMPLE, target)
     return target / "spec.json"
-
-
-def _digest(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-class ReusedGate(Gate):
-    """The real gate, observed and checked once per distinct environment for the session.
-
-    An observation is reused only when everything it depends on is unchanged: the manifest
-    found (path and bytes), the lock it names (bytes), every environment variable and
-    ``sys.path``. A test that changes any of them gets a fresh, real observation. Live
-    import probes (``imports``) are never reused. Callers get copies: nothing they do to a
-    log can change what the next test sees.
-    """
-
-    def __init__(self) -> None:
-        self._states: dict[tuple[Any, ...], EnvironmentState] = {}
-        self._verdicts: dict[tuple[Any, ...], SmokeReport] = {}
-        self.observed = 0  # real observations taken (the fixture's own test reads these)
-        self.checked = 0
-
-    @staticmethod
-    def _key(manifest: str | None, cwd: Path | None) -> tuple[Any, ...]:
-        from cosmo_runner.env.manifest import locate
-
-        path, source = locate(manifest, cwd)
-        lock: str | None = None
-        try:
-            lock_path = json.loads(path.read_text(encoding="utf-8"))["lock"]["path"]
-            lock = _digest(path.parent / lock_path)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # the observation records the manifest's problem; key on its bytes alone
-        return (
-            str(path.resolve()),
-            source,
-            _digest(path),
-            lock,
-            tuple(sorted(os.environ.items())),
-            tuple(sys.path),
-        )
-
-    def observe(self, manifest: str | None, cwd: Path | None) -> EnvironmentState:
-        key = self._key(manifest, cwd)
-        if key not in self._states:
-            self._states[key] = super().observe(manifest, cwd)
-            self.observed += 1
-        state = self._states[key]
-        return dataclasses.replace(state, observed=copy.deepcopy(state.observed))
-
-    def check(
-        self,
-        state: EnvironmentState,
-        *,
-        strict: bool,
-        imports: ImportProbes | None,
-        probe_all: bool,
-    ) -> SmokeReport:
-        if imports is not None:  # live probes of this run: their outcome is the point
-            return super().check(state, strict=strict, imports=imports, probe_all=probe_all)
-        document = json.dumps(state.document(), sort_keys=True, default=str)
-        key = (hashlib.sha256(document.encode()).hexdigest(), strict, probe_all)
-        if key not in self._verdicts:
-            self._verdicts[key] = super().check(
-                state, strict=strict, imports=None, probe_all=probe_all
-            )
-            self.checked += 1
-        return self._verdicts[key]
 
 
 # Variables the interpreter reads when it starts: setting them in process changes nothing.
@@ -273,6 +200,16 @@ def reused_gate() -> ReusedGate:
 def cli(reused_gate: ReusedGate) -> InProcess:
     """Run ``cosmo-runner ARGS`` in process: ``cli("run", spec, "--out", out, cwd=...)``."""
     return InProcess(reused_gate)
+
+
+@pytest.fixture(scope="session")
+def forked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    """Real ``cosmo-runner`` processes forked from a warm parent (tests/forkserver.py):
+    ``forked.run("run", spec, ...)`` like :func:`run_cli`, ``forked.popen([...])`` like
+    ``Popen``. For signals, races and broken descriptors; one server per pytest worker."""
+    server = ForkServer(tmp_path_factory.mktemp("forkserver"))
+    yield server
+    server.close()
 
 
 # Tests that share one machine-wide thing run on one pytest-xdist worker, one at a time

@@ -78,6 +78,22 @@ def test_one_observation_per_distinct_environment(tmp_path: Path) -> None:
     assert gate.observed == 4
 
 
+def test_the_next_test_reuses_the_observation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest names each test in PYTEST_CURRENT_TEST: not a change of environment, and not
+    in the snapshot either."""
+    gate = ReusedGate()
+    cli = InProcess(gate)
+    spec = validators_only_spec(tmp_path / "work")
+    for n, name in enumerate(["tests/a.py::test_a (call)", "tests/b.py::test_b (setup)"]):
+        monkeypatch.setenv("PYTEST_CURRENT_TEST", name)
+        assert cli("validate", spec, "--out", tmp_path / f"v{n}").returncode == 0
+    assert (gate.observed, gate.checked) == (1, 1)
+    observed = load_log(tmp_path / "v1")["environment"]["observed"]
+    assert "PYTEST_CURRENT_TEST" not in json.dumps(observed)
+
+
 def test_a_run_cannot_change_what_the_next_run_observes(tmp_path: Path) -> None:
     gate = ReusedGate()
     first = gate.observe(None, tmp_path)
