@@ -4,9 +4,11 @@ check logs.
 End-to-end tests run ``cosmo_runner.cli.main(argv)`` in process through the ``cli`` fixture
 (:class:`InProcess`): one interpreter, and one environment observation and smoke verdict per
 distinct environment for the whole session (:class:`ReusedGate`, injected through
-``main``'s ``gate``). Use :func:`run_cli` (a real ``python -m cosmo_runner`` subprocess)
-only where the process boundary is the point: the entry point itself, signals, kill -9,
-pipes and closed descriptors, ``PYTHONPATH`` or a venv copy.
+``main``'s ``gate``). Where a real process is the point (signals, kill -9, racing
+processes, pipes and closed descriptors, a blocking read to time out) but the interpreter's
+start is not, the ``forked`` fixture forks one from a warm parent (tests/forkserver.py).
+Use :func:`run_cli` (a fresh ``python -m cosmo_runner``) for the entry point itself,
+interpreter-start variables, a venv copy, and beside each class of forked test.
 """
 
 from __future__ import annotations

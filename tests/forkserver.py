@@ -395,36 +395,10 @@ class ForkServer:
             )
         full_env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
         full_env.update(env or {})
-        sent: list[int] = []
-        ours: list[int] = []  # descriptors opened here for the child, closed once sent
-        pipes: dict[str, IO[Any] | None] = {"stdout": None, "stderr": None}
-        layout: list[int] = []
-        for name, given, default in (
-            ("stdin", stdin, 0),
-            ("stdout", stdout, 1),
-            ("stderr", stderr, 2),
-        ):
-            if given == CLOSED:
-                layout.append(CLOSED)
-                continue
-            if given == subprocess.PIPE:
-                read_end, write_end = os.pipe()
-                if name == "stdin":
-                    raise NotImplementedError("stdin=PIPE")
-                pipes[name] = open(read_end, "r" if text else "rb")  # noqa: SIM115
-                ours.append(write_end)
-                fd = write_end
-            elif given == subprocess.DEVNULL:
-                fd = os.open(os.devnull, os.O_RDONLY if name == "stdin" else os.O_WRONLY)
-                ours.append(fd)
-            elif given is None:
-                fd = default
-            elif isinstance(given, int):
-                fd = given
-            else:
-                fd = given.fileno()
-            layout.append(len(sent))
-            sent.append(fd)
+        stdio = _Stdio(text)
+        for name, given in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+            stdio.add(name, given)
+        sent, ours, pipes, layout = stdio.sent, stdio.ours, stdio.pipes, stdio.layout
         reply, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         request = {
             "args": [str(a) for a in args],
@@ -438,14 +412,17 @@ class ForkServer:
         }
         try:
             socket.send_fds(self.control, [json.dumps(request).encode()], [theirs.fileno(), *sent])
+            answer = json.loads(reply.recv(1 << 16) or b'{"error": "it is gone"}')
+        except OSError as exc:
+            answer = {"error": f"it is gone ({exc})"}
         finally:
             theirs.close()
             for fd in ours:
                 os.close(fd)
-        answer = json.loads(reply.recv(1 << 16) or b'{"error": "the fork server is gone"}')
         if "error" in answer:
             reply.close()
-            raise RuntimeError(f"fork server: {answer['error']} (log: {self.log})")
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"fork server: {answer['error']}; its log {self.log}:\n{tail}")
         self.charge(answer["cpu"])  # the server's warm-up for this request
         return ForkedProcess(self, answer["pid"], reply, pipes)
 
@@ -494,6 +471,39 @@ class ForkServer:
         from tests import cputime
 
         cputime.charge(-self.charged)  # now counted again with the server's own usage
+
+
+class _Stdio:
+    """The child's descriptors 0-2: what to send, what was opened here, the pipes' ends."""
+
+    def __init__(self, text: bool) -> None:
+        self.text = text
+        self.sent: list[int] = []
+        self.ours: list[int] = []  # opened here for the child, closed once sent
+        self.pipes: dict[str, IO[Any] | None] = {"stdout": None, "stderr": None}
+        self.layout: list[int] = []  # per descriptor: CLOSED or its index in ``sent``
+
+    def add(self, name: str, given: int | IO[Any] | None) -> None:
+        if given == CLOSED:
+            self.layout.append(CLOSED)
+            return
+        if given == subprocess.PIPE:
+            if name == "stdin":
+                raise NotImplementedError("stdin=PIPE")
+            read_end, fd = os.pipe()
+            self.pipes[name] = open(read_end, "r" if self.text else "rb")  # noqa: SIM115
+            self.ours.append(fd)
+        elif given == subprocess.DEVNULL:
+            fd = os.open(os.devnull, os.O_RDONLY if name == "stdin" else os.O_WRONLY)
+            self.ours.append(fd)
+        elif given is None:  # this process's own, as Popen inherits it
+            fd = ("stdin", "stdout", "stderr").index(name)
+        elif isinstance(given, int):
+            fd = given
+        else:
+            fd = given.fileno()
+        self.layout.append(len(self.sent))
+        self.sent.append(fd)
 
 
 def _umask() -> int:

@@ -1,8 +1,10 @@
 """Exit codes are the truth: output that cannot be written never changes them.
 
 Every way stdout or stderr can be gone (a reader that left, a full device, a closed or
-read-only descriptor) against outcomes 0, 3 and 4, in subprocesses: the exit code, the
-one-line messages on whatever stream still works, and the run log's schema validity.
+read-only descriptor) against every outcome, in real processes: the exit code, the one-line
+messages on whatever stream still works, and the run log's schema validity. The processes
+are forked from the warm fork server (tests/forkserver.py); shell pipelines, usage errors and
+a comparison of forked and fresh processes for each setup run fresh interpreters.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from cosmo_runner.cli import Console, main
 from tests.conftest import ROOT, load_log
+from tests.forkserver import CLOSED, ForkServer
 from tests.triage.conftest import manifest_copy, validators_only_spec
 
 CASES = ROOT / "tests" / "cases"
@@ -34,7 +37,10 @@ def _env() -> dict[str, str]:
 
 @contextmanager
 def _streams(setup: str) -> Iterator[tuple[list[str], dict[str, Any]]]:
-    """(command prefix, Popen keyword arguments) for one broken-output setup."""
+    """(shell prefix, stdout/stderr keyword arguments) for one broken-output setup.
+
+    The prefix closes a descriptor for a fresh interpreter (``sh -c 'exec "$@" >&-'``); the
+    fork server closes it itself, given :data:`CLOSED` in the keyword arguments instead."""
     opened: list[Any] = []
     prefix: list[str] = []
     kwargs: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
@@ -53,8 +59,10 @@ def _streams(setup: str) -> Iterator[tuple[list[str], dict[str, Any]]]:
         opened.append(kwargs["stdout"])
     elif setup == "stdout-closed":
         prefix = ["sh", "-c", 'exec "$@" >&-', "sh"]
+        kwargs["stdout"] = CLOSED
     elif setup == "stderr-closed":
         prefix = ["sh", "-c", 'exec "$@" 2>&-', "sh"]
+        kwargs["stderr"] = CLOSED
     elif setup == "stderr-full":
         kwargs["stderr"] = open("/dev/full", "wb")  # noqa: SIM115 - closed below
         opened.append(kwargs["stderr"])
@@ -85,9 +93,21 @@ STDOUT_WARNING = {
 }
 
 
-def _run(setup: str, args: list[str]) -> tuple[int, str, str]:
-    with _streams(setup) as (prefix, kwargs):
-        proc = subprocess.Popen([*prefix, *PYTHON_CLI, *args], env=_env(), **kwargs)
+def _run(setup: str, args: list[str], forked: ForkServer) -> tuple[int, str, str]:
+    """``cosmo-runner ARGS`` forked from the warm fork server, its output broken by ``setup``."""
+    with _streams(setup) as (_, kwargs):
+        proc = forked.popen(args, stdin=subprocess.DEVNULL, **kwargs)
+        out, err = proc.communicate(timeout=300)
+    return proc.wait(), _text(out), _text(err)
+
+
+def _run_fresh(setup: str, args: list[str]) -> tuple[int, str, str]:
+    """The same in a fresh interpreter (``python -m cosmo_runner``)."""
+    with _streams(setup) as (prefix, streams):
+        kwargs = {k: None if v == CLOSED else v for k, v in streams.items()}
+        proc = subprocess.Popen(
+            [*prefix, *PYTHON_CLI, *args], env=_env(), stdin=subprocess.DEVNULL, **kwargs
+        )
         out, err = proc.communicate(timeout=300)
     return proc.returncode, _text(out), _text(err)
 
@@ -130,14 +150,20 @@ def _check_streams(setup: str, out: str, err: str, *, error_line: bool) -> None:
     ("outcome", "code"), [("gate-failed", 3), ("validators-failed", 4), ("succeeded", 0)]
 )
 def test_run_exit_code_survives_broken_output(
-    setup: str, outcome: str, code: int, specs: dict[str, Path], tmp_path: Path
+    setup: str,
+    outcome: str,
+    code: int,
+    *,
+    specs: dict[str, Path],
+    tmp_path: Path,
+    forked: ForkServer,
 ) -> None:
     out_dir = tmp_path / "out"
     args = ["run", str(specs["bad-table" if outcome == "validators-failed" else "ok"])]
     args += ["--out", str(out_dir)]
     if outcome == "gate-failed":
         args += ["--manifest", str(specs["manifest"])]
-    returncode, out, err = _run(setup, args)
+    returncode, out, err = _run(setup, args, forked)
     assert returncode == code, err
     _check_streams(setup, out, err, error_line=code != 0)
     log = load_log(out_dir)
@@ -149,11 +175,12 @@ def test_run_exit_code_survives_broken_output(
 @pytest.mark.parametrize("setup", ["stdout-reader-left", "both-readers-left", "stderr-full"])
 @pytest.mark.parametrize(("spec", "code"), [("analysis-fails", 5), ("schema-invalid", 2)])
 def test_exit_codes_2_and_5_survive_broken_output(
-    setup: str, spec: str, code: int, specs: dict[str, Path], tmp_path: Path
+    setup: str, spec: str, code: int, *, specs: dict[str, Path], tmp_path: Path, forked: ForkServer
 ) -> None:
     """The other outcomes of a run: an invalid spec and a failed analysis, as above."""
     out_dir = tmp_path / "out"
-    returncode, out, err = _run(setup, ["run", str(specs[spec]), "--out", str(out_dir)])
+    args = ["run", str(specs[spec]), "--out", str(out_dir)]
+    returncode, out, err = _run(setup, args, forked)
     assert returncode == code, err
     _check_streams(setup, out, err, error_line=True)
     log = load_log(out_dir)
@@ -161,15 +188,25 @@ def test_exit_codes_2_and_5_survive_broken_output(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setup", ["stdout-reader-left", "stdout-full", "stderr-closed"])
-@pytest.mark.parametrize(("gate", "code"), [("ok", 0), ("failed", 3)])
+@pytest.mark.parametrize(
+    ("setup", "gate", "code"),
+    [
+        ("stdout-reader-left", "ok", 0),
+        ("stdout-reader-left", "failed", 3),
+        ("stdout-full", "failed", 3),
+        ("stderr-closed", "ok", 0),
+    ],
+)
 def test_smoke_exit_code_survives_broken_output(
-    setup: str, gate: str, code: int, specs: dict[str, Path]
+    setup: str, gate: str, code: int, specs: dict[str, Path], forked: ForkServer
 ) -> None:
+    """Each code with a broken stdout, each kind of broken stream with a code: ``smoke``
+    decides its code before it prints, and prints the same way for both (each smoke probes
+    its imports in fresh interpreters, over a second of CPU: not every pair)."""
     args = ["smoke", "--json"] + (
         ["--manifest", str(specs["manifest"])] if gate == "failed" else []
     )
-    returncode, out, err = _run(setup, args)
+    returncode, out, err = _run(setup, args, forked)
     assert returncode == code, err
     _check_streams(setup, out, err, error_line=False)
 
@@ -196,12 +233,25 @@ def test_shell_pipelines_keep_the_code(specs: dict[str, Path], tmp_path: Path) -
 @pytest.mark.slow
 def test_help_and_usage_errors_survive_broken_output() -> None:
     for setup in ("stdout-reader-left", "stdout-full"):
-        assert _run(setup, ["--help"])[0] == 0
-        assert _run(setup, ["run", "--help"])[0] == 0
-    code, _, err = _run("stdout-full", ["frobnicate"])
+        assert _run_fresh(setup, ["--help"])[0] == 0
+        assert _run_fresh(setup, ["run", "--help"])[0] == 0
+    code, _, err = _run_fresh("stdout-full", ["frobnicate"])
     assert code == 2
     assert err.splitlines()[-1].startswith("cosmo-runner: error: cosmo-runner: argument command")
-    assert _run("stderr-full", ["frobnicate"])[0] == 2
+    assert _run_fresh("stderr-full", ["frobnicate"])[0] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", SETUPS)
+def test_a_forked_process_meets_its_streams_as_a_fresh_one(setup: str, forked: ForkServer) -> None:
+    """The fork server's children (the tests above) against fresh interpreters, setup by
+    setup: the same exit code and the same bytes on each stream that still works, for
+    output on stdout (``--version``), on stderr (a usage error) and on both (``--debug``
+    prints a traceback after the error line)."""
+    for args in (["--version"], ["frobnicate"], ["--debug", "verify", "/nonexistent-run"]):
+        fresh = _run_fresh(setup, args)
+        assert fresh[0] in (0, 2), fresh
+        assert _run(setup, args, forked) == fresh, (setup, args)
 
 
 # ---------------------------------------------------------------- the Console, in process

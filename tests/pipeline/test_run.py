@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, InProcess, fake_dist, load_log, run_cli
+from tests.forkserver import ForkServer
+from tests.triage.conftest import validators_only_spec
 
 pytestmark = pytest.mark.slow
 
@@ -126,15 +126,13 @@ def test_validate_is_a_dry_run_that_writes_nothing(
     assert log["analyses"] == [] and list((out / "results").iterdir()) == []
 
 
-def test_four_parallel_runs_get_four_directories(example: Path, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
+def test_four_parallel_runs_get_four_directories(tmp_path: Path, forked: ForkServer) -> None:
+    """Four real processes (forked: they start within milliseconds) into ./runs/: the
+    directory and run id are the point, so the spec has validators only."""
+    spec = validators_only_spec(tmp_path / "spec")
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "cosmo_runner", "run", str(example)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        forked.popen(
+            ["run", str(spec)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(4)
     ]
@@ -167,16 +165,16 @@ def test_plugin_validator_from_an_entry_point(
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_during_a_run_leaves_an_interrupted_log(
-    example: Path, plugin_site: Path, tmp_path: Path, signum: int, code: int
+    example: Path, plugin_site: Path, tmp_path: Path, signum: int, code: int, *, forked: ForkServer
 ) -> None:
+    """A real process (forked from the warm fork server) stopped inside a plugin validator;
+    pipeline/test_signals.py has the same signals in fresh interpreters."""
     started = tmp_path / "validator-started"
     spec = _plugin_spec(example, sleep=60, started=str(started))
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
-    env["PYTHONPATH"] = str(plugin_site)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cosmo_runner", "run", str(spec), "--out", str(out)],
-        env=env,
+    proc = forked.popen(
+        ["run", str(spec), "--out", str(out)],
+        env={"PYTHONPATH": str(plugin_site)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

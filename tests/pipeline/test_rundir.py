@@ -8,7 +8,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ import pytest
 from cosmo_runner.errors import OutputDirError, OutputWriteError
 from cosmo_runner.pipeline import CLAIM_NAME, prepare_out_dir
 from cosmo_runner.runlog import RESERVE_EXTRA, RESERVE_NAME, RunLog, write_atomic
-from tests.conftest import InProcess, fake_dist, load_log, run_cli
+from tests.conftest import InProcess, fake_dist, load_log
+from tests.forkserver import ForkServer
 
 IN_USE = "output directory is in use by another run: {out}"
 NOT_EMPTY = "output directory is not empty, refusing to overwrite: {out}"
@@ -86,17 +86,19 @@ def test_threads_released_together_have_exactly_one_winner(tmp_path: Path, exist
         assert [p.name for p in out.iterdir()] == [CLAIM_NAME]  # losers wrote nothing
 
 
-def test_racing_processes_on_one_out_have_exactly_one_run(example: Path, tmp_path: Path) -> None:
+def test_racing_processes_on_one_out_have_exactly_one_run(
+    example: Path, tmp_path: Path, forked: ForkServer
+) -> None:
+    """Eight real processes (forked from the warm fork server: they start within
+    milliseconds of each other, a tighter race than fresh interpreters) on one --out."""
     spec = _light_spec(example)
-    env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
     for round_number in range(5):
         out = tmp_path / f"out{round_number}"
         if round_number % 2:
             out.mkdir()  # an existing empty directory, claimed by a claim file
         procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "cosmo_runner", "run", str(spec), "--out", str(out)],
-                env=env,
+            forked.popen(
+                ["run", str(spec), "--out", str(out)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -289,7 +291,7 @@ def block(context):
 
 
 def test_an_output_that_cannot_be_written_fails_its_analysis_and_leaves_no_part(
-    example: Path, tmp_path: Path
+    example: Path, tmp_path: Path, forked: ForkServer
 ) -> None:
     site = tmp_path / "site"
     site.mkdir()
@@ -306,7 +308,7 @@ def test_an_output_that_cannot_be_written_fails_its_analysis_and_leaves_no_part(
         {"id": "blocker", "kind": "block", "input": "bcg", "options": {"path": str(out / "plots")}}
     )
     example.write_text(json.dumps(spec))
-    proc = run_cli("run", example, "--out", out, env={"PYTHONPATH": str(site)})
+    proc = forked.run("run", example, "--out", out, env={"PYTHONPATH": str(site)})
     assert proc.returncode == 5, proc.stderr
     with_plots = [a["id"] for a in spec["analyses"] if a.get("plots")]
     more = f" (and {len(with_plots) - 1} more)" if len(with_plots) > 1 else ""

@@ -12,7 +12,8 @@ import pytest
 
 from cosmo_runner import spec as spec_mod
 from cosmo_runner.errors import SpecError
-from tests.conftest import EXAMPLE, InProcess, load_log, run_cli
+from tests.conftest import EXAMPLE, InProcess, load_log
+from tests.forkserver import ForkServer
 
 
 def _example() -> dict[str, Any]:
@@ -148,11 +149,14 @@ def _under_a_file(tmp: Path) -> Path:
     ],
     ids=["fifo", "dev-zero", "directory", "unreadable"],
 )
-def test_odd_spec_files_exit_2_with_a_complete_log(make: Any, reason: str, tmp_path: Path) -> None:
+def test_odd_spec_files_exit_2_with_a_complete_log(
+    make: Any, reason: str, tmp_path: Path, forked: ForkServer
+) -> None:
     spec = make(tmp_path)
     out = tmp_path / "out"
-    # a subprocess: a blocking read (the FIFO, /dev/zero) times out instead of hanging the suite
-    proc = run_cli("run", spec, "--out", out, timeout=120)
+    # another process (forked, tests/forkserver.py): a blocking read (the FIFO, /dev/zero)
+    # times out and is killed instead of hanging the suite
+    proc = forked.run("run", spec, "--out", out, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"cosmo-runner: error: {spec}: {reason}"]
     log = load_log(out)
