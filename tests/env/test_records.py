@@ -20,6 +20,7 @@ import pytest
 
 from cosmo_runner.env import records
 from tests.conftest import ROOT, InProcess, load_log, run_cli
+from tests.env.test_smoke import NO_IMPORTS, manifest_copy
 
 SOURCE = b"VALUE = 1\n"  # same size as its edits below
 FILES = {"demo/__init__.py": SOURCE, "demo/util.py": b"def f():\n    return 2\n"}
@@ -726,15 +727,19 @@ def test_real_venvs_at_two_paths_share_the_digest_and_catch_an_edit(tmp_path: Pa
 @pytest.fixture
 def edited_cycler(tmp_path: Path) -> dict[str, str]:
     """The locked cycler, copied first on PYTHONPATH (so it is what import sees) with a
-    same-size edit whose mtime is put back. The environment for a subprocess."""
+    same-size edit whose mtime is put back. The environment for a subprocess, with the
+    project's manifest and lock copied, required imports emptied (their probes judge no
+    RECORD: tests/env/test_smoke.py's NO_IMPORTS)."""
     shadow = tmp_path / "shadow"
     version = copy_distribution("cycler", shadow)
     target = shadow / "cycler" / "__init__.py"
     original = target.read_bytes()
     edit_keeping_mtime(target, original.replace(b"cycle", b"cycel", 1))
+    (tmp_path / "manifest").mkdir()
+    manifest = manifest_copy(tmp_path / "manifest", imports=NO_IMPORTS)
     return {
         "PYTHONPATH": str(shadow),
-        "COSMO_CACHE_DIR": str(tmp_path / "cache"),
+        "COSMO_MANIFEST": str(manifest),
         "CYCLER_MESSAGE": f"cycler {version}: 1 file differs from RECORD: cycler/__init__.py",
     }
 

@@ -68,31 +68,45 @@ def test_json_has_snapshot_and_checks(cli: InProcess) -> None:
     } <= names
 
 
-def test_drifted_package_names_both_versions(tmp_path: Path) -> None:
-    fake_dist(tmp_path, "jsonschema", "4.0.0")
-    path = manifest_copy(tmp_path, imports=NO_IMPORTS)
-    proc = run_cli("smoke", "--manifest", path, env={"PYTHONPATH": str(tmp_path)})
-    assert_gate_failed(proc, f"jsonschema: lock {LOCKED_JSONSCHEMA}, installed 4.0.0")
+def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory first on ``sys.path`` for fake ``.dist-info`` folders, in process: what
+    ``PYTHONPATH`` gives a fresh interpreter, as importlib.metadata sees it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    return site
 
 
-def test_inconsistent_requirements_are_found_in_process(tmp_path: Path) -> None:
-    fake_dist(tmp_path, "needy", "1.0", requires=["numpy<1"])
+def test_drifted_package_names_both_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: InProcess
+) -> None:
+    fake_dist(fake_site(tmp_path, monkeypatch), "jsonschema", "4.0.0")
     path = manifest_copy(tmp_path, imports=NO_IMPORTS)
-    proc = run_cli("smoke", "--manifest", path, env={"PYTHONPATH": str(tmp_path)})
+    assert_gate_failed(
+        cli("smoke", "--manifest", path), f"jsonschema: lock {LOCKED_JSONSCHEMA}, installed 4.0.0"
+    )
+
+
+def test_inconsistent_requirements_are_found_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: InProcess
+) -> None:
+    fake_dist(fake_site(tmp_path, monkeypatch), "needy", "1.0", requires=["numpy<1"])
+    proc = cli("smoke", "--manifest", manifest_copy(tmp_path, imports=NO_IMPORTS))
     assert_gate_failed(proc, "needy 1.0 requires numpy<1, installed")
     assert (
         "installed distributions not in the lock: " in proc.stdout and "needy==1.0" in proc.stdout
     )
 
 
-def test_extra_distribution_is_a_warning_and_an_error_with_strict(tmp_path: Path) -> None:
-    fake_dist(tmp_path, "stray", "0.1")
+def test_extra_distribution_is_a_warning_and_an_error_with_strict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: InProcess
+) -> None:
+    fake_dist(fake_site(tmp_path, monkeypatch), "stray", "0.1")
     path = manifest_copy(tmp_path, imports=NO_IMPORTS)
-    proc = run_cli("smoke", "--manifest", path, env={"PYTHONPATH": str(tmp_path)})
+    proc = cli("smoke", "--manifest", path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "stray==0.1" in proc.stdout
-    proc = run_cli("smoke", "--manifest", path, "--strict", env={"PYTHONPATH": str(tmp_path)})
-    assert_gate_failed(proc, "stray==0.1")
+    assert_gate_failed(cli("smoke", "--manifest", path, "--strict"), "stray==0.1")
 
 
 def test_missing_import_shows_the_exception(tmp_path: Path, cli: InProcess) -> None:
@@ -175,7 +189,9 @@ def test_manifest_from_environment_variable_and_package_data(
     assert "(package)" in proc.stdout
 
 
-def test_real_pip_check_on_request(cli: InProcess) -> None:
-    proc = cli("smoke", "--pip-check", "--json")
+def test_real_pip_check_on_request(tmp_path: Path, cli: InProcess) -> None:
+    path = manifest_copy(tmp_path, imports=NO_IMPORTS)
+    proc = cli("smoke", "--manifest", path, "--pip-check", "--json")
+    assert proc.returncode == 0, proc.stdout
     checks = {c["name"]: c for c in json.loads(proc.stdout)["smoke"]["checks"]}
     assert checks["pip-check"]["status"] == "ok"
