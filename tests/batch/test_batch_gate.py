@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.batch.helpers import batch, batch_log, committed
+from tests.batch.helpers import K, batch, batch_log, committed
 from tests.batch.specgen import generate_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 def test_the_clients_own_gate_failing_is_exit_3_with_a_complete_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    specs = generate_specs(tmp_path / "specs", 3)
+    specs = generate_specs(tmp_path / "specs", 3, k=K)
     out = tmp_path / "out"
     missing = tmp_path / "no-manifest.json"
     code, _, err = batch(capsys, *specs, "--out", out, "--manifest", missing)
@@ -48,7 +48,7 @@ def test_the_clients_own_gate_failing_is_exit_3_with_a_complete_log(
 def test_no_worker_with_the_expected_env_id_is_exit_3_and_lists_them_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    specs = generate_specs(tmp_path / "specs", 3)
+    specs = generate_specs(tmp_path / "specs", 3, k=K)
     out = tmp_path / "out"
     code, _, err = batch(
         capsys, *specs, "--out", out, "--workers", "2", "--expect-env-id", "0123456789abcdef"

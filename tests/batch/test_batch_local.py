@@ -1,4 +1,6 @@
-"""``cosmo-runner batch`` on the embedded LocalCluster (127.0.0.1, no dashboard), in process."""
+"""``cosmo-runner batch`` in process: on the embedded LocalCluster (127.0.0.1, no dashboard),
+and, where a healthy cluster is all a test needs, on the module's shared one of that kind
+(``shared_cluster``, tests/batch/conftest.py) through ``--cluster ADDRESS``."""
 
 from __future__ import annotations
 
@@ -12,22 +14,26 @@ from pathlib import Path
 import pytest
 
 from cosmo_runner.batch.client import BatchOptions, run_batch
-from cosmo_runner.cli import main
 from cosmo_runner.interrupts import SignalGuard
-from tests.batch.helpers import batch, batch_log, by_key, committed, events
+from tests.batch.conftest import SHARED_GROUP
+from tests.batch.helpers import K, batch, batch_log, by_key, committed, events
 from tests.batch.specgen import generate_specs
+from tests.conftest import InProcess
 from tests.share.test_report import Page
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
+@pytest.mark.xdist_group(SHARED_GROUP)
 def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_cluster: str, cli: InProcess
 ) -> None:
-    specs = generate_specs(tmp_path / "specs", 50, seed=1)
+    specs = generate_specs(tmp_path / "specs", 50, seed=1, k=K)
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"specs/{p.name}\n" for p in specs), encoding="utf-8")
-    code, out, err = batch(capsys, "--from", listing, "--out", tmp_path / "out", "--workers", "2")
+    code, out, err = batch(
+        capsys, "--from", listing, "--out", tmp_path / "out", "--cluster", shared_cluster
+    )
     assert (code, err) == (0, "")
     doc = batch_log(tmp_path / "out")
     assert (
@@ -45,7 +51,7 @@ def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
     ) == 1
     for spec in specs:
         single = tmp_path / "single" / spec.stem
-        assert main(["run", str(spec), "--out", str(single)]) == 0
+        assert cli("run", spec, "--out", single).returncode == 0
         ours = tmp_path / "out" / spec.stem
         assert (ours / "results" / "fit.json").read_bytes() == (
             single / "results" / "fit.json"
@@ -55,14 +61,13 @@ def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
         assert log["environment"]["env_id"] == doc["expected_env_id"]
         assert log["status"] == "succeeded"
     # a run committed by the batch replays on the client (written unsynced, committed durably)
-    capsys.readouterr()
-    assert main(["verify", str(tmp_path / "out" / specs[0].stem)]) == 0
-    assert "reproduced" in capsys.readouterr().out
+    verified = cli("verify", tmp_path / "out" / specs[0].stem)
+    assert verified.returncode == 0 and "reproduced" in verified.stdout
     # the batch wrote its own page, which `cosmo-runner report DIR` writes again byte for byte
     assert doc["report"] == {"path": "report.html", "error": None}
     page = (tmp_path / "out" / "report.html").read_bytes()
     assert page.count(b'href="sim-') == 50 and b'href="sim-00049/report.html"' in page
-    assert main(["report", str(tmp_path / "out")]) == 0
+    assert cli("report", tmp_path / "out").returncode == 0
     assert (tmp_path / "out" / "report.html").read_bytes() == page
 
 
@@ -70,7 +75,7 @@ def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     environ = dict(os.environ)
-    good, bad_value, missing, invalid = generate_specs(tmp_path, 4, seed=2)
+    good, bad_value, missing, invalid = generate_specs(tmp_path, 4, seed=2, k=K)
     csv = bad_value.with_suffix(".csv")
     lines = csv.read_text(encoding="utf-8").splitlines()
     lines[1] = "s1,0.1,-0.05"  # a negative sampling variance: a validator error (exit 4)
@@ -112,7 +117,7 @@ def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
 def test_a_non_empty_folder_needs_resume(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (spec,) = generate_specs(tmp_path, 1)
+    (spec,) = generate_specs(tmp_path, 1, k=K)
     out = tmp_path / "out"
     out.mkdir()
     (out / "something").write_text("x", encoding="utf-8")
@@ -130,18 +135,20 @@ def test_a_non_empty_folder_needs_resume(
     )
 
 
+@pytest.mark.xdist_group(SHARED_GROUP)
 def test_resume_reuses_matching_runs_and_runs_the_rest(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_cluster: str
 ) -> None:
-    first = generate_specs(tmp_path / "specs", 4, seed=3)
+    first = generate_specs(tmp_path / "specs", 4, seed=3, k=K)
     out = tmp_path / "out"
-    code, _, err = batch(capsys, *first, "--out", out, "--workers", "2", "--shared-fs")
+    on = ("--cluster", shared_cluster)
+    code, _, err = batch(capsys, *first, "--out", out, *on, "--shared-fs")
     assert (code, err) == (0, "")
     before = {k: v["run_id"] for k, v in by_key(batch_log(out)).items()}
     changed = first[0].with_suffix(".csv")  # an input changed: that run cannot be reused
     changed.write_text(changed.read_text(encoding="utf-8") + "s21,0.1,0.1\n", encoding="utf-8")
-    more = generate_specs(tmp_path / "specs", 2, seed=3, start=4)
-    code, _, err = batch(capsys, *first, *more, "--out", out, "--workers", "2", "--resume")
+    more = generate_specs(tmp_path / "specs", 2, seed=3, start=4, k=K)
+    code, _, err = batch(capsys, *first, *more, "--out", out, *on, "--resume")
     assert (code, err) == (0, "")
     doc = batch_log(out)
     specs = by_key(doc)
@@ -182,8 +189,11 @@ def test_resume_reuses_matching_runs_and_runs_the_rest(
     assert stdout.splitlines()[0] == f"batch {doc['batch_id']}: failed (exit 5): 6 specs: 6 reused"
 
 
-def test_interrupted_after_some_commits_then_resume_duplicates_nothing(tmp_path: Path) -> None:
-    specs = generate_specs(tmp_path / "specs", 12, seed=4)
+@pytest.mark.xdist_group(SHARED_GROUP)
+def test_interrupted_after_some_commits_then_resume_duplicates_nothing(
+    tmp_path: Path, shared_cluster: str
+) -> None:
+    specs = generate_specs(tmp_path / "specs", 12, seed=4, k=K)
     out = tmp_path / "out"
     sent: list[int] = []
 
@@ -194,6 +204,9 @@ def test_interrupted_after_some_commits_then_resume_duplicates_nothing(tmp_path:
 
     with SignalGuard() as guard:
         result = run_batch(
+            # one worker of its own: with two, a lot of two results can be committed together
+            # and the signal, sent while the first is recorded, leaves the second committed
+            # but logged `interrupted` (a --resume reuses it; the count below would differ)
             BatchOptions(specs=specs, out_dir=out, workers=1, chunk=1, progress=progress),
             signals=guard,
         )
@@ -205,7 +218,7 @@ def test_interrupted_after_some_commits_then_resume_duplicates_nothing(tmp_path:
     done = statuses.count("succeeded")
     assert done >= 3 and statuses.count("interrupted") == 12 - done
     assert len(committed(out)) == done
-    again = run_batch(BatchOptions(specs=specs, out_dir=out, workers=1, resume=True))
+    again = run_batch(BatchOptions(specs=specs, out_dir=out, cluster=shared_cluster, resume=True))
     assert again.exit_code == 0
     doc = batch_log(out)
     assert doc["totals"]["reused"] == done and doc["totals"]["succeeded"] == 12 - done
@@ -214,7 +227,7 @@ def test_interrupted_after_some_commits_then_resume_duplicates_nothing(tmp_path:
 
 
 def test_help_and_run_do_not_import_dask(tmp_path: Path) -> None:
-    (spec,) = generate_specs(tmp_path, 1)
+    (spec,) = generate_specs(tmp_path, 1, k=K)
     probe = (
         "import sys, contextlib, io\n"
         "from cosmo_runner.cli import main\n"
@@ -248,7 +261,7 @@ def test_a_batch_runs_while_another_server_holds_port_8787(
             holder.listen(1)
         except OSError:
             pass  # already taken by someone else: the case under test either way
-        specs = generate_specs(tmp_path / "specs", 2, seed=3)
+        specs = generate_specs(tmp_path / "specs", 2, seed=3, k=K)
         code, _out, err = batch(
             capsys, *map(str, specs), "--out", tmp_path / "out", "--workers", "1"
         )

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from cosmo_runner.batch.client import BatchOptions, run_batch
-from tests.batch.helpers import batch_log, by_key, committed, events
+from tests.batch.conftest import QUIET_DASK_ENVIRONMENT
+from tests.batch.helpers import K, batch_log, by_key, committed, events
 from tests.batch.specgen import generate_specs
 from tests.envcopy import VenvCopy
 
@@ -33,6 +34,7 @@ class Processes:
 
     def start(self, *args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         full = {k: v for k, v in os.environ.items() if k not in ("COSMO_MANIFEST", "PYTHONPATH")}
+        full.update(QUIET_DASK_ENVIRONMENT)
         full.update(env or {})
         proc = subprocess.Popen(
             [str(a) for a in args],
@@ -118,7 +120,7 @@ def test_drifted_and_ungated_workers_run_nothing_and_a_killed_worker_costs_nothi
     _wait_for(address, {"held": 2, "refused": 2})
     assert drifted.wait(timeout=60) == 3
 
-    specs = generate_specs(tmp_path / "specs", 40, seed=5)
+    specs = generate_specs(tmp_path / "specs", 40, seed=5, k=K)
     out = tmp_path / "out"
     killed: list[int] = []
 

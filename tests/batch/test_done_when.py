@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cosmo_runner.triage.runs import list_runs
-from tests.batch.helpers import batch, batch_log, committed, events
+from tests.batch.helpers import K, batch, batch_log, committed, events
 from tests.batch.specgen import generate_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 def test_two_hundred_specs_then_resume_with_ten_more(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    specs = generate_specs(tmp_path / "specs", 200, seed=7)
+    specs = generate_specs(tmp_path / "specs", 200, seed=7, k=K)
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"specs/{p.name}\n" for p in specs), encoding="utf-8")
     out = tmp_path / "out"
@@ -27,7 +27,7 @@ def test_two_hundred_specs_then_resume_with_ten_more(
     assert doc["totals"]["succeeded"] == 200 and doc["status"] == "succeeded"
     assert stdout.splitlines()[0].endswith(": succeeded (exit 0): 200 specs: 200 succeeded")
 
-    more = generate_specs(tmp_path / "specs", 10, seed=7, start=200)
+    more = generate_specs(tmp_path / "specs", 10, seed=7, start=200, k=K)
     with listing.open("a", encoding="utf-8") as handle:
         handle.write("".join(f"specs/{p.name}\n" for p in more))
     code, stdout, err = batch(capsys, "--from", listing, "--out", out, "--resume")

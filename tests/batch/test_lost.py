@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cosmo_runner.batch.client import BatchOptions, run_batch
-from tests.batch.helpers import batch_log, by_key, committed, events
+from tests.batch.helpers import K, batch_log, by_key, committed, events
 from tests.batch.specgen import generate_specs
 from tests.conftest import fake_dist
 
@@ -49,7 +49,7 @@ def test_a_spec_that_kills_its_workers_is_lost_and_the_rest_succeed(
     (site / "batchkill.py").write_text(KILLER, encoding="utf-8")
     # the worker processes start with the client's sys.path (multiprocessing's spawn)
     monkeypatch.syspath_prepend(str(site))
-    specs = generate_specs(tmp_path / "specs", 8, seed=6)
+    specs = generate_specs(tmp_path / "specs", 8, seed=6, k=K)
     always, once = specs[2], specs[5]
     _with_killer(always, tmp_path / "always.marker", always=True)
     _with_killer(once, tmp_path / "once.marker", always=False)

@@ -46,6 +46,9 @@ from cosmo_runner.errors import (
 from cosmo_runner.interrupts import SignalGuard
 
 if TYPE_CHECKING:
+    from distributed import LocalCluster
+
+    from cosmo_runner.batch.scheduler import GatePlugin
     from cosmo_runner.batch.worker import Outcome
 
 LOCK_NAME = ".batch.lock"
@@ -84,6 +87,29 @@ class BatchResult:
 def auto_chunk(total: int, slots: int) -> int:
     """About eight tasks per worker slot, at most :data:`MAX_AUTO_CHUNK` specs per task."""
     return max(1, min(MAX_AUTO_CHUNK, total // max(1, slots * 8)))
+
+
+def local_cluster(workers: int, plugin: GatePlugin) -> LocalCluster:
+    """The embedded cluster of ``--cluster local``: ``workers`` nanny-managed processes of one
+    thread each on 127.0.0.1 (any free port, no dashboard), ``plugin`` on the scheduler, the
+    gated worker preloaded. Dask's config (:func:`~.scheduler.scheduler_config`,
+    :data:`~.worker.WORKER_CONFIG`) is the caller's to set, before the call: the nannies hand
+    it to their workers. Public so that a test suite's long-lived cluster is this one."""
+    from distributed import LocalCluster
+
+    from cosmo_runner.batch.scheduler import SCHEDULER_HTTP
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        scheduler_port=0,
+        dashboard_address=None,
+        scheduler_kwargs={"plugins": [plugin], **SCHEDULER_HTTP},
+        preload=["cosmo_runner.batch.worker"],
+        silence_logs=50,
+    )
 
 
 def _claim(out_dir: Path, resume: bool) -> int:
@@ -302,7 +328,7 @@ class _Batch:
         import dask
         from distributed import Client
 
-        from cosmo_runner.batch.scheduler import SCHEDULER_HTTP, GatePlugin, scheduler_config
+        from cosmo_runner.batch.scheduler import GatePlugin, scheduler_config
         from cosmo_runner.batch.worker import WORKER_CONFIG, WORKER_ENVIRONMENT
 
         where = self.options.cluster
@@ -312,20 +338,8 @@ class _Batch:
         # worker refused while a LocalCluster starts would fail the cluster's own start)
         plugin = GatePlugin(deadline=self.options.deadline)
         if where == "local":
-            from distributed import LocalCluster
-
             try:
-                self.cluster = LocalCluster(
-                    n_workers=self.options.workers or os.cpu_count() or 1,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    scheduler_port=0,
-                    dashboard_address=None,
-                    scheduler_kwargs={"plugins": [plugin], **SCHEDULER_HTTP},
-                    preload=["cosmo_runner.batch.worker"],
-                    silence_logs=50,
-                )
+                self.cluster = local_cluster(self.options.workers or os.cpu_count() or 1, plugin)
             except (OSError, RuntimeError) as exc:
                 raise StepError(f"cannot start the local cluster: {exc}") from exc
             self.client = Client(self.cluster)
@@ -585,4 +599,4 @@ def _run_id(run_dir: Path) -> str | None:
     return doc.get("run_id") if isinstance(doc, dict) else None
 
 
-__all__ = ["EVENTS_NAME", "BatchOptions", "BatchResult", "run_batch"]
+__all__ = ["EVENTS_NAME", "BatchOptions", "BatchResult", "local_cluster", "run_batch"]
