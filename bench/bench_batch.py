@@ -11,8 +11,8 @@ scheduler, nannies and workers) beside the wall time, and the 1-minute load aver
 shared machine the wall time is no result, the CPU time is (25 specs/s on 2 CPUs is a budget
 of 80 ms of CPU per spec).
 
-Usage: ``python bench/bench_batch.py [--venv .venv] [--specs 1000] [--sample 20]``; prints a
-markdown section (progress on stderr).
+Usage: ``python bench/bench_batch.py [--venv .venv] [--specs 1000] [--sample 20] [--plots 100]``
+(``--plots 0`` leaves the plots row out); prints a markdown section (progress on stderr).
 """
 
 from __future__ import annotations
@@ -132,14 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         specs = generate_specs(root / "specs", args.specs, seed=14)
         say(f"batch of {len(specs)} specs ...")
         wall, cpu, loads, log = timed_batch(script, specs, root / "out")
+        say(f"  {wall:.1f} s wall, {cpu:.1f} s CPU, load {loads[0]:.1f} -> {loads[1]:.1f}")
         seconds = [s["seconds"] for s in log["specs"] if s.get("seconds")]  # type: ignore[union-attr]
         say(f"shell loop over {args.sample} of them ...")
         loop0 = load()
         per_run, per_run_cpu = shell_loop(script, specs[: args.sample], root / "loop")
         loop_loads = (loop0, load())
-        say(f"batch of {args.plots} specs with forest and funnel plots ...")
-        plotted = generate_specs(root / "plotted", args.plots, seed=15, plots=True)
-        plot_wall, plot_cpu, plot_loads, _ = timed_batch(script, plotted, root / "out-plots")
+        plotted_row = None  # --plots 0: the row is not measured
+        if args.plots > 0:
+            say(f"batch of {args.plots} specs with forest and funnel plots ...")
+            plotted = generate_specs(root / "plotted", args.plots, seed=15, plots=True)
+            plotted_row = timed_batch(script, plotted, root / "out-plots")[:3]
         say("engine overhead ...")
         over0 = load()
         overhead = engine_overhead(args.venv / "bin" / "python", 2000)
@@ -172,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| engine overhead per trivial spec, {per_task} per task (2 workers) | "
               f"{row['wall']:.2f} ms | {row['cpu']:.2f} ms (client, scheduler, workers) | "
               f"{span(over_loads)} | |")  # fmt: skip
-    print(f"| {args.plots} specs with forest + funnel plots (PNG + SVG) | {plot_wall:.1f} s = "
-          f"{args.plots / plot_wall:.1f} specs/s | {plot_cpu:.1f} s = "
-          f"{plot_cpu * 1000 / args.plots:.0f} ms/spec | {span(plot_loads)} | |")  # fmt: skip
+    if plotted_row is not None:
+        plot_wall, plot_cpu, plot_loads = plotted_row
+        print(f"| {args.plots} specs with forest + funnel plots (PNG + SVG) | {plot_wall:.1f} s = "
+              f"{args.plots / plot_wall:.1f} specs/s | {plot_cpu:.1f} s = "
+              f"{plot_cpu * 1000 / args.plots:.0f} ms/spec | {span(plot_loads)} | |")  # fmt: skip
     print(f"\n{cpus} CPUs; 1-minute load average before -> after each row.")
     return 0
 
