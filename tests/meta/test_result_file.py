@@ -62,11 +62,7 @@ _RECORD = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(_RECORD, min_size=1, max_size=5))
-def test_long_record_lists_encode_as_the_plain_encoder_does(records: list[dict[str, Any]]) -> None:
-    """The column-wise path gives exactly the bytes of encoding record by record."""
-    rows = (records * 1000)[:1500]
+def _encodes_as_the_plain_encoder(rows: list[dict[str, Any]]) -> None:
     result = {"studies": rows, "k": len(rows)}
     plain = (
         "{\n"
@@ -83,6 +79,32 @@ def test_long_record_lists_encode_as_the_plain_encoder_does(records: list[dict[s
         assert dumps_result(result) == plain.encode("ascii")
 
 
+# Private on purpose: with the threshold of the column-wise path lowered from 1000 to 10, each
+# example takes that path at 15 records (and its block seams at 7); the real threshold is
+# test_a_long_record_list_at_the_real_threshold's.
+_SMALL_THRESHOLD = 10
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.lists(_RECORD, min_size=1, max_size=5))
+def test_long_record_lists_encode_as_the_plain_encoder_does(records: list[dict[str, Any]]) -> None:
+    """The column-wise path gives exactly the bytes of encoding record by record."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(result_file, "_COLUMNS_FROM", _SMALL_THRESHOLD)
+        _encodes_as_the_plain_encoder((records * 15)[:15])
+
+
+def test_a_long_record_list_at_the_real_threshold() -> None:
+    records = [
+        {"label": 'a\u00e9"', "yi": None, "n": -(2**60), 'odd "{key}"': 1e-300},
+        {"label": "", "yi": 0.1, "n": 7, 'odd "{key}"': -0.0},
+    ]
+    rows = (records * 750)[:1500]
+    # private on purpose: the column-wise path at its real threshold is the point
+    assert len(rows) >= result_file._COLUMNS_FROM and result_file._records(rows) is not None
+    _encodes_as_the_plain_encoder(rows)
+
+
 def test_mixed_records_fall_back_to_the_plain_encoder() -> None:
     rows: list[Any] = [{"a": 1.0}] * 1200 + [{"a": True}, {"b": 2}, 3]
     assert json.loads(dumps_result({"x": rows}))["x"] == rows
@@ -92,14 +114,20 @@ _LABELS = st.text(max_size=6)
 _FLOAT = st.floats(allow_nan=True, allow_infinity=True)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(st.lists(st.tuples(_LABELS, _FLOAT, _FLOAT), min_size=0, max_size=6))
 def test_records_kept_as_columns_read_and_encode_as_their_dicts(
     rows: list[tuple[str, float, float]],
 ) -> None:
     """Records (labels and float arrays) read as the list of dicts (non-finite floats as
-    None) and give exactly its bytes, in one block or many."""
-    rows = (rows * 400)[:1200]
+    None) and give exactly its bytes, in one block or many (the dicts, 12 of them, past the
+    lowered threshold: column-wise too)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(result_file, "_COLUMNS_FROM", _SMALL_THRESHOLD)
+        _records_read_and_encode_as_their_dicts((rows * 12)[:12])
+
+
+def _records_read_and_encode_as_their_dicts(rows: list[tuple[str, float, float]]) -> None:
     labels = [r[0] for r in rows]
     yi = np.array([r[1] for r in rows], dtype=np.float64)
     vi = np.array([r[2] for r in rows], dtype=np.float64)

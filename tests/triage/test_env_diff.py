@@ -207,9 +207,11 @@ def test_env_ids_are_stated_when_they_differ(snapshot_file, cli: InProcess) -> N
 
 
 @pytest.mark.slow
-def test_a_run_in_another_environment_that_failed_its_gate(tmp_path: Path) -> None:
+def test_a_run_in_another_environment_that_failed_its_gate(tmp_path: Path, cli: InProcess) -> None:
     """A run in an environment where jsonschema has another version (a `.dist-info` of
-    4.25.1 first on PYTHONPATH) fails its smoke gate but keeps its log; env diff names it."""
+    4.25.1 first on PYTHONPATH) fails its smoke gate but keeps its log; env diff names it.
+    The runs are processes of their own (each observes its environment afresh); the diffs
+    of their logs run in process."""
     site = tmp_path / "site"
     fake_dist(site, "jsonschema", "4.25.1")
     spec = validators_only_spec(tmp_path / "work")
@@ -217,7 +219,7 @@ def test_a_run_in_another_environment_that_failed_its_gate(tmp_path: Path) -> No
     drifted = make_run(spec, tmp_path / "drifted", env={"PYTHONPATH": str(site)})
     assert json.loads((drifted / "run_log.json").read_text())["exit_code"] == 3
 
-    proc = run_cli("env", "diff", good, drifted)
+    proc = cli("env", "diff", good, drifted)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     locked = dict(
         p.split("==")
@@ -237,7 +239,7 @@ def test_a_run_in_another_environment_that_failed_its_gate(tmp_path: Path) -> No
 
     # two runs in one environment: identical
     again = make_run(spec, tmp_path / "again")
-    proc = run_cli("env", "diff", good, again / "run_log.json")
+    proc = cli("env", "diff", good, again / "run_log.json")
     assert proc.returncode == 0, proc.stdout
     assert "identical; env ids match" in proc.stdout
 
