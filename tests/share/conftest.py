@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmo_runner.cli import main
-from tests.conftest import EXAMPLE, ROOT
+from tests.conftest import EXAMPLE, ROOT, InProcess
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from report_screenshot import find_chromium
@@ -26,8 +25,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture(scope="session")
-def bcg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bcg_run(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Path:
     """The BCG example, run once (in process); read it, or copy it to change it."""
     out = tmp_path_factory.mktemp("bcg") / "run"
-    assert main(["run", str(EXAMPLE / "spec.json"), "--out", str(out)]) == 0
+    proc = cli("run", EXAMPLE / "spec.json", "--out", out)
+    assert proc.returncode == 0, proc.stderr
     return out

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cosmo_runner.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, InProcess
 from tests.share.test_report import Page
 
 
@@ -21,14 +21,14 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 @pytest.fixture
-def batch_dir(bcg_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+def batch_dir(bcg_run: Path, tmp_path: Path, cli: InProcess) -> Path:
     """A batch folder: the BCG run, a run that failed (exit 5) and a lost spec."""
     batch = tmp_path / "batch"
     batch.mkdir()
     shutil.copytree(bcg_run, batch / "bcg")
     case = tmp_path / "case"
     shutil.copytree(ROOT / "tests" / "cases" / "analysis-fails", case)
-    assert run(["run", str(case / "spec.json"), "--out", str(batch / "gen")], capsys)[0] == 5
+    assert cli("run", case / "spec.json", "--out", batch / "gen").returncode == 5
     return batch
 
 

@@ -16,6 +16,7 @@ from rocrate.rocrate import ROCrate
 
 from cosmo_runner.cli import main
 from cosmo_runner.share.crate import PROFILE
+from tests.conftest import InProcess
 
 STATUS = "http://schema.org/CompletedActionStatus"
 
@@ -113,14 +114,14 @@ def test_bcg_crate_zip(bcg_run: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_a_failed_run_is_a_failed_action(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cli: InProcess
 ) -> None:
     from tests.conftest import ROOT
 
     case = tmp_path / "case"
     shutil.copytree(ROOT / "tests" / "cases" / "analysis-fails", case)
     run_dir = tmp_path / "run"
-    assert run(["run", str(case / "spec.json"), "--out", str(run_dir)], capsys)[0] == 5
+    assert cli("run", case / "spec.json", "--out", run_dir).returncode == 5
     log = json.loads((run_dir / "run_log.json").read_text(encoding="utf-8"))
     out = tmp_path / "crate"
     export(run_dir, out, capsys)

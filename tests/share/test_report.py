@@ -1,8 +1,8 @@
 """report.html: written with every run's final log, rewritten by ``cosmo-runner report RUN``.
 
-Runs go through :func:`cosmo_runner.cli.main` in process; the page is read back with the
-standard library's HTML parser, so the assertions are on elements and text, not on the
-template's spelling.
+Commands go through :func:`cosmo_runner.cli.main` in process (runs through the ``cli``
+fixture, with the session's reused gate); the page is read back with the standard library's
+HTML parser, so the assertions are on elements and text, not on the template's spelling.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from cosmo_runner.cli import main
 from cosmo_runner.errors import OutputWriteError
-from tests.conftest import EXAMPLE, NOT_THIS_PYTHON, ROOT, load_log
+from tests.conftest import EXAMPLE, NOT_THIS_PYTHON, ROOT, InProcess, load_log
 
 CASES = ROOT / "tests" / "cases"
 
@@ -176,9 +176,7 @@ HOSTILE = [
 ]
 
 
-def test_html_in_labels_and_names_shows_as_text(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_html_in_labels_and_names_shows_as_text(tmp_path: Path, cli: InProcess) -> None:
     job = tmp_path / "job"
     shutil.copytree(EXAMPLE, job)
     rows = list(csv.DictReader(io.StringIO((job / "bcg.csv").read_text(encoding="utf-8"))))
@@ -194,8 +192,7 @@ def test_html_in_labels_and_names_shows_as_text(
     spec["analyses"] = spec["analyses"][:1]
     (job / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
     out = tmp_path / "out"
-    code, _, _ = run(["run", str(job / "spec.json"), "--out", str(out)], capsys)
-    assert code == 0
+    assert cli("run", job / "spec.json", "--out", out).returncode == 0
     html = (out / "report.html").read_text(encoding="utf-8")
     page = Page(html)
     assert_self_contained(page, html)
@@ -226,11 +223,11 @@ def _section_order(page: Page) -> list[str]:
     ],
 )
 def test_a_failed_run_shows_the_failure_first(
-    case: str, code: int, shown: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str, code: int, shown: str, tmp_path: Path, cli: InProcess
 ) -> None:
     spec = _case(case, tmp_path) / "spec.json"
     out = tmp_path / "out"
-    assert run(["run", str(spec), "--out", str(out)], capsys)[0] == code
+    assert cli("run", spec, "--out", out).returncode == code
     log = load_log(out)
     assert log["report"] == {"path": "report.html", "error": None}
     page = read_page(out)
@@ -241,16 +238,14 @@ def test_a_failed_run_shows_the_failure_first(
     assert shown in failure
 
 
-def test_a_failed_gate_lists_its_checks_first(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_failed_gate_lists_its_checks_first(tmp_path: Path, cli: InProcess) -> None:
     manifest = json.loads((ROOT / "environment.manifest.json").read_text(encoding="utf-8"))
     manifest["python"]["specifier"] = NOT_THIS_PYTHON
     manifest["lock"]["path"] = str(ROOT / "requirements.lock.txt")
     (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     out = tmp_path / "out"
-    argv = ["run", str(EXAMPLE / "spec.json"), "--out", str(out)]
-    assert run([*argv, "--manifest", str(tmp_path / "manifest.json")], capsys)[0] == 3
+    argv = ["run", EXAMPLE / "spec.json", "--out", out, "--manifest", tmp_path / "manifest.json"]
+    assert cli(*argv).returncode == 3
     log = load_log(out)
     page = read_page(out)
     failure = page.text.split("What went wrong", 1)[1].split("Validators", 1)[0]
@@ -273,7 +268,7 @@ def test_a_report_that_cannot_be_written_fails_a_good_run_with_5(
     bcg_run: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli: InProcess,
 ) -> None:
     _fail_writes(monkeypatch)
     spec = tmp_path / "spec.json"
@@ -282,7 +277,8 @@ def test_a_report_that_cannot_be_written_fails_a_good_run_with_5(
     spec_doc["analyses"] = spec_doc["analyses"][:1]
     spec.write_text(json.dumps(spec_doc), encoding="utf-8")
     out = tmp_path / "out"
-    code, _, err = run(["run", str(spec), "--out", str(out)], capsys)
+    proc = cli("run", spec, "--out", out)
+    code, err = proc.returncode, proc.stderr
     message = f"cannot write {out.resolve() / 'report.html'}: no space left on device"
     assert code == 5
     assert err == f"cosmo-runner: error: {message}\n"
@@ -299,12 +295,13 @@ def test_a_report_that_cannot_be_written_fails_a_good_run_with_5(
 
 
 def test_a_report_that_cannot_be_written_keeps_a_failed_runs_code(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: InProcess
 ) -> None:
     _fail_writes(monkeypatch)
     spec = _case("negative-count", tmp_path) / "spec.json"
     out = tmp_path / "out"
-    code, _, err = run(["run", str(spec), "--out", str(out)], capsys)
+    proc = cli("run", spec, "--out", out)
+    code, err = proc.returncode, proc.stderr
     assert code == 4
     log = load_log(out)
     assert log["error"]["type"] == "ValidationFailed" and log["exit_code"] == 4
@@ -313,7 +310,7 @@ def test_a_report_that_cannot_be_written_keeps_a_failed_runs_code(
 
 
 def test_a_report_bug_never_loses_the_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: InProcess
 ) -> None:
     from cosmo_runner.share import report
 
@@ -326,7 +323,8 @@ def test_a_report_bug_never_loses_the_run(
     spec_doc["analyses"] = []  # nothing else fails: the report's bug is the run's error
     spec.write_text(json.dumps(spec_doc), encoding="utf-8")
     out = tmp_path / "out"
-    code, _, err = run(["run", str(spec), "--out", str(out)], capsys)
+    proc = cli("run", spec, "--out", out)
+    code, err = proc.returncode, proc.stderr
     message = "internal error in step 'report': KeyError: 'estimate'"
     assert (code, err) == (5, f"cosmo-runner: error: {message}\n")
     log = load_log(out)
@@ -335,11 +333,8 @@ def test_a_report_bug_never_loses_the_run(
     assert log["report"]["error"] == {"type": "StepError", "message": message}
 
 
-def test_validate_without_out_writes_no_report(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert run(["validate", str(EXAMPLE / "spec.json")], capsys)[0] == 0
+def test_validate_without_out_writes_no_report(tmp_path: Path, cli: InProcess) -> None:
+    assert cli("validate", EXAMPLE / "spec.json", cwd=tmp_path).returncode == 0
     assert list(tmp_path.iterdir()) == []
 
 
