@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+@pytest.mark.parametrize(
+    "workers", [[], ["-p", "xdist.plugin", "-n", "2"]], ids=["one-process", "xdist"]
+)
 def test_cpu_times_lists_every_test_with_its_cpu_and_children(
     tmp_path: Path, workers: list[str]
 ) -> None:
@@ -24,10 +27,13 @@ def test_cpu_times_lists_every_test_with_its_cpu_and_children(
         encoding="utf-8",
     )
     report = tmp_path / "cpu.tsv"
+    # only the plugins named with -p: autoloading the installed ones (hypothesis, timeout, ...)
+    # costs each of the session's interpreters about a second and is not what is tested
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "tests.cputime", "--cpu-times", report,
          "-p", "no:cacheprovider", "--rootdir", tmp_path, *workers, tmp_path / "test_some.py"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split("\t") for line in report.read_text(encoding="utf-8").splitlines()]
