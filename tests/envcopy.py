@@ -13,6 +13,8 @@ carries the cache over (:func:`carry_records_cache`): an entry is kept, with the
 for a file whose size, mtime and inode are the cached ones, both for the test venv and for
 the copy. That is sound only because nothing here writes a file in place: a perturbed file
 is a new inode (a miss, hashed afresh), a deleted one is missing, a new one has no entry.
+A copy made meanwhile by another pytest-xdist worker changes the ctimes again, so the tests
+that make copies are marked :data:`ONE_AT_A_TIME`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ import sysconfig
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 from cosmo_runner.env import records
+
+# The tests that make venv copies share one pytest-xdist worker and run one at a time there
+# (``--dist loadgroup``): another worker's ``cp -al`` of the same test venv would change the
+# ctimes of the files between a copy's cache carry-over and its commands (a miss for each).
+ONE_AT_A_TIME = pytest.mark.xdist_group("venv-copies")
 
 
 def run_python(

@@ -23,7 +23,7 @@ import pytest
 from cosmo_runner.env import distmeta
 from tests.conftest import ROOT, InMemoryDist, InProcess
 from tests.env.test_smoke import manifest_copy
-from tests.envcopy import VenvCopy
+from tests.envcopy import ONE_AT_A_TIME, VenvCopy
 
 PINS = {
     line.split("==")[0]: line.split("==")[1].split()[0]
@@ -68,6 +68,7 @@ def write_wheel(venv: VenvCopy, name: str, tags: list[str]) -> None:
 
 
 @pytest.mark.slow
+@ONE_AT_A_TIME
 def test_one_usable_tag_among_several_is_enough(venv: VenvCopy, tmp_path: Path) -> None:
     write_wheel(venv, "cycler", ["py2-none-win32", "py2.py3-none-any"])
     no_probes(tmp_path)
@@ -77,6 +78,7 @@ def test_one_usable_tag_among_several_is_enough(venv: VenvCopy, tmp_path: Path) 
 
 
 @pytest.mark.slow
+@ONE_AT_A_TIME
 def test_direct_url_severity_warn_reports_without_failing(venv: VenvCopy, tmp_path: Path) -> None:
     info = venv.dist_info("cycler")
     url = f"file://{tmp_path}/wheels/cycler-0.12.1-py3-none-any.whl"
@@ -93,6 +95,7 @@ def test_direct_url_severity_warn_reports_without_failing(venv: VenvCopy, tmp_pa
 
 
 @pytest.mark.slow
+@ONE_AT_A_TIME
 def test_an_unreadable_direct_url_json_is_an_error(venv: VenvCopy, tmp_path: Path) -> None:
     info = venv.dist_info("cycler")
     (info / "direct_url.json").write_text('{"url": ')

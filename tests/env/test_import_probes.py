@@ -22,7 +22,7 @@ from cosmo_runner.env import smoke
 from cosmo_runner.env.smoke import ImportProbes, isolation_flags, one_line
 from tests.conftest import EXAMPLE, ROOT, InProcess, load_log, run_cli
 from tests.env.test_smoke import manifest_copy
-from tests.envcopy import VenvCopy
+from tests.envcopy import ONE_AT_A_TIME, VenvCopy
 
 
 def probe(
@@ -207,6 +207,7 @@ def test_the_probe_ignores_pythonpath_when_the_run_does(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@ONE_AT_A_TIME
 def test_a_hanging_required_import_fails_smoke_and_run_with_exit_3(tmp_path: Path) -> None:
     """A required import no locked distribution installs is probed by run too."""
     copy = VenvCopy(tmp_path / "venv")
@@ -263,6 +264,7 @@ def test_run_and_validate_probe_no_import_a_locked_distribution_vouches_for(
 
 
 @pytest.mark.slow
+@ONE_AT_A_TIME
 def test_numpys_multi_line_import_error_is_shown_whole(tmp_path: Path) -> None:
     copy = VenvCopy(tmp_path / "venv")
     (extension,) = (copy.site_packages / "numpy" / "_core").glob("_multiarray_umath.*")

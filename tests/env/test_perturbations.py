@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import EXAMPLE, ROOT, load_log
-from tests.envcopy import VenvCopy, run_python
+from tests.envcopy import ONE_AT_A_TIME, VenvCopy, run_python
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, ONE_AT_A_TIME]
 
 PINS = {
     line.split("==")[0]: line.split("==")[1].split()[0]
