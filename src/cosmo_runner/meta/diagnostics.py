@@ -25,7 +25,7 @@ from scipy.special import chdtrc, chdtri, ndtr, stdtr
 from cosmo_runner.errors import AnalysisError
 from cosmo_runner.meta._decisions import heterogeneity
 from cosmo_runner.meta._intercept import Rows
-from cosmo_runner.meta._kernels import check_data, crit, solve_decreasing
+from cosmo_runner.meta._kernels import check_data, crit, roots_one_by_one, solve_decreasing
 from cosmo_runner.meta._result import RowsWarning
 from cosmo_runner.meta.fit import Control, RMAResult, alpha_for_level, rma
 from cosmo_runner.meta.pubbias import EggerTest, egger_test
@@ -118,7 +118,9 @@ def confint_tau2(
         return problem.take(np.zeros(rows.size, dtype=np.intp)).at(t).rss
 
     targets = np.array([crit_u, crit_l])
-    roots, ok, _, too_low = solve_decreasing(generalised_q, targets, np.full(2, upper), con.xrtol)
+    roots, ok, _, too_low = solve_decreasing(
+        generalised_q, targets, np.full(2, upper), con.xrtol, finder=roots_one_by_one
+    )
     lb, ub = float(roots[0]), float(roots[1])
     lb_cens = ub_cens = False
     if too_low[1]:
