@@ -109,12 +109,14 @@ def test_an_unreadable_direct_url_json_is_an_error(venv: VenvCopy, tmp_path: Pat
     ) in proc.stdout
 
 
-def test_the_project_itself_installed_editable_is_not_a_locked_name(cli: InProcess) -> None:
+def test_the_project_itself_installed_editable_is_not_a_locked_name(
+    tmp_path: Path, cli: InProcess
+) -> None:
     """`make dev` installs cosmo-runner editable; only locked names are judged."""
     found = distmeta.direct_url(metadata.distribution("cosmo-runner"))
     assert found is not None and found.kind == "editable"
     assert "cosmo-runner" not in PINS
-    proc = cli("smoke", "--json")
+    proc = cli("smoke", "--json", "--manifest", no_probes(tmp_path))
     assert proc.returncode == 0, proc.stdout
     names = [c["name"] for c in json.loads(proc.stdout)["smoke"]["checks"]]
     assert not [n for n in names if n.startswith(("direct-url:", "wheel:"))]

@@ -777,7 +777,10 @@ def test_clean_smoke_reports_records_and_an_unwritable_cache_is_no_error(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = cli("smoke", "--json", env={"COSMO_CACHE_DIR": str(blocker / "cache")})
+    manifest = manifest_copy(tmp_path, imports=NO_IMPORTS)  # the probes judge no RECORD
+    proc = cli(
+        "smoke", "--json", "--manifest", manifest, env={"COSMO_CACHE_DIR": str(blocker / "cache")}
+    )
     assert proc.returncode == 0, proc.stdout
     doc = json.loads(proc.stdout)
     found = doc["environment"]["observed"]["records"]
