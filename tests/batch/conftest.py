@@ -12,14 +12,26 @@ their own through ``--cluster local``.
 Safe next to another pytest-xdist worker: loopback, free ports, no fixed names; the tests
 that use it carry ``xdist_group(SHARED_GROUP)`` so that one worker runs them all, on one
 cluster.
+
+:func:`forked_workers`: the embedded cluster's worker processes are forked from a warm fork
+server (Dask's ``distributed.worker.multiprocessing-method: forkserver``, one server per pytest
+process, with the modules a worker imports already imported) instead of spawned as fresh
+interpreters; each still runs its own gate. The tests that kill or refuse workers, and the
+shared cluster, start many. The Done-when scenario keeps Dask's default (spawn), as a user
+runs it. The fork server is not this process's waited-for child: its own CPU and that of the
+children it reaped are read from /proc and charged to the running test (tests/cputime.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests import cputime
 
 SHARED_GROUP = "batch-shared-cluster"
 SHARED_WORKERS = 2
@@ -42,6 +54,21 @@ QUIET_DASK_ENVIRONMENT = {
 }
 
 
+#: what a batch worker imports (distributed, its gate, the pipeline, a spec's validators and
+#: analysis), imported once into the fork server its processes are forked from
+FORKSERVER_PRELOAD = [
+    "distributed",
+    "cosmo_runner.batch.worker",
+    "cosmo_runner.batch.scheduler",
+    "cosmo_runner.pipeline",
+    "cosmo_runner.inputs",
+    "cosmo_runner.meta.analysis",
+    "cosmo_runner.validators.effect_table",
+    "cosmo_runner.validators.json_schema",
+    "cosmo_runner.share.report",
+]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # pytest-xdist registers it when installed; --strict-markers needs it without xdist too
     config.addinivalue_line("markers", "xdist_group(name): run on one pytest-xdist worker")
@@ -60,6 +87,47 @@ def _quiet_dask() -> Iterator[None]:
         yield
 
 
+def _forkserver_cpu() -> float:
+    """CPU seconds of multiprocessing's fork server and of the children it has reaped (0: none
+    runs). Its pid is multiprocessing's own record (CPython 3.11-3.13 keep it there)."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if not isinstance(pid, int):
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])  # fields 14-17
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _forking() -> Iterator[None]:
+    import multiprocessing
+
+    import dask
+    from distributed.utils import get_mp_context
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        get_mp_context()  # distributed names its preload once; ours replaces it
+        multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
+        before = _forkserver_cpu()
+        try:
+            yield
+        finally:
+            cputime.charge(_forkserver_cpu() - before)
+
+
+@pytest.fixture
+def forked_workers() -> Iterator[None]:
+    """The embedded cluster's workers forked from a warm fork server (module docstring)."""
+    with _forking():
+        yield
+
+
 @pytest.fixture(scope="module")
 def shared_cluster() -> Iterator[str]:
     """The address of a healthy gated cluster of :data:`SHARED_WORKERS` workers, for a module.
@@ -75,12 +143,13 @@ def shared_cluster() -> Iterator[str]:
     from cosmo_runner.batch.worker import WORKER_CONFIG
 
     environ = dict(os.environ)
-    try:  # the nannies set OMP_NUM_THREADS=1 ... in this process as they start their workers
-        with dask.config.set({**scheduler_config(), **WORKER_CONFIG, **QUIET_DASK}):
-            cluster = local_cluster(SHARED_WORKERS, GatePlugin())
-    finally:
-        os.environ.clear()
-        os.environ.update(environ)
+    with _forking():
+        try:  # the nannies set OMP_NUM_THREADS=1 ... in this process as they start workers
+            with dask.config.set({**scheduler_config(), **WORKER_CONFIG, **QUIET_DASK}):
+                cluster = local_cluster(SHARED_WORKERS, GatePlugin())
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
     try:
         yield cluster.scheduler_address
         # the tests left every worker alive: none was lost or refused behind their backs
@@ -89,6 +158,7 @@ def shared_cluster() -> Iterator[str]:
         assert set(counts) <= {"accepted", "held"}, counts  # held: no batch ran
         assert sum(counts.values()) == SHARED_WORKERS, counts
     finally:
-        cluster.close()
+        with _forking():  # the workers' CPU, reaped by the fork server as they exit
+            cluster.close()
         os.environ.clear()
         os.environ.update(environ)

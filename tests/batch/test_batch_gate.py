@@ -45,6 +45,7 @@ def test_the_clients_own_gate_failing_is_exit_3_with_a_complete_log(
     assert doc["report"]["error"]["message"].startswith(f"cannot write {out / 'report.html'}: ")
 
 
+@pytest.mark.usefixtures("forked_workers")
 def test_no_worker_with_the_expected_env_id_is_exit_3_and_lists_them_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -71,6 +71,7 @@ def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
     assert (tmp_path / "out" / "report.html").read_bytes() == page
 
 
+@pytest.mark.usefixtures("forked_workers")
 def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -190,6 +191,7 @@ def test_resume_reuses_matching_runs_and_runs_the_rest(
 
 
 @pytest.mark.xdist_group(SHARED_GROUP)
+@pytest.mark.usefixtures("forked_workers")
 def test_interrupted_after_some_commits_then_resume_duplicates_nothing(
     tmp_path: Path, shared_cluster: str
 ) -> None:
@@ -244,6 +246,7 @@ def test_help_and_run_do_not_import_dask(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "[]\n", "")
 
 
+@pytest.mark.usefixtures("forked_workers")
 def test_a_batch_runs_while_another_server_holds_port_8787(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

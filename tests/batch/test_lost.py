@@ -40,6 +40,7 @@ def _with_killer(spec: Path, marker: Path, *, always: bool) -> None:
     spec.write_text(json.dumps(data), encoding="utf-8")
 
 
+@pytest.mark.usefixtures("forked_workers")
 def test_a_spec_that_kills_its_workers_is_lost_and_the_rest_succeed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -47,7 +48,8 @@ def test_a_spec_that_kills_its_workers_is_lost_and_the_rest_succeed(
     fake_dist(site, "batchkill", "1.0",
               entry_points="[cosmo_runner.validators]\nbatchkill = batchkill:validate\n")  # fmt: skip
     (site / "batchkill.py").write_text(KILLER, encoding="utf-8")
-    # the worker processes start with the client's sys.path (multiprocessing's spawn)
+    # the worker processes start with the client's sys.path (multiprocessing's spawn and
+    # forkserver both hand it to the child)
     monkeypatch.syspath_prepend(str(site))
     specs = generate_specs(tmp_path / "specs", 8, seed=6, k=K)
     always, once = specs[2], specs[5]
