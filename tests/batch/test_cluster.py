@@ -19,7 +19,7 @@ from cosmo_runner.batch.client import BatchOptions, run_batch
 from tests.batch.conftest import QUIET_DASK_ENVIRONMENT
 from tests.batch.helpers import K, batch_log, by_key, committed, events
 from tests.batch.specgen import generate_specs
-from tests.envcopy import VenvCopy
+from tests.envcopy import ONE_AT_A_TIME, VenvCopy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -96,6 +96,7 @@ def _wait_for(address: str, wanted: dict[str, int], timeout: float = 240) -> Non
     raise AssertionError(f"workers {counts}, wanted {wanted}")
 
 
+@ONE_AT_A_TIME  # its venv copy (tests/envcopy.py)
 def test_drifted_and_ungated_workers_run_nothing_and_a_killed_worker_costs_nothing(  # noqa: PLR0915 - one scenario: cluster, batch, every worker's fate, shutdown
     tmp_path: Path, processes: Processes
 ) -> None:
