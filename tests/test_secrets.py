@@ -6,7 +6,7 @@ for a log written before redaction existed.
 The commands run in process (the ``cli`` fixture, with the credentials in ``os.environ``, where
 the snapshot and the gate read them), except the run with a token on its command line: the
 redaction takes what to hide from the process's own ``sys.argv``, so that run is a real
-``python -m cosmo_runner`` process (and the real entry point's terminal output is checked)."""
+process (forked from the warm fork server: console-script ``sys.argv``, real descriptors)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLE, InProcess, load_log, run_cli
+from tests.conftest import EXAMPLE, InProcess, load_log
+from tests.forkserver import ForkServer
 
-pytestmark = pytest.mark.slow  # the BCG example run and replayed, one run in a subprocess
+pytestmark = pytest.mark.slow  # the BCG example run and replayed, one run in a process
 
 CREDENTIALS = {
     "PIP_INDEX_URL": "https://user:s3cr3t-tok@host.example/simple",
@@ -53,20 +54,22 @@ def _leaks(text: str | bytes) -> list[str]:
     return [s for s in SECRETS if s.encode() in data]
 
 
-def _cli(cli: InProcess | None, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``cosmo-runner ARGS`` with the credentials set, in process or (``cli`` None) in a
-    subprocess; asserts nothing leaked on stdout or stderr."""
-    if cli is None:
-        proc = run_cli(*args, cwd=cwd, env=CREDENTIALS)
+def _cli(
+    runner: InProcess | ForkServer, *args: str | Path, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """``cosmo-runner ARGS`` with the credentials set, in process (``cli``) or in a process
+    of its own (``forked``); asserts nothing leaked on stdout or stderr."""
+    if isinstance(runner, ForkServer):
+        proc = runner.run(*args, cwd=cwd, env=CREDENTIALS)
     else:
-        proc = cli(*args, cwd=cwd, env=CREDENTIALS)
+        proc = runner(*args, cwd=cwd, env=CREDENTIALS)
     assert _leaks(proc.stdout) == [], proc.stdout
     assert _leaks(proc.stderr) == [], proc.stderr
     return proc
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Path:
+def workdir(tmp_path_factory: pytest.TempPathFactory, cli: InProcess, forked: ForkServer) -> Path:
     """runs/ made with credentials set: a succeeded run, its verify replay, a failed run."""
     work = tmp_path_factory.mktemp("secrets")
     shutil.copytree(EXAMPLE, work / "job")
@@ -77,7 +80,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, cli: InProcess) -> Path:
     # a token on the command line: the spec path is a URL with userinfo (exit 2, logged); in
     # its own process, whose sys.argv holds the token
     bad = f"https://user:{ARGV_SECRET}@host.example/spec.json"
-    assert _cli(None, "run", bad, cwd=work).returncode == 2
+    assert _cli(forked, "run", bad, cwd=work).returncode == 2
     return work
 
 

@@ -4,6 +4,7 @@ snapshots edited as JSON, and `.dist-info` folders on PYTHONPATH in a subprocess
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 
 from cosmo_runner.env.diff import EnvView, diff, load_view
-from tests.conftest import ROOT, InProcess, fake_dist, run_cli
+from tests.conftest import ROOT, InProcess, fake_dist
+from tests.forkserver import ForkServer
 from tests.triage.conftest import make_run, manifest_copy, validators_only_spec
 
 Edit = Callable[[dict[str, Any]], None]
@@ -207,16 +209,19 @@ def test_env_ids_are_stated_when_they_differ(snapshot_file, cli: InProcess) -> N
 
 
 @pytest.mark.slow
-def test_a_run_in_another_environment_that_failed_its_gate(tmp_path: Path, cli: InProcess) -> None:
+def test_a_run_in_another_environment_that_failed_its_gate(
+    tmp_path: Path, cli: InProcess, forked: ForkServer
+) -> None:
     """A run in an environment where jsonschema has another version (a `.dist-info` of
     4.25.1 first on PYTHONPATH) fails its smoke gate but keeps its log; env diff names it.
-    The runs are processes of their own (each observes its environment afresh); the diffs
-    of their logs run in process."""
+    The runs are processes of their own, each observing and gating its environment afresh
+    (forked, ``gate="fresh"``); the diffs of their logs run in process."""
     site = tmp_path / "site"
     fake_dist(site, "jsonschema", "4.25.1")
     spec = validators_only_spec(tmp_path / "work")
-    good = make_run(spec, tmp_path / "good")
-    drifted = make_run(spec, tmp_path / "drifted", env={"PYTHONPATH": str(site)})
+    fresh = functools.partial(forked.run, gate="fresh")
+    good = make_run(spec, tmp_path / "good", runner=fresh)
+    drifted = make_run(spec, tmp_path / "drifted", env={"PYTHONPATH": str(site)}, runner=fresh)
     assert json.loads((drifted / "run_log.json").read_text())["exit_code"] == 3
 
     proc = cli("env", "diff", good, drifted)
@@ -238,16 +243,17 @@ def test_a_run_in_another_environment_that_failed_its_gate(tmp_path: Path, cli: 
     assert "B: the run failed its smoke gate" in proc.stdout
 
     # two runs in one environment: identical
-    again = make_run(spec, tmp_path / "again")
+    again = make_run(spec, tmp_path / "again", runner=fresh)
     proc = cli("env", "diff", good, again / "run_log.json")
     assert proc.returncode == 0, proc.stdout
     assert "identical; env ids match" in proc.stdout
 
 
-def test_current_against_a_faked_install(tmp_path: Path, snapshot_file) -> None:
+def test_current_against_a_faked_install(tmp_path: Path, snapshot_file, forked: ForkServer) -> None:
     site = tmp_path / "site"
     fake_dist(site, "left-pad", "1.3.0")
-    proc = run_cli("env", "diff", snapshot_file("before"), "current", env={"PYTHONPATH": str(site)})
+    env = {"PYTHONPATH": str(site)}
+    proc = forked.run("env", "diff", snapshot_file("before"), "current", env=env, gate="fresh")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert any(
         line.split() == ["package", "left-pad", "-", "1.3.0"] for line in proc.stdout.splitlines()

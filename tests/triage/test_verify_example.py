@@ -15,6 +15,7 @@ import pytest
 
 from cosmo_runner.runlog import dumps
 from tests.conftest import EXAMPLE, InProcess, fake_dist, load_log
+from tests.forkserver import ForkServer
 from tests.triage.conftest import make_run
 
 RESULT = "results/bcg-reml.json"
@@ -110,14 +111,16 @@ def test_rtol_accepts_a_tiny_numeric_difference(
     assert too_tight.returncode == 1
 
 
-def test_a_difference_shows_the_env_diff_original_vs_replay(tmp_path: Path, cli: InProcess) -> None:
+def test_a_difference_shows_the_env_diff_original_vs_replay(
+    tmp_path: Path, cli: InProcess, forked: ForkServer
+) -> None:
     """The original ran with one more distribution installed (a `.dist-info` on PYTHONPATH:
     an extra is a warning, the gate passes), in its own process; the replay runs without it,
     in this one."""
     site = tmp_path / "site"
     fake_dist(site, "left-pad", "1.3.0")
     spec = _reml_only(tmp_path / "bcg")
-    run = make_run(spec, tmp_path / "run", env={"PYTHONPATH": str(site)})
+    run = make_run(spec, tmp_path / "run", env={"PYTHONPATH": str(site)}, runner=forked.run)
     assert load_log(run)["status"] == "succeeded"
     _copy_with_estimate(run, tmp_path / "copy", lambda x: x - 1)
 
