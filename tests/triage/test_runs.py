@@ -21,7 +21,7 @@ import pytest
 from cosmo_runner.cli import main
 from cosmo_runner.runstate import LOST_AFTER_S, boot_id, liveness, process_start_ticks
 from cosmo_runner.triage.runs import list_runs
-from tests.conftest import EXAMPLE, InProcess, fake_dist, load_log, run_cli
+from tests.conftest import EXAMPLE, InProcess, fake_dist, load_log
 from tests.triage.conftest import validators_only_spec
 
 SLOW_PLUGIN = """
@@ -152,7 +152,7 @@ def test_an_old_log_without_heartbeat_falls_back_to_started_at() -> None:
 
 
 def test_kill_9_mid_run_is_listed_lost_and_verify_and_env_diff_say_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cli: InProcess
 ) -> None:
     site = tmp_path / "site"
     site.mkdir()
@@ -213,7 +213,7 @@ def test_kill_9_mid_run_is_listed_lost_and_verify_and_env_diff_say_so(
         f"cosmo-runner: error: {out / 'run_log.json'}: the run did not succeed (status lost, "
         f"exit None: process {proc.pid} on this host is gone); only a succeeded run can be verified"
     )
-    proc_diff = run_cli("env", "diff", out, "current")
+    proc_diff = cli("env", "diff", out, "current")
     assert f"(run log, status lost, env_id {log['environment']['env_id']})" in proc_diff.stdout
     assert (out / "run_log.json").read_bytes() == before  # nobody rewrote the log
 
