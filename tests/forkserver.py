@@ -11,13 +11,20 @@ what ``cosmo-runner ARGS`` would be:
 
 - its descriptors 0, 1 and 2 are the ones the test passed (a pipe, ``/dev/full``, a
   read-only file) or closed, and ``sys.stdin``/``sys.stdout``/``sys.stderr`` are rebuilt
-  from them as interpreter start-up builds them (``None`` for a closed one; stderr line
-  buffered and ``backslashreplace``); no other descriptor is open;
+  from them as interpreter start-up builds them (``None`` for a closed one, buffering by
+  ``PYTHONUNBUFFERED``, stderr ``backslashreplace``); no other descriptor is open;
 - ``sys.argv`` is the console script's, ``sys.path[0]`` its folder, then ``PYTHONPATH``'s
-  entries (the only interpreter-start variable emulated; the others are refused);
+  entries (the only interpreter-start variable emulated; the others, and the locale's
+  ``LANG``/``LC_ALL``/``LC_CTYPE``, are the server's, so a test may not set them);
 - its environment, working directory and umask are the request's; SIGINT, SIGTERM and the
   other signals have the dispositions a fresh interpreter gives them;
 - it ends as the console script does, ``sys.exit(main())``: through interpreter shutdown.
+
+What stays the server's: the interpreter's start-up configuration (above), the hash seed
+(every child shares it: set iteration order does not vary between children as between fresh
+interpreters) and the modules already imported (cosmo_runner's, numpy for the gate; no scipy
+or matplotlib, whose BLAS would show in the environment snapshot).
+tests/test_forkserver.py compares a child with a fresh interpreter field by field.
 
 ``gate="reused"`` (default) hands ``main`` a :class:`tests.gates.ReusedGate` warmed in the
 server for the request's environment, as the in-process ``cli`` fixture does: use it where the
@@ -48,6 +55,7 @@ from typing import IO, Any
 
 CLOSED = -10  # a standard descriptor the child starts without (like ``sh -c 'exec ... >&-'``)
 _MAX_FDS = 4
+_LOCALE = frozenset({"LANG", "LC_ALL", "LC_CTYPE"})  # they decide the std streams' encoding
 
 # ----------------------------------------------------------------------------- the server
 
@@ -123,7 +131,8 @@ class _Server:
             for key, _ in self.selector.select():
                 if key.fileobj is self.control:
                     message, fds, _, _ = socket.recv_fds(self.control, 1 << 20, _MAX_FDS)
-                    if not message:
+                    if not message:  # the tests are over: a child still running was left
+                        self.stop_children()  # by a failed test; it goes with the server
                         return None
                     child = self.start(json.loads(message), fds)
                     if child is not None:
@@ -174,6 +183,11 @@ class _Server:
         reply.sendall(json.dumps({"pid": pid, "cpu": warm_cpu}).encode())
         return None
 
+    def stop_children(self) -> None:
+        for pidfd, (pid, _) in list(self.children.items()):
+            os.kill(pid, signal.SIGKILL)
+            self.reap(pidfd)
+
     def reap(self, pidfd: int) -> None:
         pid, reply = self.children.pop(pidfd)
         self.selector.unregister(pidfd)
@@ -190,23 +204,32 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _std_stream(fd: int, write: bool) -> IO[str] | None:
-    """``sys.stdin``/``stdout``/``stderr`` as interpreter start-up makes them (POSIX)."""
+def _std_stream(fd: int, unbuffered: bool) -> IO[str] | None:
+    """``sys.stdin``/``stdout``/``stderr`` as interpreter start-up makes them on POSIX
+    (CPython's ``create_stdio``): ``None`` for a closed descriptor; stdin always buffered;
+    with ``PYTHONUNBUFFERED`` stdout and stderr unbuffered and written through, else line
+    buffered on a terminal and for stderr; encoding and errors as this interpreter's own
+    (the server's locale is the test's), stderr ``backslashreplace``."""
     try:
         os.fstat(fd)
     except OSError:
         return None
-    raw = io.FileIO(fd, "w" if write else "r", closefd=False)
-    buffered: Any = io.BufferedWriter(raw) if write else io.BufferedReader(raw)
-    template = sys.__stderr__ if fd == 2 else sys.__stdout__
-    encoding = template.encoding if template is not None else "utf-8"
-    errors = "backslashreplace" if fd == 2 else (template.errors if template else "strict")
+    write = fd != 0
+    raw = io.FileIO(fd, "wb" if write else "rb", closefd=False)
+    raw.name = ("<stdin>", "<stdout>", "<stderr>")[fd]  # type: ignore[misc]
+    buffer: Any
+    if write and unbuffered:
+        buffer = raw
+    else:
+        buffer = io.BufferedWriter(raw) if write else io.BufferedReader(raw)
+    template = sys.__stdout__ or sys.__stdin__
     stream = io.TextIOWrapper(
-        buffered,
-        encoding=encoding,
-        errors=errors,
+        buffer,
+        encoding=template.encoding if template else "utf-8",
+        errors="backslashreplace" if fd == 2 else (template.errors if template else "strict"),
         newline="\n",
-        line_buffering=fd == 2 or raw.isatty(),
+        line_buffering=not unbuffered and (raw.isatty() or fd == 2),
+        write_through=unbuffered,
     )
     stream.mode = "w" if write else "r"  # type: ignore[misc]
     return stream
@@ -226,9 +249,10 @@ def _become(server: _Server, request: dict[str, Any], stdio: list[int]) -> None:
     for fd in set(stdio) - {0, 1, 2}:
         os.close(fd)
     os.closerange(3, 1 << 16)  # nothing of the server's stays open: a new process has 0-2
-    sys.stdin = sys.__stdin__ = _std_stream(0, write=False)  # type: ignore[misc]
-    sys.stdout = sys.__stdout__ = _std_stream(1, write=True)  # type: ignore[misc]
-    sys.stderr = sys.__stderr__ = _std_stream(2, write=True)  # type: ignore[misc]
+    unbuffered = bool(request["env"].get("PYTHONUNBUFFERED"))
+    sys.stdin = sys.__stdin__ = _std_stream(0, unbuffered)  # type: ignore[misc]
+    sys.stdout = sys.__stdout__ = _std_stream(1, unbuffered)  # type: ignore[misc]
+    sys.stderr = sys.__stderr__ = _std_stream(2, unbuffered)  # type: ignore[misc]
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
@@ -390,7 +414,7 @@ class ForkServer:
 
         assert gate in ("reused", "fresh"), gate
         for name in env or {}:
-            assert name == "PYTHONPATH" or name not in INTERPRETER_VARIABLES, (
+            assert name == "PYTHONPATH" or name not in INTERPRETER_VARIABLES | _LOCALE, (
                 f"{name} acts at interpreter start: use run_cli"
             )
         full_env = {k: v for k, v in os.environ.items() if k != "COSMO_MANIFEST"}
