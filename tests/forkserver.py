@@ -112,8 +112,12 @@ class _Server:
             os.chdir(request["cwd"])
             sys.path[:] = self.child_path(request["env"])
             try:
-                args = build_parser().parse_args(request["args"])
-            except SystemExit:  # --help, a usage error: nothing to warm
+                with (
+                    contextlib.redirect_stdout(io.StringIO()),
+                    contextlib.redirect_stderr(io.StringIO()),
+                ):
+                    args = build_parser().parse_args(request["args"])
+            except SystemExit:  # --help, --version, a usage error: nothing to warm
                 return
             if getattr(args, "command", None) in ("run", "validate"):
                 state = self.gate.observe(args.manifest, None)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cosmo_runner import __version__
 from cosmo_runner.cli import main
-from tests.conftest import run_cli
+from tests.conftest import ReusedGate, run_cli
 
 
 def test_version() -> None:
@@ -44,8 +45,12 @@ def test_usage_errors_exit_2_with_one_line(
     assert err.startswith("cosmo-runner: error: ") and err.count("\n") == 1
 
 
-def test_missing_spec_exit_2_names_it(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")])
+def test_missing_spec_exit_2_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate
+) -> None:
+    code = main(
+        ["run", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")], gate=reused_gate
+    )
     assert code == 2
     assert (
         f"cosmo-runner: error: {tmp_path / 'nope.json'}: file not found" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Inputs read once, odd files refused without blocking, validators that say what happened.
 
-In process (``cli.main`` / ``pipeline.execute``); each test ends with the exit code, the
-one-line message and the run log's schema validity.
+In process (``cli.main`` / ``pipeline.execute``, with the session's gate: observed and
+checked once per distinct environment); each test ends with the exit code, the one-line
+message and the run log's schema validity.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from cosmo_runner import cli
 from cosmo_runner.pipeline import RunOptions, execute
-from tests.conftest import EXAMPLE, fake_dist, load_log
+from tests.conftest import EXAMPLE, ReusedGate, fake_dist, load_log
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +42,10 @@ def _gen_case(tmp_path: Path, table: str = GEN_CSV, **validator: Any) -> Path:
     return case / "spec.json"
 
 
-def _run(spec: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    code = cli.main(["run", str(spec), "--out", str(out)])
+def _run(
+    spec: Path, out: Path, capsys: pytest.CaptureFixture[str], gate: ReusedGate
+) -> tuple[int, list[str]]:
+    code = cli.main(["run", str(spec), "--out", str(out)], gate=gate)
     errors = [
         line.removeprefix("cosmo-runner: error: ")
         for line in capsys.readouterr().err.splitlines()
@@ -53,7 +56,7 @@ def _run(spec: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
 def test_an_input_that_is_not_a_regular_file_is_refused_without_blocking(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate, kind: str
 ) -> None:
     spec = _gen_case(tmp_path)
     table = spec.parent / "g.csv"
@@ -65,7 +68,7 @@ def test_an_input_that_is_not_a_regular_file_is_refused_without_blocking(
         table.mkdir()
     else:
         table.symlink_to("/dev/zero")  # reading it would never end
-    code, errors = _run(spec, tmp_path / "out", capsys)
+    code, errors = _run(spec, tmp_path / "out", capsys, reused_gate)
     assert code == 2
     assert errors == [f"input 'g': {table.resolve()}: not a regular file ({expected[kind]})"]
     log = load_log(tmp_path / "out")
@@ -75,7 +78,10 @@ def test_an_input_that_is_not_a_regular_file_is_refused_without_blocking(
 
 
 def test_an_unreadable_input_is_exit_2_cannot_read(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reused_gate: ReusedGate,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec = _gen_case(tmp_path)
     table = (spec.parent / "g.csv").resolve()
@@ -87,7 +93,7 @@ def test_an_unreadable_input_is_exit_2_cannot_read(
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", deny)
-    code, errors = _run(spec, tmp_path / "out", capsys)
+    code, errors = _run(spec, tmp_path / "out", capsys, reused_gate)
     monkeypatch.undo()
     assert code == 2
     assert errors == [f"input 'g': {table}: cannot read: Permission denied"]
@@ -95,7 +101,9 @@ def test_an_unreadable_input_is_exit_2_cannot_read(
     assert log["exit_code"] == 2 and log["error"]["type"] == "InputError"
 
 
-def test_the_analysis_uses_the_hashed_bytes_when_the_file_is_replaced(tmp_path: Path) -> None:
+def test_the_analysis_uses_the_hashed_bytes_when_the_file_is_replaced(
+    tmp_path: Path, reused_gate: ReusedGate
+) -> None:
     """Replace the input after it was read and hashed (a test hook, not timing luck)."""
     case = tmp_path / "bcg"
     shutil.copytree(EXAMPLE, case)
@@ -119,7 +127,9 @@ def test_the_analysis_uses_the_hashed_bytes_when_the_file_is_replaced(tmp_path: 
         replaced.append(input_id)
 
     out = tmp_path / "out"
-    result = execute(RunOptions(spec_path=spec, out_dir=out, after_inputs=replace))
+    result = execute(
+        RunOptions(spec_path=spec, out_dir=out, after_inputs=replace, gate=reused_gate)
+    )
     assert replaced == ["bcg"]
     assert (case / "bcg.csv").read_bytes() != original
     assert result.exit_code == 0, result.error
@@ -173,10 +183,10 @@ def uses_the_bytes(context):
 """
 
 
-@pytest.fixture
-def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One site for the module: the same ``sys.path`` in each test, so one observation."""
+    site = tmp_path_factory.mktemp("site")
     (site / "cosmo_odd_plugins.py").write_text(PLUGINS)
     names = ["raises", "shouting", "number_message", "bad_location", "not_iterable"]
     names += ["uses_the_bytes", "exits", "calls_sys_exit", "fails_midway", "long_message"]
@@ -189,7 +199,12 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_dist(
         site, "cosmo-odd-plugins", "0.1", entry_points=f"[cosmo_runner.validators]\n{entry_points}"
     )
-    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+@pytest.fixture
+def plugins(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(plugin_site))
 
 
 @pytest.mark.parametrize(
@@ -213,10 +228,16 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_a_misbehaving_plugin_is_an_error_never_passed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], plugins: None, kind: str, message: str
+    kind: str,
+    message: str,
+    *,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reused_gate: ReusedGate,
+    plugins: None,
 ) -> None:
     spec = _gen_case(tmp_path, id="p", kind=kind, input="g")
-    code, errors = _run(spec, tmp_path / "out", capsys)
+    code, errors = _run(spec, tmp_path / "out", capsys, reused_gate)
     assert code == 5
     assert len(errors) == 1 and errors[0].startswith(message), errors
     log = load_log(tmp_path / "out")
@@ -245,10 +266,16 @@ def test_a_misbehaving_plugin_is_an_error_never_passed(
     ],
 )
 def test_a_plugin_that_cannot_be_loaded_is_named(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], plugins: None, kind: str, message: str
+    kind: str,
+    message: str,
+    *,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reused_gate: ReusedGate,
+    plugins: None,
 ) -> None:
     spec = _gen_case(tmp_path, id="p", kind=kind, input="g")
-    code, errors = _run(spec, tmp_path / "out", capsys)
+    code, errors = _run(spec, tmp_path / "out", capsys, reused_gate)
     assert code == 5
     message = f"validator kind {kind!r}: cannot load the plugin {message}"
     assert len(errors) == 1 and errors[0].startswith(message), errors
@@ -259,10 +286,10 @@ def test_a_plugin_that_cannot_be_loaded_is_named(
 
 
 def test_a_plugin_message_is_one_line_of_at_most_1000_characters(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], plugins: None
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate, plugins: None
 ) -> None:
     spec = _gen_case(tmp_path, id="p", kind="long_message", input="g")
-    code, errors = _run(spec, tmp_path / "out", capsys)
+    code, errors = _run(spec, tmp_path / "out", capsys, reused_gate)
     assert code == 4
     cut = "x" * 960 + "... (8000000 characters)"
     assert errors == ["1 validator error(s) in p", cut]
@@ -272,10 +299,10 @@ def test_a_plugin_message_is_one_line_of_at_most_1000_characters(
 
 
 def test_a_plugin_gets_the_hashed_bytes_and_the_parsed_table(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], plugins: None
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate, plugins: None
 ) -> None:
     spec = _gen_case(tmp_path, id="p", kind="uses_the_bytes", input="g")
-    code, errors = _run(spec, tmp_path / "out", capsys)
+    code, errors = _run(spec, tmp_path / "out", capsys, reused_gate)
     assert (code, errors) == (0, [])
     log = load_log(tmp_path / "out")
     (record,) = log["validators"]
@@ -286,13 +313,13 @@ def test_a_plugin_gets_the_hashed_bytes_and_the_parsed_table(
 
 
 def test_a_broken_table_makes_every_validator_of_it_an_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate
 ) -> None:
     spec = _gen_case(tmp_path, table="study,yi,vi\nA,0.1,0.02\nB,0.3\n")
     data = json.loads(spec.read_text())
     data["validators"].append(dict(data["validators"][0], id="again"))
     spec.write_text(json.dumps(data))
-    code, errors = _run(spec, tmp_path / "out", capsys)
+    code, errors = _run(spec, tmp_path / "out", capsys, reused_gate)
     assert code == 2
     assert errors == ["g.csv line 3: 2 fields, the header has 3"]
     log = load_log(tmp_path / "out")
@@ -302,7 +329,7 @@ def test_a_broken_table_makes_every_validator_of_it_an_error(
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_a_jsonschema_schema_file_must_be_a_regular_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate, kind: str
 ) -> None:
     case = tmp_path / "case"
     case.mkdir()
@@ -318,7 +345,7 @@ def test_a_jsonschema_schema_file_must_be_a_regular_file(
         ],
     }
     (case / "spec.json").write_text(json.dumps(spec))
-    code, errors = _run(case / "spec.json", tmp_path / "out", capsys)
+    code, errors = _run(case / "spec.json", tmp_path / "out", capsys, reused_gate)
     assert code == 2
     assert len(errors) == 1 and errors[0].startswith(f"schema file: {schema}: not a regular file")
     log = load_log(tmp_path / "out")
@@ -326,7 +353,7 @@ def test_a_jsonschema_schema_file_must_be_a_regular_file(
 
 
 def test_an_interrupted_validator_is_an_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reused_gate: ReusedGate
 ) -> None:
     """SIGINT arriving while the table is checked: the validator is an error, the log says
     interrupted (in process: the signal is raised from inside the validator)."""
@@ -338,7 +365,7 @@ def test_an_interrupted_validator_is_an_error(
 
     monkeypatch.setattr(effect_table, "check_table", interrupted)
     spec = _gen_case(tmp_path)
-    result = execute(RunOptions(spec_path=spec, out_dir=tmp_path / "out"))
+    result = execute(RunOptions(spec_path=spec, out_dir=tmp_path / "out", gate=reused_gate))
     assert result.exit_code == 130
     log = load_log(tmp_path / "out")
     assert log["status"] == "interrupted" and log["exit_code"] == 130
