@@ -47,6 +47,16 @@ EXIT_REPRODUCED = 0  # verify: every output identical (or within --rtol)
 EXIT_DIFFERS = 1  # verify: an output differs
 
 
+# What str.splitlines splits at, each as its escape: written so in a one-line message
+_LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in (10, 11, 12, 13, 28, 29, 30, 0x85, 0x2028, 0x2029)}
+
+
+def on_one_line(text: str) -> str:
+    """``text`` (a key, a JSON pointer) with every line break written as its escape
+    (``\\n``, ``\\x85``, ``\\u2028``): a message that echoes it stays one line."""
+    return text.translate(_LINE_BREAKS)
+
+
 def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
     """``text`` cut to about ``limit`` characters, saying how much was left out."""
     if len(text) <= limit:

@@ -31,7 +31,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from cosmo_runner.errors import FileError, shorten
+from cosmo_runner.errors import FileError, on_one_line, shorten
 
 MiB = 1024 * 1024
 
@@ -252,8 +252,9 @@ def _plain(value: Any, pointer: str, depth: int, max_depth: int, problems: list[
 
 
 def _at(pointer: str) -> str:
-    """A JSON pointer for a message: the root as ``/``, a huge key cut short."""
-    return shorten(pointer or "/")
+    """A JSON pointer for a message: the root as ``/``, a line break in a key escaped, a
+    huge key cut short."""
+    return shorten(on_one_line(pointer or "/"))
 
 
 def _pointer_order(problem: str) -> list[str]:

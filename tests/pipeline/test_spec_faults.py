@@ -40,6 +40,26 @@ def test_duplicate_keys_are_errors_naming_the_pointer(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("key", ["a\nb", "a\rb", "a\u2028b", "a\x85b", "a\x1cb"])
+def test_a_line_break_in_a_key_is_escaped_in_the_pointer(tmp_path: Path, key: str) -> None:
+    """A problem under a key with a line break (found by the fuzz test): one line still,
+    from the parser (a non-finite number, a duplicate key) and from the schema."""
+    escaped = repr(key)[1:-1]
+    path = tmp_path / "spec.json"
+    data = _example()
+    data["inputs"][key] = {"path": "bcg.csv", "extra": 1}
+    text = json.dumps(data).replace('"extra": 1', '"extra": Infinity, "x": 1, "x": 2')
+    path.write_text(text)
+    parsed = _problems(path)
+    assert f"/inputs/{escaped}/extra: Infinity is not allowed (JSON numbers are finite)" in parsed
+    assert f"/inputs/{escaped}/x: duplicate key 'x'" in parsed
+    path.write_text(json.dumps(data))
+    schema = _problems(path)
+    assert any(p.startswith(f"/inputs/{escaped}") for p in schema), schema
+    for problem in parsed + schema:
+        assert len(problem.splitlines()) == 1, problem
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_level_is_rejected_at_parsing(tmp_path: Path, literal: str) -> None:
     path = tmp_path / "spec.json"

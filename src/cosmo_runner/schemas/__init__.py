@@ -7,7 +7,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from cosmo_runner.errors import ECHO_LIMIT, shorten
+from cosmo_runner.errors import ECHO_LIMIT, on_one_line, shorten
 
 SCHEMA_FILES = {
     "environment_manifest": "environment_manifest.schema.json",
@@ -26,8 +26,9 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 def pointer(path: Any) -> str:
-    """JSON pointer (RFC 6901) for a jsonschema error path; '' (the root) shown as '/'."""
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
+    """JSON pointer (RFC 6901) for a jsonschema error path; '' (the root) shown as '/'; a
+    line break in a key written as its escape (:func:`cosmo_runner.errors.on_one_line`)."""
+    parts = [on_one_line(str(p).replace("~", "~0").replace("/", "~1")) for p in path]
     return "/" + "/".join(parts) if parts else "/"
 
 
