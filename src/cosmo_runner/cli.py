@@ -517,7 +517,11 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_batch(
-    args: argparse.Namespace, argv: list[str], console: Console, signals: SignalGuard
+    args: argparse.Namespace,
+    argv: list[str],
+    console: Console,
+    signals: SignalGuard,
+    gate: Gate | None = None,
 ) -> int:
     from cosmo_runner.batch.client import BatchOptions, run_batch
     from cosmo_runner.triage.report import batch_summary
@@ -541,6 +545,7 @@ def cmd_batch(
                 command=["cosmo-runner", *argv],
                 deadline=args.worker_deadline,
                 progress=bar.update if bar is not None else None,
+                gate=gate,
             ),
             signals=signals,
         )
@@ -606,9 +611,10 @@ def main(argv: list[str] | None = None, *, gate: Gate | None = None) -> int:
     changes it). Called without ``argv`` (as the program), SIGINT and SIGTERM stay ignored
     after it returns, so the process exits with the code it returned.
 
-    ``gate``: how ``run``, ``validate`` and ``verify`` observe and check the environment
-    (:class:`cosmo_runner.env.gate.Gate`; default: afresh at every run). A caller that runs
-    many commands in one process may pass one that reuses a verified observation.
+    ``gate``: how ``run``, ``validate``, ``verify`` and ``batch``'s client observe and check
+    the environment (:class:`cosmo_runner.env.gate.Gate`; default: afresh at every run). A
+    caller that runs many commands in one process may pass one that reuses a verified
+    observation (a batch's workers always gate themselves).
     """
     as_program = argv is None  # the process's own entry point: it exits right after
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -662,7 +668,7 @@ def _dispatch(argv: list[str], console: Console, signals: SignalGuard, gate: Gat
     if args.command == "export":
         return cmd_export(args, console)
     if args.command == "batch":
-        return cmd_batch(args, argv, console, signals)
+        return cmd_batch(args, argv, console, signals, gate)
     if args.command in ("scheduler", "worker"):
         return cmd_serve(args, console, signals)
     return cmd_verify(args, console, gate)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cosmo_runner.cli import main
+from cosmo_runner.env.gate import Gate
 
 #: studies per generated spec in the batch tests (``generate_specs(..., k=K)``): what a batch
 #: does with a spec does not depend on its table's size, and a k=5 spec costs its worker less
@@ -16,9 +17,13 @@ from cosmo_runner.cli import main
 K = 5
 
 
-def batch(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """``cosmo-runner batch ARGS`` in process: (exit code, stdout, stderr)."""
-    code = main(["batch", *map(str, args)])
+def batch(
+    capsys: pytest.CaptureFixture[str], gate: Gate, *args: str | Path
+) -> tuple[int, str, str]:
+    """``cosmo-runner batch ARGS`` in process: (exit code, stdout, stderr). ``gate`` gates the
+    client (the session's ``reused_gate``; the workers gate themselves). Not through the
+    ``cli`` fixture: it would put back the environment variables a batch must put back."""
+    code = main(["batch", *map(str, args)], gate=gate)
     out, err = capsys.readouterr()
     return code, out, err
 

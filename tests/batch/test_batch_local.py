@@ -19,6 +19,7 @@ from tests.batch.conftest import SHARED_GROUP
 from tests.batch.helpers import K, batch, batch_log, by_key, committed, events
 from tests.batch.specgen import generate_specs
 from tests.conftest import InProcess
+from tests.gates import ReusedGate
 from tests.share.test_report import Page
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -26,13 +27,24 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.mark.xdist_group(SHARED_GROUP)
 def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_cluster: str, cli: InProcess
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reused_gate: ReusedGate,
+    shared_cluster: str,
+    cli: InProcess,
 ) -> None:
     specs = generate_specs(tmp_path / "specs", 50, seed=1, k=K)
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"specs/{p.name}\n" for p in specs), encoding="utf-8")
     code, out, err = batch(
-        capsys, "--from", listing, "--out", tmp_path / "out", "--cluster", shared_cluster
+        capsys,
+        reused_gate,
+        "--from",
+        listing,
+        "--out",
+        tmp_path / "out",
+        "--cluster",
+        shared_cluster,
     )
     assert (code, err) == (0, "")
     doc = batch_log(tmp_path / "out")
@@ -73,7 +85,7 @@ def test_fifty_specs_give_the_results_of_cosmo_runner_run_byte_for_byte(
 
 @pytest.mark.usefixtures("forked_workers")
 def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate
 ) -> None:
     environ = dict(os.environ)
     good, bad_value, missing, invalid = generate_specs(tmp_path, 4, seed=2, k=K)
@@ -84,7 +96,16 @@ def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
     missing.with_suffix(".csv").unlink()
     invalid.write_text('{"spec_version": 1}', encoding="utf-8")
     code, _, err = batch(
-        capsys, good, bad_value, missing, invalid, "--out", tmp_path / "out", "--workers", "1"
+        capsys,
+        reused_gate,
+        good,
+        bad_value,
+        missing,
+        invalid,
+        "--out",
+        tmp_path / "out",
+        "--workers",
+        "1",
     )
     assert code == 6
     assert err == (
@@ -116,20 +137,20 @@ def test_failed_specs_keep_their_exit_codes_and_are_not_retried(
 
 
 def test_a_non_empty_folder_needs_resume(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate
 ) -> None:
     (spec,) = generate_specs(tmp_path, 1, k=K)
     out = tmp_path / "out"
     out.mkdir()
     (out / "something").write_text("x", encoding="utf-8")
-    code, stdout, err = batch(capsys, spec, "--out", out)
+    code, stdout, err = batch(capsys, reused_gate, spec, "--out", out)
     assert (code, stdout) == (2, "")
     assert err == (
         f"cosmo-runner: error: output directory is not empty: {out}; "
         "use --resume to continue the batch in it\n"
     )
     assert sorted(p.name for p in out.iterdir()) == ["something"]
-    code, _, err = batch(capsys, spec, "--out", out, "--resume")
+    code, _, err = batch(capsys, reused_gate, spec, "--out", out, "--resume")
     assert code == 2
     assert err == (
         f"cosmo-runner: error: --resume: {out} holds no batch_log.json: not a batch folder\n"
@@ -138,18 +159,18 @@ def test_a_non_empty_folder_needs_resume(
 
 @pytest.mark.xdist_group(SHARED_GROUP)
 def test_resume_reuses_matching_runs_and_runs_the_rest(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_cluster: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate, shared_cluster: str
 ) -> None:
     first = generate_specs(tmp_path / "specs", 4, seed=3, k=K)
     out = tmp_path / "out"
     on = ("--cluster", shared_cluster)
-    code, _, err = batch(capsys, *first, "--out", out, *on, "--shared-fs")
+    code, _, err = batch(capsys, reused_gate, *first, "--out", out, *on, "--shared-fs")
     assert (code, err) == (0, "")
     before = {k: v["run_id"] for k, v in by_key(batch_log(out)).items()}
     changed = first[0].with_suffix(".csv")  # an input changed: that run cannot be reused
     changed.write_text(changed.read_text(encoding="utf-8") + "s21,0.1,0.1\n", encoding="utf-8")
     more = generate_specs(tmp_path / "specs", 2, seed=3, start=4, k=K)
-    code, _, err = batch(capsys, *first, *more, "--out", out, *on, "--resume")
+    code, _, err = batch(capsys, reused_gate, *first, *more, "--out", out, *on, "--resume")
     assert (code, err) == (0, "")
     doc = batch_log(out)
     specs = by_key(doc)
@@ -174,7 +195,7 @@ def test_resume_reuses_matching_runs_and_runs_the_rest(
     # every spec reused (no cluster), but the page cannot be written: a folder in its way
     (out / "report.html").unlink()
     (out / "report.html").mkdir()
-    code, stdout, err = batch(capsys, *first, *more, "--out", out, "--resume")
+    code, stdout, err = batch(capsys, reused_gate, *first, *more, "--out", out, "--resume")
     assert err.startswith(f"cosmo-runner: error: cannot write {out / 'report.html'}: ")
     assert (code, err.count("\n")) == (5, 1)
     doc = batch_log(out)
@@ -193,7 +214,7 @@ def test_resume_reuses_matching_runs_and_runs_the_rest(
 @pytest.mark.xdist_group(SHARED_GROUP)
 @pytest.mark.usefixtures("forked_workers")
 def test_interrupted_after_some_commits_then_resume_duplicates_nothing(
-    tmp_path: Path, shared_cluster: str
+    tmp_path: Path, shared_cluster: str, reused_gate: ReusedGate
 ) -> None:
     specs = generate_specs(tmp_path / "specs", 12, seed=4, k=K)
     out = tmp_path / "out"
@@ -209,7 +230,9 @@ def test_interrupted_after_some_commits_then_resume_duplicates_nothing(
             # one worker of its own: with two, a lot of two results can be committed together
             # and the signal, sent while the first is recorded, leaves the second committed
             # but logged `interrupted` (a --resume reuses it; the count below would differ)
-            BatchOptions(specs=specs, out_dir=out, workers=1, chunk=1, progress=progress),
+            BatchOptions(
+                specs=specs, out_dir=out, workers=1, chunk=1, progress=progress, gate=reused_gate
+            ),
             signals=guard,
         )
     assert result.exit_code == 130
@@ -220,7 +243,11 @@ def test_interrupted_after_some_commits_then_resume_duplicates_nothing(
     done = statuses.count("succeeded")
     assert done >= 3 and statuses.count("interrupted") == 12 - done
     assert len(committed(out)) == done
-    again = run_batch(BatchOptions(specs=specs, out_dir=out, cluster=shared_cluster, resume=True))
+    again = run_batch(
+        BatchOptions(
+            specs=specs, out_dir=out, cluster=shared_cluster, resume=True, gate=reused_gate
+        )
+    )
     assert again.exit_code == 0
     doc = batch_log(out)
     assert doc["totals"]["reused"] == done and doc["totals"]["succeeded"] == 12 - done
@@ -248,7 +275,7 @@ def test_help_and_run_do_not_import_dask(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("forked_workers")
 def test_a_batch_runs_while_another_server_holds_port_8787(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate
 ) -> None:
     """Port 8787 (distributed's dashboard default) taken: no warning, no clash, exit 0.
 
@@ -266,7 +293,7 @@ def test_a_batch_runs_while_another_server_holds_port_8787(
             pass  # already taken by someone else: the case under test either way
         specs = generate_specs(tmp_path / "specs", 2, seed=3, k=K)
         code, _out, err = batch(
-            capsys, *map(str, specs), "--out", tmp_path / "out", "--workers", "1"
+            capsys, reused_gate, *map(str, specs), "--out", tmp_path / "out", "--workers", "1"
         )
         assert (code, err) == (0, "")
         assert batch_log(tmp_path / "out")["totals"]["succeeded"] == 2

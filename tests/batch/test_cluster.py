@@ -20,10 +20,11 @@ from tests.batch.conftest import QUIET_DASK_ENVIRONMENT
 from tests.batch.helpers import K, batch_log, by_key, committed, events
 from tests.batch.specgen import generate_specs
 from tests.envcopy import ONE_AT_A_TIME, VenvCopy
+from tests.gates import ReusedGate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-DEADLINE_S = 10
+DEADLINE_S = 3  # the ungated worker is refused this long after it registered
 
 
 class Processes:
@@ -98,7 +99,7 @@ def _wait_for(address: str, wanted: dict[str, int], timeout: float = 240) -> Non
 
 @ONE_AT_A_TIME  # its venv copy (tests/envcopy.py)
 def test_drifted_and_ungated_workers_run_nothing_and_a_killed_worker_costs_nothing(  # noqa: PLR0915 - one scenario: cluster, batch, every worker's fate, shutdown
-    tmp_path: Path, processes: Processes
+    tmp_path: Path, processes: Processes, reused_gate: ReusedGate
 ) -> None:
     drifted_venv = VenvCopy(tmp_path / "drifted-venv")
     drifted_venv.set_version("jsonschema", "4.25.1")
@@ -131,7 +132,14 @@ def test_drifted_and_ungated_workers_run_nothing_and_a_killed_worker_costs_nothi
             os.kill(good[0].pid, signal.SIGKILL)
 
     result = run_batch(
-        BatchOptions(specs=specs, out_dir=out, cluster=address, chunk=1, progress=progress)
+        BatchOptions(
+            specs=specs,
+            out_dir=out,
+            cluster=address,
+            chunk=1,
+            progress=progress,
+            gate=reused_gate,
+        )
     )
     assert killed and good[0].wait(timeout=30) == -signal.SIGKILL
     assert result.exit_code == 0, result.error

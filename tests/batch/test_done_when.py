@@ -10,18 +10,19 @@ import pytest
 from cosmo_runner.triage.runs import list_runs
 from tests.batch.helpers import K, batch, batch_log, committed, events
 from tests.batch.specgen import generate_specs
+from tests.gates import ReusedGate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def test_two_hundred_specs_then_resume_with_ten_more(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reused_gate: ReusedGate
 ) -> None:
     specs = generate_specs(tmp_path / "specs", 200, seed=7, k=K)
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"specs/{p.name}\n" for p in specs), encoding="utf-8")
     out = tmp_path / "out"
-    code, stdout, err = batch(capsys, "--from", listing, "--out", out)
+    code, stdout, err = batch(capsys, reused_gate, "--from", listing, "--out", out)
     assert (code, err) == (0, "")
     doc = batch_log(out)
     assert doc["totals"]["succeeded"] == 200 and doc["status"] == "succeeded"
@@ -30,7 +31,7 @@ def test_two_hundred_specs_then_resume_with_ten_more(
     more = generate_specs(tmp_path / "specs", 10, seed=7, start=200, k=K)
     with listing.open("a", encoding="utf-8") as handle:
         handle.write("".join(f"specs/{p.name}\n" for p in more))
-    code, stdout, err = batch(capsys, "--from", listing, "--out", out, "--resume")
+    code, stdout, err = batch(capsys, reused_gate, "--from", listing, "--out", out, "--resume")
     assert (code, err) == (0, "")
     doc = batch_log(out)
     assert (doc["totals"]["reused"], doc["totals"]["succeeded"]) == (200, 10)

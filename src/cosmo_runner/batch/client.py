@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from cosmo_runner.batch.scheduler import GatePlugin
     from cosmo_runner.batch.worker import Outcome
+    from cosmo_runner.env.gate import Gate
 
 LOCK_NAME = ".batch.lock"
 #: in-flight tasks per accepted worker thread (enough to keep workers busy, bounded memory)
@@ -74,6 +75,7 @@ class BatchOptions:
     command: list[str] = field(default_factory=list)
     deadline: float = 60.0  # seconds a worker may stay unverified (local and slurm)
     progress: Callable[[dict[str, int]], None] | None = None
+    gate: Gate | None = None  # how the client gates itself (None: afresh; cli.main's gate)
 
 
 @dataclass
@@ -286,7 +288,7 @@ class _Batch:
     def run(self) -> None:
         from cosmo_runner.env.verified import VerifiedEnvironment
 
-        self.verified = VerifiedEnvironment.capture(self.options.manifest)
+        self.verified = VerifiedEnvironment.capture(self.options.manifest, gate=self.options.gate)
         self.log.doc["client_env_id"] = self.verified.env_id
         self.expected = self.options.expect_env_id or self.verified.env_id
         self.log.doc["expected_env_id"] = self.expected

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from cosmo_runner.env.gate import Gate
-from cosmo_runner.env.smoke import Check, ImportProbes, SmokeReport, run_checks
-from cosmo_runner.env.snapshot import EnvironmentState, capture
+from cosmo_runner.env.smoke import Check, ImportProbes, SmokeReport
+from cosmo_runner.env.snapshot import EnvironmentState
 
 #: entry name -> mtime_ns, per ``sys.path`` directory ("" keys the directory's own mtime)
 Fingerprint = dict[str, dict[str, int]]
@@ -90,12 +90,22 @@ class VerifiedEnvironment(Gate):
 
     @classmethod
     def capture(
-        cls, manifest: str | None = None, cwd: Path | None = None, *, strict: bool = False
+        cls,
+        manifest: str | None = None,
+        cwd: Path | None = None,
+        *,
+        strict: bool = False,
+        gate: Gate | None = None,
     ) -> VerifiedEnvironment:
-        """Fingerprint, snapshot and gate (the ``run`` gate: vouched imports not probed)."""
+        """Fingerprint, snapshot and gate (the ``run`` gate: vouched imports not probed).
+
+        ``gate``: how to observe and check (default: afresh, as :class:`Gate` does); the batch
+        client takes ``cli.main``'s, so a caller that reuses a verified observation for its
+        runs (the test suite) reuses it for a batch's client too. A worker gates afresh."""
         baseline = fingerprint()
-        state = capture(manifest, cwd)
-        smoke = run_checks(state, strict=strict, probe_all=False)
+        gate = gate or Gate()
+        state = gate.observe(manifest, cwd)
+        smoke = gate.check(state, strict=strict, imports=None, probe_all=False)
         return cls(state, smoke, baseline, manifest, strict)
 
     def observe(self, manifest: str | None, cwd: Path | None) -> EnvironmentState:
