@@ -1,15 +1,15 @@
 """Fresh-interpreter import probes: the run's isolation, a timeout, whole messages.
 
 Most cases drive :class:`ImportProbes` in process with a module on ``PYTHONPATH`` (which the
-probe inherits, as a run would); the end-to-end hang runs ``smoke`` in a venv copy, where the
-hanging module lies inside site-packages so that only the probe can catch it.
+probe inherits, as a run would); the end-to-end hang (``smoke`` and ``run`` in a venv copy,
+where the hanging module lies inside site-packages so that only the probe can catch it) is
+tests/env/test_perturbations.py's ``hanging-import``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,8 +20,7 @@ import pytest
 
 from cosmo_runner.env import smoke
 from cosmo_runner.env.smoke import ImportProbes, isolation_flags, one_line
-from tests.conftest import EXAMPLE, ROOT, InProcess, load_log, run_cli
-from tests.env.test_smoke import manifest_copy
+from tests.conftest import ROOT, InProcess, load_log, run_cli
 from tests.envcopy import ONE_AT_A_TIME, VenvCopy
 
 
@@ -204,42 +203,6 @@ def test_the_probe_ignores_pythonpath_when_the_run_does(tmp_path: Path) -> None:
     proc = run_cli("smoke", cwd=clean, env={"PYTHONPATH": str(shadow)})
     assert proc.returncode == 3
     assert "  ERROR import scipy.optimize failed: ImportError: shadow numpy\n" in proc.stdout
-
-
-@pytest.mark.slow
-@ONE_AT_A_TIME
-def test_a_hanging_required_import_fails_smoke_and_run_with_exit_3(tmp_path: Path) -> None:
-    """A required import no locked distribution installs is probed by run too."""
-    copy = VenvCopy(tmp_path / "venv")
-    (copy.site_packages / "slowimport.py").write_text("import time\ntime.sleep(600)\n")
-    manifest = json.loads((ROOT / "environment.manifest.json").read_text())
-    imports = manifest["imports"]
-    # Only the hanging import is required here, so the timeout (the test's wait) can be short:
-    # with numpy, scipy and matplotlib probed beside it, a cold import of one of them on a
-    # loaded machine could take longer and end the shared probe first, naming that one. The
-    # full list with a hang is tests/env/test_perturbations.py's "hanging-import".
-    imports["modules"] = ["slowimport"]
-    imports["timeout_seconds"] = 3
-    job = tmp_path / "job"
-    shutil.copytree(EXAMPLE, job)
-    manifest_copy(job, imports=imports)
-    message = (
-        "import slowimport timed out after 3 s (the import hung; probe killed; "
-        "set imports.timeout_seconds in the manifest to allow longer)"
-    )
-    proc = copy.run("-m", "cosmo_runner", "smoke", cwd=job)
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert f"  ERROR {message}\n" in proc.stdout
-
-    proc = copy.run("-m", "cosmo_runner", "run", "spec.json", "--out", tmp_path / "out", cwd=job)
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert f"cosmo-runner: environment: {message}\n" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    log = load_log(tmp_path / "out")
-    assert log["status"] == "failed" and log["exit_code"] == 3
-    (check,) = [c for c in log["smoke"]["checks"] if c["name"] == "imports"]
-    assert check["observed"] == {"probed": ["slowimport"]}
 
 
 def test_run_and_validate_probe_no_import_a_locked_distribution_vouches_for(

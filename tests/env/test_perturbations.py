@@ -152,17 +152,32 @@ def _editable_locked_name(copy: VenvCopy, tmp: Path) -> Case:
 
 
 def _hanging_import(copy: VenvCopy, tmp: Path) -> Case:
+    """A required import no locked distribution installs, so run probes it too."""
     (copy.site_packages / "cosmo_hang_probe.py").write_text("import time\ntime.sleep(600)\n")
     manifest = json.loads((ROOT / "environment.manifest.json").read_text())
-    manifest["imports"]["modules"].append("cosmo_hang_probe")
-    # The timeout is this case's wait, so it is short. run probes only this import (the others
-    # are vouched for by their RECORDs); smoke probes all, and under load a cold matplotlib may
-    # time out too, which the assertions allow: they ask for an error naming this module,
-    # whether "timed out" or "not checked: the probe timed out importing ..." (a shared probe).
+    # Only the hanging import is required, so the timeout (this case's wait) can be short:
+    # with numpy, scipy and matplotlib probed beside it, a cold import of one of them on a
+    # loaded machine could take longer and end the shared probe first, naming that one. What
+    # a hang does to the modules after it in one probe: tests/env/test_import_probes.py.
+    manifest["imports"]["modules"] = ["cosmo_hang_probe"]
     manifest["imports"]["timeout_seconds"] = 3
     shutil.copy(ROOT / "requirements.lock.txt", tmp / "requirements.lock.txt")
     (tmp / "environment.manifest.json").write_text(json.dumps(manifest))
-    return Case("cosmo_hang_probe", args=["--manifest", str(tmp / "environment.manifest.json")])
+
+    def check_log(log: dict[str, Any]) -> None:
+        (check,) = [c for c in log["smoke"]["checks"] if c["name"] == "imports"]
+        assert check["observed"] == {"probed": ["cosmo_hang_probe"]}
+
+    line = (
+        "import cosmo_hang_probe timed out after 3 s (the import hung; probe killed; "
+        "set imports.timeout_seconds in the manifest to allow longer)"
+    )
+    return Case(
+        "cosmo_hang_probe",
+        line=line,
+        args=["--manifest", str(tmp / "environment.manifest.json")],
+        check_log=check_log,
+    )
 
 
 def _scipy_edit(copy: VenvCopy, tmp: Path) -> Case:
