@@ -87,7 +87,10 @@ CASES = {**DATA, "boundary": (*BOUNDARY, None)}
 @pytest.mark.parametrize("data", CASES, ids=list(CASES))
 @pytest.mark.parametrize("test", TESTS)
 @pytest.mark.parametrize("method", METHODS)
-def test_ragged_rows_agree_with_each_row_alone(method: str, test: str, data: str) -> None:
+def test_ragged_rows_and_cumulative_agree_with_separate_fits(
+    method: str, test: str, data: str
+) -> None:
+    """One set of separate fits serves both checks (the cumulative rows are the prefixes)."""
     y, v, control = CASES[data]
     k = y.shape[0]
     # every prefix from 2 studies, then the full data and the data reversed cut at 3
@@ -101,6 +104,7 @@ def test_ragged_rows_agree_with_each_row_alone(method: str, test: str, data: str
             singles.append(rma(ys[i, :n], vs[i, :n], **fit))
         except AnalysisError as exc:
             singles.append(exc.message)
+    _check_cumulative(y, v, singles[: k - 1], fit, data)
     if any(isinstance(s, str) for s in singles):  # a failing row fails the batch
         with pytest.raises(AnalysisError):
             rma(ys, vs, lengths=lengths, **fit)
@@ -160,40 +164,29 @@ def test_bad_lengths(kwargs: dict[str, Any], message: str) -> None:
     assert info.value.message == "rma: lengths is for 2-D yi and vi without moderators"
 
 
-def _loop(y: Any, v: Any, **fit: Any) -> tuple[dict[str, list[float]], list[str]]:
-    """The cumulative table's rows 1 .. k-1 as k - 1 separate fits (what it did before)."""
-    cols: dict[str, list[float]] = {n: [] for n in ("estimate", "se", "pval", "ci_lb", "ci_ub",
-                                                    "Q", "tau2", "I2")}  # fmt: skip
-    warnings = []
-    for j in range(1, len(y)):
-        res = rma(y[: j + 1], v[: j + 1], **fit)
-        for name, column in cols.items():
-            column.append(float(getattr(res, name)))
-        warnings.extend(f"first {j + 1} studies: {w}" for w in res.warnings)
-    return cols, warnings
-
-
-@pytest.mark.parametrize("data", CASES, ids=list(CASES))
-@pytest.mark.parametrize("test", TESTS)
-@pytest.mark.parametrize("method", METHODS)
-def test_cumulative_equals_its_separate_fits(method: str, test: str, data: str) -> None:
-    y, v, control = CASES[data]
-    fit = {"method": method, "test": test, "control": control}
-    try:
-        cols, warnings = _loop(y, v, **fit)
-    except AnalysisError as exc:  # the first failing prefix's own error
+def _check_cumulative(
+    y: Any, v: Any, prefixes: list[RMAResult | str], fit: dict[str, Any], data: str
+) -> None:
+    """The cumulative table's rows 1 .. k-1 against the separate fits of the first 2 .. k
+    studies (what it computed before), or the first failing prefix's own error."""
+    failed = next((s for s in prefixes if isinstance(s, str)), None)
+    if failed is not None:
         with pytest.raises(AnalysisError) as info:
             cumulative(y, v, **fit)
-        assert info.value.message == exc.message
+        assert info.value.message == failed
         return
     res = cumulative(y, v, **fit)
-    assert list(res.warnings) == warnings
+    fits = [s for s in prefixes if isinstance(s, RMAResult)]
+    assert list(res.warnings) == [
+        f"first {j + 2} studies: {w}" for j, s in enumerate(fits) for w in s.warnings
+    ]
     # the variance-ratio data: see _same (tau2 within Fisher scoring's threshold, the rest
     # within ~0.2% in the prefixes metafor warns are unstable)
     unstable = data == "varratio"
-    for name, column in cols.items():
+    for name in ("estimate", "se", "pval", "ci_lb", "ci_ub", "Q", "tau2", "I2"):
         ours = np.asarray(getattr(res, name))[1:]
-        if name == "tau2" and method in ("EE", "FE"):
+        column = [float(getattr(s, name)) for s in fits]
+        if name == "tau2" and fit["method"] in ("EE", "FE"):
             assert np.isnan(ours).all()
         elif name in ("tau2", "I2") and unstable:  # vt >= 0.1 in these prefixes
             atol = 1e-10 if name == "tau2" else 100 * 1e-10 / 0.1
