@@ -206,7 +206,10 @@ def test_the_probe_ignores_pythonpath_when_the_run_does(tmp_path: Path) -> None:
 
 
 def test_run_and_validate_probe_no_import_a_locked_distribution_vouches_for(
-    tmp_path: Path, example: Path, cli: InProcess
+    tmp_path: Path,
+    example: Path,
+    cli: InProcess,
+    this_smoke_json: subprocess.CompletedProcess[str],
 ) -> None:
     proc = cli("validate", example, "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -220,7 +223,7 @@ def test_run_and_validate_probe_no_import_a_locked_distribution_vouches_for(
         "0 probed in fresh interpreters"
     )
     assert not [c for c in checks if c["name"].startswith("import:")]
-    smoke_checks = json.loads(cli("smoke", "--json").stdout)["smoke"]["checks"]
+    smoke_checks = json.loads(this_smoke_json.stdout)["smoke"]["checks"]
     assert [c["name"] for c in smoke_checks if c["name"].startswith("import:")] == [
         f"import:{m}" for m in required
     ]

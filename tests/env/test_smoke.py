@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,9 @@ def test_this_environment_passes(cli: InProcess) -> None:
     assert proc.stdout.startswith("cosmo-runner smoke: PASSED  env_id ")
 
 
-def test_json_has_snapshot_and_checks(cli: InProcess) -> None:
-    proc = cli("smoke", "--json")
-    assert proc.returncode == 0
+def test_json_has_snapshot_and_checks(this_smoke_json: subprocess.CompletedProcess[str]) -> None:
+    proc = this_smoke_json
+    assert proc.returncode == 0, proc.stdout
     doc = json.loads(proc.stdout)
     observed = doc["environment"]["observed"]
     assert observed["python"]["version"].startswith(platform.python_version())
