@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from cosmo_runner.env import records
+from cosmo_runner.env.lock import read_lock
 
 # The tests that make venv copies share one pytest-xdist worker and run one at a time there
 # (``--dist loadgroup``): another worker's ``cp -al`` of the same test venv would change the
@@ -121,14 +122,16 @@ class VenvCopy:
 # records' cache class is private on purpose: the test helper re-keys what the gate wrote, a
 # seam for hard-linked copies that no caller outside the tests has
 def warm_records_cache(site: Path) -> None:
-    """Hash the test venv's distributions into the cache once, if it has no entry for them."""
+    """Hash the test venv's locked distributions into the cache (the ones the gate checks),
+    once: when it has no entry for the test venv yet."""
     directory = records.cache_dir()
     if directory is None or records._Cache(directory, str(site)).old["files"]:
         return
+    lock = read_lock(Path(__file__).resolve().parents[1] / "requirements.lock.txt")
     dists: dict[str, metadata.Distribution] = {}
     for dist in metadata.distributions(path=[str(site)]):
         dists.setdefault(records.normalize(dist.metadata["Name"]), dist)
-    records.verify(list(dists), dists, cache=directory, sites=[site])
+    records.verify([*lock.pins, *lock.unevaluated], dists, cache=directory, sites=[site])
 
 
 def carry_records_cache(site: Path, copy_site: Path) -> None:
