@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import settings
 
 from tests.forkserver import ForkServer
 from tests.gates import ReusedGate
@@ -37,6 +38,14 @@ if TYPE_CHECKING:
 
 # ``--cpu-times FILE``: each test's CPU time, the suite's measurement (bench/results.md)
 pytest_plugins = ["tests.cputime"]
+
+# Hypothesis: no per-example deadline (its default, 200 ms, turns a loaded machine into a
+# failure: the suite asserts no timing), and in CI (CI=true) a derandomized search, so a run
+# is repeatable; locally each run explores new examples. A test's own @settings adds to this.
+settings.register_profile(
+    "cosmo", deadline=None, derandomize=os.environ.get("CI", "").lower() == "true"
+)
+settings.load_profile("cosmo")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bcg"

@@ -5,8 +5,9 @@ for a log written before redaction existed.
 
 The commands run in process (the ``cli`` fixture, with the credentials in ``os.environ``, where
 the snapshot and the gate read them), except the run with a token on its command line: the
-redaction takes what to hide from the process's own ``sys.argv``, so that run is a real
-process (forked from the warm fork server: console-script ``sys.argv``, real descriptors)."""
+redaction takes what to hide from the process's own ``sys.argv`` (and from ``main``'s
+``argv``, tested in process at the end), so that run is a real process (forked from the warm
+fork server: console-script ``sys.argv``, real descriptors)."""
 
 from __future__ import annotations
 
@@ -175,3 +176,21 @@ def test_diffing_an_old_unredacted_log_prints_no_secret(
             line.split()[:3] == ["env", "var", "MY_API_TOKEN"] and "***redacted***" in line
             for line in proc.stdout.splitlines()
         ), proc.stdout
+
+
+def test_a_token_on_an_in_process_command_line_is_hidden_too(
+    tmp_path: Path, cli: InProcess
+) -> None:
+    """``cli.main(argv)`` called by another program: the token is in ``argv``, not in this
+    process's ``sys.argv`` (pytest's), and is hidden all the same (redact.command_line)."""
+    secret = "inproc-t0ken-42"
+    bad = f"https://user:{secret}@host.example/spec.json"
+    proc = cli("run", bad, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert secret not in proc.stdout + proc.stderr
+    assert proc.stderr.startswith("cosmo-runner: error: https:/***redacted***@host.example/")
+    [run] = list((tmp_path / "runs").iterdir())
+    log = load_log(run)
+    assert log["command"][2] == "https://***@host.example/spec.json"
+    assert log["error"]["message"].startswith("https:/***redacted***@host.example/spec.json: ")
+    assert [p for p in run.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()] == []

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from cosmo_runner import __version__
+from cosmo_runner import __version__, redact
 from cosmo_runner.env.gate import Gate
 from cosmo_runner.errors import (
     EXIT_CRASH,
@@ -618,6 +618,15 @@ def main(argv: list[str] | None = None, *, gate: Gate | None = None) -> int:
     """
     as_program = argv is None  # the process's own entry point: it exits right after
     argv = list(sys.argv[1:] if argv is None else argv)
+    # secrets on this command line are hidden like those on the process's own (redact)
+    command_line = redact.command_line.set(tuple(argv))
+    try:
+        return _main(argv, as_program, gate)
+    finally:
+        redact.command_line.reset(command_line)
+
+
+def _main(argv: list[str], as_program: bool, gate: Gate | None) -> int:
     _reserve_std_fds()
     console = Console()
     signals = SignalGuard()

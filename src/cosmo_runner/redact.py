@@ -17,8 +17,8 @@ run summary, error lines). Three rules, in this order:
    least :data:`MIN_SECRET_LENGTH` characters) are replaced wherever else they appear: a
    backstop for messages and normalised paths that quote them without a URL around them.
 
-Pure functions of their input, ``os.environ`` and ``sys.argv``; they never raise on odd
-input.
+Pure functions of their input, ``os.environ``, ``sys.argv`` and :data:`command_line`; they
+never raise on odd input.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 REDACTED = "***redacted***"
@@ -38,6 +39,9 @@ SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL")
 MIN_SECRET_LENGTH = 6
 # Fields of our documents that hold maps of environment variables (name -> value).
 ENV_MAP_KEYS = frozenset({"env_vars"})
+#: The command line of a command run in process (``cli.main(argv)`` sets it for the call):
+#: known secrets come from it as from ``sys.argv``, which then holds the host program's.
+command_line: ContextVar[tuple[str, ...]] = ContextVar("cosmo_command_line", default=())
 
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 # scheme "://" then the userinfo: everything up to the authority's last "@" (greedy).
@@ -87,16 +91,16 @@ def known_secrets(
 ) -> tuple[str, ...]:
     """Values to hunt for in free text (rule 3), longest first: from ``environ`` (default
     ``os.environ``) the values of secret-named variables and the userinfo of URLs in any
-    value; from ``argv`` (default ``sys.argv``) URL userinfo and secret ``NAME=value``
-    values (a path such as ``https://u:tok@h/spec.json`` loses its ``//`` once it is a
-    ``Path``, after which only its known userinfo gives it away)."""
+    value; from ``argv`` (default ``sys.argv`` and :data:`command_line`) URL userinfo and
+    secret ``NAME=value`` values (a path such as ``https://u:tok@h/spec.json`` loses its
+    ``//`` once it is a ``Path``, after which only its known userinfo gives it away)."""
     env = os.environ if environ is None else environ
     found: set[str] = set()
     for name, value in env.items():
         if is_secret_name(name):
             found.add(value)
         found.update(_userinfo_parts(value))
-    for item in sys.argv if argv is None else argv:
+    for item in (*sys.argv, *command_line.get()) if argv is None else argv:
         found.update(_userinfo_parts(item))
         found.update(_assigned_secrets(item))
     return _usable(found)
