@@ -343,7 +343,8 @@ def _add_batch_commands(sub: Any, command: Any) -> None:
         type=float,
         default=60.0,
         metavar="S",
-        help="local, slurm: refuse a worker unverified after S seconds (default 60)",
+        help="local, slurm: refuse a worker unverified after S seconds; any cluster: stop "
+        "waiting after S seconds without an accepted worker (default 60)",
     )
     batch.add_argument("--manifest", metavar="PATH", help="environment manifest for the client")
 

@@ -183,3 +183,47 @@ def test_drifted_and_ungated_workers_run_nothing_and_a_killed_worker_costs_nothi
     assert scheduler.wait(timeout=60) == 0
     with (out / "batch_log.json").open(encoding="utf-8") as handle:
         assert json.load(handle)["status"] == "succeeded"
+
+
+def test_a_batch_whose_last_worker_died_stops_waiting_and_records_the_rest_lost(
+    tmp_path: Path, processes: Processes, reused_gate: ReusedGate
+) -> None:
+    """The one worker (no nanny: nothing restarts it) is killed after the first commits: no
+    accepted worker is left, and after ``deadline`` seconds the batch ends, exit 6, every
+    spec not committed recorded ``lost`` with the reason, instead of waiting forever."""
+    scheduler = processes.start(sys.executable, "-m", "cosmo_runner", "scheduler", "--port", "0")
+    address = _first_line(scheduler).rsplit(" ", 1)[1]
+    worker = processes.start(sys.executable, "-m", "cosmo_runner", "worker", address)
+    _wait_for(address, {"held": 1})
+    specs = generate_specs(tmp_path / "specs", 30, seed=8, k=K)
+    out = tmp_path / "out"
+    killed: list[int] = []
+
+    def progress(counts: dict[str, int]) -> None:
+        if counts["done"] >= 3 and not killed:
+            killed.append(counts["done"])
+            os.kill(worker.pid, signal.SIGKILL)
+
+    options = BatchOptions(specs=specs, out_dir=out, cluster=address, chunk=1, deadline=2,
+                           progress=progress, gate=reused_gate)  # fmt: skip
+    result = run_batch(options)
+    assert killed and worker.wait(timeout=30) == -signal.SIGKILL
+    assert result.exit_code == 6, result.error
+    doc = batch_log(out)
+    entries = by_key(doc)
+    done = sorted(k for k, e in entries.items() if e["status"] == "succeeded")
+    lost = sorted(k for k, e in entries.items() if e["status"] == "lost")
+    assert len(done) >= 3 and sorted(done + lost) == sorted(p.stem for p in specs)
+    assert committed(out) == done
+    reason = (
+        "no accepted worker on the cluster for 2 s (--worker-deadline): the batch stopped waiting"
+    )
+    assert {entries[k]["message"] for k in lost} == {reason}
+    assert {entries[k]["exit_code"] for k in lost} == {None}
+    assert [e["reason"] for e in events(out) if e["event"] == "no-workers"] == [reason]
+    assert str(result.error) == (
+        f"{len(lost)} of 30 specs did not succeed (0 failed, {len(lost)} lost); "
+        "each one's exit code is in the batch log"
+    )
+    scheduler.send_signal(signal.SIGTERM)
+    assert scheduler.wait(timeout=60) == 0

@@ -66,7 +66,9 @@ def test_a_spec_that_kills_its_workers_is_lost_and_the_rest_succeed(
     lost = entries[always.stem]
     assert (lost["status"], lost["exit_code"], lost["run_dir"]) == ("lost", None, None)
     assert lost["attempts"] >= 2  # the chunk's try, then its own tries
-    assert lost["message"].startswith("its task killed 2 worker(s): ")
+    assert lost["message"].startswith(
+        "its task killed 2 worker(s) as it ran alone on the cluster: "
+    )
     assert entries[once.stem]["status"] == "succeeded"
     assert entries[once.stem]["attempts"] >= 2
     others = [e for k, e in entries.items() if k not in (always.stem, once.stem)]

@@ -9,8 +9,8 @@ each result is committed once and its future released -> final batch log.
 
 A spec's exit codes 2, 3, 4 and 5 are its result (recorded, never retried). A task whose
 worker died is rescheduled by Dask up to ``retries`` times; a chunk that ends so is split
-and its specs retried one by one, so only a spec that kills its workers itself ends
-``lost``. Some specs failed or lost: exit 6. Interrupted: 130/143, the log complete.
+and its specs retried one by one, and a spec whose own task ends so is run once more alone
+(nothing else in flight), so only a spec that kills its workers itself ends ``lost``. Some specs failed or lost: exit 6. Interrupted: 130/143, the log complete.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 LOCK_NAME = ".batch.lock"
 #: in-flight tasks per accepted worker thread (enough to keep workers busy, bounded memory)
 WINDOW_PER_WORKER = 4
+#: seconds between two looks at the cluster's accepted workers while specs are in flight
+WATCH_S = 1.0
 MAX_AUTO_CHUNK = 20
 
 
@@ -282,6 +285,13 @@ class _Batch:
         self.expected: str | None = None
         self.futures: dict[Any, list[ship.Shipment]] = {}
         self.task_keys: dict[str, list[str]] = {}  # spec key -> the task keys that ran it
+        # Specs whose own task ran out of retries while other tasks were on the cluster: Dask
+        # charges a worker's death to every task processing there, not only the one running
+        # (a small batch or a batch's tail is not queued on the scheduler), so each is run
+        # once more alone, with nothing else in flight, before it can be called lost.
+        self.suspects: list[ship.Shipment] = []
+        self.alone: Any = None  # the future of the suspect running alone
+        self.no_workers: str | None = None  # why the batch stopped waiting for workers
         self.counts = {"done": 0, "failed": 0, "refused": 0, "total": len(planned)}
 
     # -- steps ---------------------------------------------------------------------------
@@ -424,18 +434,68 @@ class _Batch:
         done = as_completed()
 
         def top_up() -> None:
+            if self.alone is not None:
+                return  # a suspect runs alone: nothing else until it is done
+            if self.suspects:
+                if not self.futures:  # drained: the next suspect alone
+                    self.alone = self._submit([self.suspects.pop(0)])
+                    done.add(self.alone)
+                return
             while len(self.futures) < window and (items := next(chunks, None)) is not None:
                 done.add(self._submit(items))
 
-        top_up()
-        for finished in done.batches():
-            outcomes: list[Outcome] = []
-            for future in finished:
-                items = self.futures.pop(future)
-                outcomes += self._collect(future, items, done)
-                future.release()
-            self._commit(outcomes)
+        stop = threading.Event()
+        watch = threading.Thread(
+            target=self._watch_workers, args=(stop,), name="batch-workers", daemon=True
+        )
+        watch.start()
+        try:
             top_up()
+            for finished in done.batches():
+                outcomes: list[Outcome] = []
+                for future in finished:
+                    items = self.futures.pop(future)
+                    outcomes += self._collect(future, items, done)
+                    if future is self.alone:
+                        self.alone = None
+                    future.release()
+                self._commit(outcomes)
+                if self.no_workers is None:
+                    top_up()
+        finally:
+            stop.set()
+        if self.no_workers is not None:  # what was never sent is lost too
+            for item in self.planned:
+                if self.log.spec(item.key)["status"] == "pending":
+                    self._finish_spec(
+                        item.key, status="lost", exit_code=None, message=self.no_workers
+                    )
+
+    def _watch_workers(self, stop: threading.Event) -> None:
+        """No accepted worker for ``deadline`` seconds while specs are in flight (every
+        worker died and none came back: a nanny that cannot restart its worker, Slurm jobs
+        that ended): cancel what is in flight, so the batch ends with the specs not done
+        recorded ``lost`` instead of waiting for a worker forever."""
+        from cosmo_runner.batch.scheduler import accepted_count
+
+        since: float | None = None
+        while not stop.wait(WATCH_S):
+            try:
+                accepted = self.client.run_on_scheduler(accepted_count).get("accepted", 0)
+            except Exception:  # the scheduler is gone: the futures fail on their own
+                return
+            if accepted or not self.futures:
+                since = None
+                continue
+            since = time.monotonic() if since is None else since
+            if time.monotonic() - since >= self.options.deadline:
+                self.no_workers = (
+                    f"no accepted worker on the cluster for {self.options.deadline:g} s "
+                    "(--worker-deadline): the batch stopped waiting"
+                )
+                self.log.event("no-workers", reason=self.no_workers)
+                self.client.cancel(list(self.futures))
+                return
 
     def _submit(self, items: list[ship.Shipment]) -> Any:
         from cosmo_runner.batch.worker import run_specs
@@ -466,19 +526,28 @@ class _Batch:
     def _collect(self, future: Any, items: list[ship.Shipment], done: Any) -> list[Outcome]:
         """The outcomes of a finished task (to commit); a lost or crashed task is recorded."""
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
         try:
             outcomes = future.result()
+        except FutureCancelledError:
+            if self.no_workers is None:
+                raise  # cancelled by nothing of ours: a bug
+            return []  # recorded lost with the specs never sent
         except KilledWorker as exc:
             if len(items) > 1:  # find the spec that kills: retry the chunk's specs one by one
                 for item in items:
                     done.add(self._submit([item]))
                 return []
+            if future is not self.alone:  # its workers' deaths may have been others' doing
+                self.suspects.append(items[0])
+                return []
             self._finish_spec(
                 items[0].key,
                 status="lost",
                 exit_code=None,
-                message=f"its task killed {self.options.retries + 1} worker(s): {exc}",
+                message=f"its task killed {self.options.retries + 1} worker(s) as it ran "
+                f"alone on the cluster: {exc}",
             )
             return []
         except Exception as exc:  # the task raised: a bug in the worker code
