@@ -17,7 +17,10 @@ what ``cosmo-runner ARGS`` would be:
   entries (the only interpreter-start variable emulated; the others, and the locale's
   ``LANG``/``LC_ALL``/``LC_CTYPE``, are the server's, so a test may not set them);
 - its environment, working directory and umask are the request's; SIGINT, SIGTERM and the
-  other signals have the dispositions a fresh interpreter gives them;
+  other signals have the dispositions a fresh interpreter started by the test gets: the
+  ones the server started with (inherited from pytest as a test's subprocess inherits them;
+  in a background job of a non-interactive shell, as in .ci/run, SIGINT and SIGQUIT are
+  ignored), none blocked;
 - it ends as the console script does, ``sys.exit(main())``: through interpreter shutdown.
 
 What stays the server's: the interpreter's start-up configuration (above), the hash seed
@@ -263,17 +266,24 @@ def _become(server: _Server, request: dict[str, Any], stdio: list[int]) -> None:
     os.umask(request["umask"])
     sys.path[:] = server.child_path(request["env"])
     sys.argv = [server.script, *request["args"]]
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
+    for signum, handler in _STARTED_WITH.items():
+        signal.signal(signum, handler)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     if request["prelude"]:
         module, _, function = request["prelude"].partition(":")
         getattr(__import__(module, fromlist=[function]), function)(**request["prelude_args"])
 
 
+#: The signals a child gets back as the server started with them (before any warm-up run), as
+#: a fresh interpreter would set them up from what it inherited: SIG_DFL, SIG_IGN, or for
+#: SIGINT Python's default_int_handler unless it was inherited ignored.
+_RESET_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD)
+_STARTED_WITH: dict[int, Any] = {}
+
+
 def _serve_forever(control_fd: int, script: str, spec: str) -> None:
     """The server's main: returns only in a forked child, ready to be the program."""
+    _STARTED_WITH.update({signum: signal.getsignal(signum) for signum in _RESET_SIGNALS})
     control = socket.socket(fileno=control_fd)
     server = _Server(control, script)
     server.warm_up(spec)
