@@ -645,12 +645,19 @@ class _Batch:
         self.futures.clear()
         self._record_workers()
         try:
-            if self.client is not None:
+            for part in (self.client, self.cluster):
+                if part is None:
+                    continue
                 try:
-                    self.client.close()
-                finally:
-                    if self.cluster is not None:
-                        self.cluster.close()
+                    part.close()
+                except Exception as exc:  # every result is committed: the log says, no crash
+                    # (distributed's nanny can fail to kill a worker it is still restarting:
+                    # "AssertionError: can only join a started process")
+                    self.log.event(
+                        "close-failed",
+                        part=type(part).__name__,
+                        reason=f"{type(exc).__name__}: {exc}",
+                    )
         finally:
             if dict(os.environ) != self._environ:
                 os.environ.clear()
