@@ -454,8 +454,11 @@ class _Batch:
             for finished in done.batches():
                 outcomes: list[Outcome] = []
                 for future in finished:
-                    items = self.futures.pop(future)
+                    # in self.futures until collected: its result may still have to come
+                    # from a worker that is gone, and then the watchdog must cancel it too
+                    items = self.futures[future]
                     outcomes += self._collect(future, items, done)
+                    del self.futures[future]
                     if future is self.alone:
                         self.alone = None
                     future.release()
