@@ -10,7 +10,8 @@ each result is committed once and its future released -> final batch log.
 A spec's exit codes 2, 3, 4 and 5 are its result (recorded, never retried). A task whose
 worker died is rescheduled by Dask up to ``retries`` times; a chunk that ends so is split
 and its specs retried one by one, and a spec whose own task ends so is run once more alone
-(nothing else in flight), so only a spec that kills its workers itself ends ``lost``. Some specs failed or lost: exit 6. Interrupted: 130/143, the log complete.
+(nothing else in flight), so only a spec that kills its workers itself ends ``lost``. Some
+specs failed or lost: exit 6. Interrupted: 130/143, the log complete.
 """
 
 from __future__ import annotations

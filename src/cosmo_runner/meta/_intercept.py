@@ -1,6 +1,7 @@
 """Intercept-only models: the data as rows (analyses x studies) for the decision layer
-(:class:`Rows`; rows of different lengths: :class:`Ragged`), the row-wise fit (:func:`fit_rows`) and the scalar fast path for one
-analysis with a closed-form estimator (:func:`fit_scalar`).
+(:class:`Rows`; rows of different lengths: :class:`Ragged`), the row-wise fit
+(:func:`fit_rows`) and the scalar fast path for one analysis with a closed-form estimator
+(:func:`fit_scalar`).
 """
 
 from __future__ import annotations
